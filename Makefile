@@ -1,0 +1,54 @@
+# Front door. Everything real lives in CMakeLists.txt and scripts/.
+.PHONY: all deps build run test asan unit e2e fuzz fuzz-build fmt fmt-check clean bench
+
+JOBS ?= $(shell nproc)
+LISTEN ?= 127.0.0.1:8080
+FUZZ_SECONDS ?= 60
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build build/release -j $(JOBS) --target pyrycode-relay
+
+run: build
+	@echo "pyrycode-relay: listening on ws://$(LISTEN) (local dev mode; Ctrl-C to stop)"
+	@exec build/release/pyrycode-relay --insecure-listen $(LISTEN) $(ARGS)
+
+asan: deps
+	@CC=$${CC:-gcc} cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DRELAY_SANITIZE=ON >/dev/null
+	@cmake --build build/asan -j $(JOBS)
+
+test: deps fmt-check asan
+	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    ctest --output-on-failure -j $(JOBS)
+
+unit: asan
+	@cd build/asan && ctest --output-on-failure -L unit -j $(JOBS)
+
+e2e: asan
+	@cd build/asan && ctest --output-on-failure -L e2e
+
+fuzz-build: deps
+	@CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRELAY_FUZZ=ON >/dev/null
+	@cmake --build build/fuzz -j $(JOBS)
+
+fuzz: fuzz-build
+	@for t in build/fuzz/fuzz_*; do \
+	    n=$$(basename $$t); mkdir -p build/fuzz/corpus/$$n; \
+	    echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+	    $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus/$$n fuzz/corpus/$$n || exit 1; \
+	done
+
+fmt:
+	@clang-format -i src/*.c src/*.h tests/unit/*.c fuzz/*.c $(wildcard bench/*.c bench/*.h)
+
+fmt-check:
+	@clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c fuzz/*.c $(wildcard bench/*.c bench/*.h)
+
+clean:
+	rm -rf build

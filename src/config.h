@@ -1,0 +1,85 @@
+/* config.h — command-line flags with Go `flag` syntax (spec §6.1): -x and
+ * --x, "=value" or a separate value, booleans bare or "=true/false", -h
+ * prints usage. One table describes every flag; parsing fills struct config
+ * and remembers which flags were given explicitly. Durations use Go syntax
+ * ("500ms", "30s", "1m30s"). Nothing here touches the network or env. */
+#ifndef RELAY_CONFIG_H
+#define RELAY_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define NS_PER_MS 1000000LL
+#define NS_PER_S  1000000000LL
+
+struct config {
+    /* spec §6.1 */
+    const char *domain;
+    const char *cert_cache;
+    const char *insecure_listen;
+    const char *https_listen;
+    const char *http_listen;
+    const char *metrics_listen;
+    bool trust_x_forwarded_for;
+    bool https_proxy_protocol;
+    int64_t max_connections;
+    bool version;
+    /* relay knobs (ours; defaults match the reference constants) */
+    const char *log_format;          /* "text" | "json" */
+    int64_t max_message_bytes;       /* 262144 */
+    int64_t max_header_bytes;        /* 1 MiB, like Go's DefaultMaxHeaderBytes */
+    int64_t max_phones_per_server;   /* 16; <= 0 means no cap */
+    int64_t phone_backlog_bytes;     /* 4 MiB */
+    int64_t workers;                 /* 0 = number of CPUs */
+    int64_t message_deadline_ns;     /* 30s */
+    int64_t heartbeat_interval_ns;   /* 30s */
+    int64_t heartbeat_timeout_ns;    /* 30s */
+    int64_t write_timeout_ns;        /* 10s */
+    int64_t drain_timeout_ns;        /* 10s */
+    int64_t grace_period_ns;         /* 30s */
+    int64_t conflict_probe_timeout_ns; /* 10s */
+    int64_t header_timeout_ns;       /* 5s: request head must arrive */
+    int64_t request_timeout_ns;      /* 60s: whole request must arrive */
+    int64_t idle_timeout_ns;         /* 120s: keep-alive idle */
+    int64_t close_timeout_ns;        /* 5s: wait for the peer's close frame */
+    bool check_config;
+    /* which flags appeared on the command line, by table index */
+    uint64_t explicit_mask;
+};
+
+enum config_result {
+    CONFIG_OK = 0,
+    CONFIG_HELP = 1,   /* -h/--help: usage printed, exit 0 */
+    CONFIG_ERROR = -1, /* message and usage printed, exit 2 */
+};
+
+/* Fills cfg with every default. home is $HOME (may be NULL) for --cert-cache. */
+void config_defaults(struct config *cfg, const char *home);
+
+/* Parses argv[1..argc) into cfg (call config_defaults first). Stops at the
+ * first non-flag argument or after "--", like Go. Errors and usage go to
+ * err. Strings in cfg point into argv. */
+enum config_result config_parse(struct config *cfg, int argc, char **argv, FILE *err);
+
+/* Checks values that parse but make no sense (non-positive durations and
+ * sizes, unknown --log-format). Writes one sentence naming the flag to err
+ * and returns -1, else 0. --max-connections is left to the startup checks
+ * (spec §6.3 step 5). */
+int config_validate(const struct config *cfg, FILE *err);
+
+/* True when the flag named name (without dashes) was given explicitly. */
+bool config_flag_given(const struct config *cfg, const char *name);
+
+/* Writes the usage text (Go flag.PrintDefaults layout) to out. */
+void config_usage(FILE *out);
+
+/* Parses a Go duration ("300ms", "-1.5h", "2h45m", "0"). Returns 0 and
+ * stores nanoseconds in *ns, or -1 on syntax error or overflow. */
+int duration_parse(const char *s, int64_t *ns);
+
+/* Formats ns as Go's time.Duration.String() would ("1m30s", "500ms").
+ * Returns the length written. */
+int duration_format(char *out, size_t cap, int64_t ns);
+
+#endif

@@ -1,0 +1,715 @@
+/* conn.c — the per-connection pump: socket reads go through the HTTP reader
+ * or the WebSocket decoder, replies and frames go out through two queues
+ * (control frames first, never inside a data frame), and one wheel entry
+ * carries whichever deadline is nearest. State changes happen only in
+ * set_state. It never interprets requests or messages: the hooks do. */
+#include "conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "shard.h"
+
+#define WRITE_BATCH 16
+
+struct write_batch {
+    uv_write_t req;
+    struct conn *c;
+    uv_buf_t bufs[WRITE_BATCH];
+};
+
+static void ws_input(struct conn *c, uint8_t *buf, size_t len);
+static void kick_writer(struct conn *c);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+/* ---- deadlines --------------------------------------------------------- */
+
+static uint64_t now_ms(const struct conn *c)
+{
+    return shard_now(c->shard);
+}
+
+static void rearm(struct conn *c)
+{
+    uint64_t dls[] = {c->dl_state, c->dl_request, c->dl_message,
+                      c->dl_ping,  c->dl_pong,    c->dl_write};
+    uint64_t min = 0;
+    for (size_t i = 0; i < ARRAY_LEN(dls); i++)
+        if (dls[i] && (!min || dls[i] < min))
+            min = dls[i];
+    if (!min) {
+        shard_cancel(c->shard, &c->timer);
+        return;
+    }
+    /* A later deadline is left to the early wake-up, which re-arms; only an
+     * earlier one needs the wheel touched. */
+    if (!wheel_pending(&c->timer) || min < c->timer.expire)
+        shard_schedule(c->shard, &c->timer, min);
+}
+
+static uint64_t after(const struct conn *c, uint64_t ms)
+{
+    return now_ms(c) + ms;
+}
+
+/* The only place the state changes; each state gets its own deadline. */
+static void set_state(struct conn *c, enum conn_state st)
+{
+    struct shard *s = c->shard;
+    c->state = st;
+    switch (st) {
+    case CONN_HTTP_HEAD:
+        c->dl_state = after(c, s->header_ms);
+        c->dl_request = after(c, s->request_ms);
+        break;
+    case CONN_HTTP_BODY:
+        c->dl_state = 0;
+        break;
+    case CONN_HTTP_IDLE:
+        c->dl_state = after(c, s->idle_ms);
+        c->dl_request = 0;
+        break;
+    case CONN_HTTP_CLOSING:
+        c->dl_state = after(c, s->write_ms);
+        c->dl_request = 0;
+        break;
+    case CONN_WS_OPEN:
+        c->dl_state = c->dl_request = 0;
+        c->dl_ping = after(c, s->heartbeat_ms);
+        break;
+    case CONN_WS_CLOSING:
+    case CONN_WS_DONE:
+    case CONN_LINGER:
+        c->dl_state = after(c, s->close_ms);
+        c->dl_ping = c->dl_pong = c->dl_message = 0;
+        break;
+    case CONN_CLOSED:
+        c->dl_state = c->dl_request = c->dl_message = 0;
+        c->dl_ping = c->dl_pong = c->dl_write = 0;
+        break;
+    }
+    rearm(c);
+}
+
+bool conn_is_ws(const struct conn *c)
+{
+    return c->state == CONN_WS_OPEN || c->state == CONN_WS_CLOSING || c->state == CONN_WS_DONE;
+}
+
+/* ---- teardown ---------------------------------------------------------- */
+
+static void report_ws_end(struct conn *c)
+{
+    if (!c->upgraded || c->ws_end_reported)
+        return;
+    c->ws_end_reported = true;
+    if (!c->close_rcvd && !c->close_sent)
+        c->close_rcvd = WS_CLOSE_ABNORMAL;
+    if (c->shard->hooks->on_ws_end)
+        c->shard->hooks->on_ws_end(c);
+}
+
+static void wq_free(struct wq *q)
+{
+    struct wq_item *it = q->head;
+    while (it) {
+        struct wq_item *next = it->next;
+        free(it);
+        it = next;
+    }
+    q->head = q->tail = NULL;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct conn *c = CONTAINER_OF(h, struct conn, tcp);
+    struct shard *s = c->shard;
+    if (s->hooks->on_free)
+        s->hooks->on_free(c);
+    wq_free(&c->ctl);
+    wq_free(&c->data);
+    free(c->msg);
+    if (c->req) {
+        http_req_free(c->req);
+        free(c->req);
+    }
+    list_remove(&c->link);
+    s->nconns--;
+    free(c);
+    if (s->on_conn_freed)
+        s->on_conn_freed(s);
+}
+
+void conn_abort(struct conn *c)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    report_ws_end(c);
+    set_state(c, CONN_CLOSED);
+    shard_cancel(c->shard, &c->timer);
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->data;
+    free(req);
+    if (status < 0)
+        conn_abort(c); /* no-op if the connection is already closing */
+}
+
+/* Everything is written: half-close and wait briefly for the peer's FIN so
+ * the kernel does not reset a reply the peer has not read yet. */
+static void start_linger(struct conn *c)
+{
+    uv_shutdown_t *req = xmalloc(sizeof *req);
+    req->data = c;
+    set_state(c, CONN_LINGER);
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        free(req);
+        conn_abort(c);
+    }
+}
+
+static void on_flushed(struct conn *c)
+{
+    c->dl_write = 0;
+    rearm(c);
+    if (c->state == CONN_HTTP_CLOSING || c->state == CONN_WS_DONE)
+        start_linger(c);
+}
+
+/* ---- writing ----------------------------------------------------------- */
+
+static void wq_push(struct wq *q, struct wq_item *it)
+{
+    it->next = NULL;
+    if (q->tail)
+        q->tail->next = it;
+    else
+        q->head = it;
+    q->tail = it;
+}
+
+static struct wq_item *wq_pop(struct wq *q)
+{
+    struct wq_item *it = q->head;
+    if (it) {
+        q->head = it->next;
+        if (!q->head)
+            q->tail = NULL;
+    }
+    return it;
+}
+
+static size_t iov_total(const uv_buf_t *iov, unsigned n)
+{
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += iov[i].len;
+    return total;
+}
+
+/* Copies iov, skipping the first skip bytes, into one queue item. */
+static struct wq_item *item_from(const uv_buf_t *iov, unsigned n, size_t skip)
+{
+    size_t len = iov_total(iov, n) - skip;
+    struct wq_item *it = xmalloc(sizeof *it + len);
+    uint8_t *p = it->data;
+    for (unsigned i = 0; i < n; i++) {
+        size_t l = iov[i].len;
+        const char *b = iov[i].base;
+        if (skip >= l) {
+            skip -= l;
+            continue;
+        }
+        memcpy(p, b + skip, l - skip);
+        p += l - skip;
+        skip = 0;
+    }
+    it->len = (uint32_t)len;
+    it->cost = (uint32_t)len;
+    return it;
+}
+
+/* Writes at once when nothing is queued (the common case: no copy), else
+ * queues a copy behind what is already waiting. */
+static void enqueue(struct conn *c, struct wq *q, const uv_buf_t *iov, unsigned n)
+{
+    size_t skip = 0;
+    if (c->state == CONN_CLOSED)
+        return;
+    if (!c->writing && !c->ctl.head && !c->data.head) {
+        int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
+        if (r >= 0 && (size_t)r == iov_total(iov, n))
+            return;
+        if (r < 0 && r != UV_EAGAIN) {
+            conn_abort(c);
+            return;
+        }
+        skip = r > 0 ? (size_t)r : 0;
+        /* A partly written frame must finish before anything else, even a
+         * control frame: it goes to the front queue. */
+        if (skip > 0)
+            q = &c->ctl;
+    }
+    struct wq_item *it = item_from(iov, n, skip);
+    wq_push(q, it);
+    if (q == &c->data)
+        c->data_bytes += it->cost;
+    kick_writer(c);
+}
+
+static void drop_unsent_data(struct conn *c)
+{
+    struct wq_item *it = c->data.head, *keep = NULL;
+    for (int i = 0; i < c->inflight_data && it; i++) {
+        keep = it;
+        it = it->next;
+    }
+    while (it) {
+        struct wq_item *next = it->next;
+        c->data_bytes -= it->cost;
+        free(it);
+        it = next;
+    }
+    if (keep) {
+        keep->next = NULL;
+        c->data.tail = keep;
+    } else {
+        c->data.head = c->data.tail = NULL;
+    }
+}
+
+static void on_write_done(uv_write_t *req, int status)
+{
+    struct write_batch *b = CONTAINER_OF(req, struct write_batch, req);
+    struct conn *c = b->c;
+    free(b);
+    c->writing = false;
+    for (; c->inflight_ctl > 0; c->inflight_ctl--)
+        free(wq_pop(&c->ctl));
+    for (; c->inflight_data > 0; c->inflight_data--) {
+        struct wq_item *it = wq_pop(&c->data);
+        c->data_bytes -= it->cost;
+        free(it);
+    }
+    if (c->state == CONN_CLOSED)
+        return;
+    if (status < 0) {
+        conn_abort(c);
+        return;
+    }
+    c->dl_write = 0;
+    kick_writer(c);
+}
+
+static void kick_writer(struct conn *c)
+{
+    if (c->writing || c->state == CONN_CLOSED)
+        return;
+    struct write_batch *b = NULL;
+    unsigned n = 0;
+    struct wq *qs[2] = {&c->ctl, &c->data};
+    int *counts[2] = {&c->inflight_ctl, &c->inflight_data};
+    for (int q = 0; q < 2; q++) {
+        for (struct wq_item *it = qs[q]->head; it && n < WRITE_BATCH; it = it->next) {
+            if (!b)
+                b = xmalloc(sizeof *b);
+            b->bufs[n++] = uv_buf_init((char *)it->data, it->len);
+            (*counts[q])++;
+        }
+    }
+    if (!n) {
+        on_flushed(c);
+        return;
+    }
+    b->c = c;
+    if (uv_write(&b->req, (uv_stream_t *)&c->tcp, b->bufs, n, on_write_done) != 0) {
+        c->inflight_ctl = c->inflight_data = 0;
+        free(b);
+        conn_abort(c);
+        return;
+    }
+    c->writing = true;
+    if (!c->dl_write) {
+        c->dl_write = after(c, c->shard->write_ms);
+        c->last_write_queue = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+        rearm(c);
+    }
+}
+
+size_t conn_queued_bytes(const struct conn *c)
+{
+    return c->data_bytes;
+}
+
+static void send_frame(struct conn *c, struct wq *q, uint8_t op, const uv_buf_t *parts,
+                       unsigned nparts)
+{
+    uint8_t hdr[WS_MAX_HEADER];
+    uv_buf_t iov[8];
+    size_t total = iov_total(parts, nparts);
+    size_t hl = ws_frame_header(hdr, true, op, total, NULL);
+    iov[0] = uv_buf_init((char *)hdr, (unsigned)hl);
+    for (unsigned i = 0; i < nparts && i < ARRAY_LEN(iov) - 1; i++)
+        iov[i + 1] = parts[i];
+    enqueue(c, q, iov, nparts + 1);
+}
+
+/* ---- public sends ------------------------------------------------------ */
+
+void conn_http_reply(struct conn *c, const char *resp, size_t len, bool keep_alive)
+{
+    uv_buf_t iov = uv_buf_init((char *)resp, (unsigned)len);
+    c->reply_keep_alive = keep_alive && c->req && c->req->keep_alive && !c->req->upgrade &&
+                          !c->shard->draining;
+    enqueue(c, &c->data, &iov, 1);
+    if (c->state != CONN_CLOSED && !c->reply_keep_alive) {
+        set_state(c, CONN_HTTP_CLOSING);
+        if (!c->writing)
+            on_flushed(c);
+    }
+}
+
+void conn_ws_accept(struct conn *c, const char *resp, size_t len)
+{
+    uv_buf_t iov = uv_buf_init((char *)resp, (unsigned)len);
+    enqueue(c, &c->data, &iov, 1);
+    if (c->state == CONN_CLOSED)
+        return;
+    ws_decoder_init(&c->ws, (uint64_t)c->shard->cfg->max_message_bytes, true);
+    c->upgraded = true;
+    set_state(c, CONN_WS_OPEN);
+}
+
+int conn_ws_send(struct conn *c, const uv_buf_t *parts, unsigned nparts)
+{
+    if (c->state != CONN_WS_OPEN)
+        return -1;
+    send_frame(c, &c->data, WS_OP_TEXT, parts, nparts);
+    return 0;
+}
+
+int conn_ws_ping(struct conn *c, const uint8_t *payload, size_t len)
+{
+    if (c->state != CONN_WS_OPEN || len > WS_MAX_CONTROL)
+        return -1;
+    uv_buf_t part = uv_buf_init((char *)payload, (unsigned)len);
+    send_frame(c, &c->ctl, WS_OP_PING, &part, 1);
+    return c->state == CONN_CLOSED ? -1 : 0;
+}
+
+static void queue_close(struct conn *c, uint16_t code, const char *reason, bool after_data)
+{
+    uint8_t payload[WS_MAX_CONTROL];
+    size_t n = ws_close_payload(payload, code, reason);
+    uv_buf_t part = uv_buf_init((char *)payload, (unsigned)n);
+    if (!after_data)
+        drop_unsent_data(c);
+    send_frame(c, after_data ? &c->data : &c->ctl, WS_OP_CLOSE, &part, 1);
+}
+
+void conn_ws_close(struct conn *c, uint16_t code, const char *reason, bool after_data)
+{
+    if (c->state != CONN_WS_OPEN)
+        return;
+    c->close_sent = code;
+    set_state(c, CONN_WS_CLOSING);
+    report_ws_end(c);
+    queue_close(c, code, reason, after_data);
+}
+
+void conn_pause_reading(struct conn *c, bool pause)
+{
+    if (pause == c->reading_paused || c->state == CONN_CLOSED)
+        return;
+    c->reading_paused = pause;
+    if (pause)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    else
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ---- WebSocket input --------------------------------------------------- */
+
+static void deliver(struct conn *c, uint8_t *data, size_t len)
+{
+    if (c->shard->hooks->on_message)
+        c->shard->hooks->on_message(c, data, len);
+}
+
+static void on_data(struct conn *c, const struct ws_event *ev)
+{
+    if (c->state != CONN_WS_OPEN)
+        return; /* closing: the peer's data no longer matters */
+    if (ev->first && ev->last) {
+        deliver(c, ev->data, ev->len); /* whole message in this read: no copy */
+        return;
+    }
+    if (c->msg_len + ev->len > c->msg_cap) {
+        size_t cap = c->msg_cap ? c->msg_cap : 4096;
+        while (cap < c->msg_len + ev->len)
+            cap *= 2;
+        c->msg = xrealloc(c->msg, cap);
+        c->msg_cap = cap;
+    }
+    if (ev->len)
+        memcpy(c->msg + c->msg_len, ev->data, ev->len);
+    c->msg_len += ev->len;
+    if (ev->last) {
+        deliver(c, c->msg, c->msg_len);
+        free(c->msg); /* idle connections keep no buffer */
+        c->msg = NULL;
+        c->msg_len = c->msg_cap = 0;
+    }
+}
+
+static void on_peer_close(struct conn *c, const struct ws_event *ev)
+{
+    c->close_rcvd = ev->close_code;
+    if (c->state == CONN_WS_OPEN) {
+        /* Echo the peer's code; whatever data was not yet sent is dropped
+         * because nothing may follow a close frame. */
+        uint16_t code = ev->close_code == WS_CLOSE_NO_STATUS ? 0 : ev->close_code;
+        set_state(c, CONN_WS_DONE);
+        report_ws_end(c);
+        queue_close(c, code, "", false);
+        return;
+    }
+    if (c->state == CONN_WS_CLOSING) {
+        set_state(c, CONN_WS_DONE);
+        kick_writer(c); /* flushes, then lingers */
+    }
+}
+
+static void on_control(struct conn *c, const struct ws_event *ev)
+{
+    switch (ev->opcode) {
+    case WS_OP_PING:
+        if (c->state == CONN_WS_OPEN) {
+            uv_buf_t part = uv_buf_init((char *)ev->data, (unsigned)ev->len);
+            send_frame(c, &c->ctl, WS_OP_PONG, &part, 1);
+        }
+        break;
+    case WS_OP_PONG:
+        if (c->dl_pong && ev->len == sizeof c->ping_seq &&
+            memcmp(ev->data, &c->ping_seq, sizeof c->ping_seq) == 0)
+            c->dl_pong = 0;
+        if (c->shard->hooks->on_pong)
+            c->shard->hooks->on_pong(c, ev->data, ev->len);
+        break;
+    case WS_OP_CLOSE:
+        on_peer_close(c, ev);
+        break;
+    }
+}
+
+static void ws_input(struct conn *c, uint8_t *buf, size_t len)
+{
+    while (len > 0 && (c->state == CONN_WS_OPEN || c->state == CONN_WS_CLOSING)) {
+        struct ws_event ev;
+        size_t used = ws_decoder_feed(&c->ws, buf, len, &ev);
+        buf += used;
+        len -= used;
+        if (ev.type == WS_EV_DATA)
+            on_data(c, &ev);
+        else if (ev.type == WS_EV_CONTROL)
+            on_control(c, &ev);
+        else if (ev.type == WS_EV_ERROR) {
+            if (c->state == CONN_WS_OPEN)
+                conn_ws_close(c, ev.close_code, "", false);
+            else
+                conn_abort(c);
+            return;
+        }
+    }
+    if (c->state != CONN_WS_OPEN)
+        return;
+    /* A started frame or message must complete within the deadline; idle
+     * time between messages is the heartbeat's business. */
+    if (!ws_decoder_busy(&c->ws))
+        c->dl_message = 0;
+    else if (!c->dl_message)
+        c->dl_message = after(c, c->shard->message_ms);
+    rearm(c);
+}
+
+/* ---- HTTP input -------------------------------------------------------- */
+
+static void reply_error(struct conn *c, int status)
+{
+    char buf[512];
+    ssize_t n = http_error_response(buf, sizeof buf, status, false);
+    if (n > 0)
+        conn_http_reply(c, buf, (size_t)n, false);
+    else
+        conn_abort(c);
+}
+
+static void http_input(struct conn *c, uint8_t *buf, size_t len)
+{
+    while (len > 0) {
+        if (c->state == CONN_HTTP_IDLE)
+            set_state(c, CONN_HTTP_HEAD);
+        if (c->state != CONN_HTTP_HEAD && c->state != CONN_HTTP_BODY)
+            return;
+        ssize_t n = http_req_feed(c->req, (const char *)buf, len);
+        if (n < 0) {
+            reply_error(c, n == HTTP_E_TOO_LARGE ? 431 : 400);
+            return;
+        }
+        buf += n;
+        len -= (size_t)n;
+        if (c->req->head_done && !c->head_handled) {
+            c->head_handled = true;
+            c->shard->hooks->on_request(c, c->req);
+            if (c->state == CONN_WS_OPEN) {
+                http_req_free(c->req);
+                free(c->req);
+                c->req = NULL;
+                ws_input(c, buf, len);
+                return;
+            }
+            if (c->state != CONN_HTTP_HEAD)
+                return;
+            set_state(c, CONN_HTTP_BODY);
+        }
+        if (c->req->msg_done) {
+            http_req_reset(c->req);
+            c->head_handled = false;
+            set_state(c, CONN_HTTP_IDLE);
+        } else if (n == 0) {
+            return; /* the parser wants nothing more from this read */
+        }
+    }
+}
+
+/* ---- reading ----------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct conn *c = CONTAINER_OF(h, struct conn, tcp);
+    (void)suggested;
+    /* One buffer per shard: reads are processed before the next one starts. */
+    *buf = uv_buf_init((char *)c->shard->rbuf, SHARD_READ_BUF);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = CONTAINER_OF(stream, struct conn, tcp);
+    if (nread < 0) {
+        conn_abort(c); /* EOF or error; an open WebSocket reports 1006 */
+        return;
+    }
+    uint8_t *p = (uint8_t *)buf->base;
+    switch (c->state) {
+    case CONN_HTTP_HEAD:
+    case CONN_HTTP_BODY:
+    case CONN_HTTP_IDLE:
+        http_input(c, p, (size_t)nread);
+        break;
+    case CONN_WS_OPEN:
+    case CONN_WS_CLOSING:
+        ws_input(c, p, (size_t)nread);
+        break;
+    default:
+        break; /* closing: input is drained and dropped */
+    }
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+static void heartbeat(struct conn *c, uint64_t now)
+{
+    struct shard *s = c->shard;
+    c->dl_ping = now + s->heartbeat_ms;
+    if (c->dl_pong)
+        return; /* previous ping still unanswered: its deadline decides */
+    c->ping_seq++;
+    c->dl_pong = now + s->pong_ms;
+    conn_ws_ping(c, (const uint8_t *)&c->ping_seq, sizeof c->ping_seq);
+}
+
+/* True while libuv still makes progress on our write: a slow but moving
+ * peer is not a stalled one. */
+static bool write_progressing(struct conn *c, uint64_t now)
+{
+    size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    if (q < c->last_write_queue) {
+        c->last_write_queue = q;
+        c->dl_write = now + c->shard->write_ms;
+        return true;
+    }
+    return false;
+}
+
+void conn_on_timer(struct wheel_entry *e, void *arg)
+{
+    struct conn *c = CONTAINER_OF(e, struct conn, timer);
+    uint64_t now = shard_now(arg);
+    if (c->state == CONN_CLOSED)
+        return;
+    if ((c->dl_state && now >= c->dl_state) || (c->dl_request && now >= c->dl_request)) {
+        conn_abort(c); /* slow head, idle keep-alive, or close handshake overdue */
+        return;
+    }
+    if (c->dl_write && now >= c->dl_write && !write_progressing(c, now)) {
+        if (c->state == CONN_WS_OPEN)
+            c->close_sent = WS_CLOSE_INTERNAL;
+        conn_abort(c);
+        return;
+    }
+    if (c->dl_message && now >= c->dl_message) {
+        conn_ws_close(c, WS_CLOSE_POLICY, "message deadline exceeded", false);
+        return;
+    }
+    if (c->dl_pong && now >= c->dl_pong) {
+        conn_ws_close(c, WS_CLOSE_INTERNAL, "heartbeat timeout", false);
+        return;
+    }
+    if (c->dl_ping && now >= c->dl_ping)
+        heartbeat(c, now);
+    rearm(c);
+}
+
+/* ---- accept ------------------------------------------------------------ */
+
+static void on_reject_closed(uv_handle_t *h)
+{
+    free(CONTAINER_OF(h, struct conn, tcp));
+}
+
+struct conn *conn_accept(struct shard *s, uv_stream_t *server)
+{
+    struct conn *c = xcalloc(1, sizeof *c);
+    c->shard = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, on_reject_closed);
+        return NULL;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    int namelen = sizeof c->peer;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &namelen) != 0)
+        c->peer.ss_family = AF_UNSPEC;
+    c->req = xmalloc(sizeof *c->req);
+    http_req_init(c->req, (size_t)s->cfg->max_header_bytes);
+    list_init(&c->link);
+    list_push_back(&s->conns, &c->link);
+    s->nconns++;
+    set_state(c, CONN_HTTP_HEAD);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+        conn_abort(c);
+    return c;
+}
+
+void conn_remote(const struct conn *c, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (c->peer.ss_family == AF_INET)
+        uv_ip4_name((const struct sockaddr_in *)&c->peer, out, cap);
+    else if (c->peer.ss_family == AF_INET6)
+        uv_ip6_name((const struct sockaddr_in6 *)&c->peer, out, cap);
+}

@@ -1,0 +1,143 @@
+/* conn.h — one client connection from accept to close: reads HTTP request
+ * heads, answers or upgrades them, then speaks RFC 6455 (ping/pong, close
+ * handshake, heartbeat, deadlines) and hands complete data messages up.
+ * What a request or a message means is decided by the hooks (relay.c); this
+ * layer knows sockets, bytes and timers, never routing. */
+#ifndef RELAY_CONN_H
+#define RELAY_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "http.h"
+#include "util.h"
+#include "wheel.h"
+#include "ws.h"
+
+struct shard;
+struct conn;
+
+/* Every state has a deadline (see conn.c: state_deadline). */
+enum conn_state {
+    CONN_HTTP_HEAD,    /* reading a request head (header + request timeouts) */
+    CONN_HTTP_BODY,    /* head answered, skipping the body (request timeout) */
+    CONN_HTTP_IDLE,    /* keep-alive: waiting for the next request (idle timeout) */
+    CONN_HTTP_CLOSING, /* last response queued; close once it is written (write timeout) */
+    CONN_WS_OPEN,      /* upgraded (heartbeat, message and write deadlines) */
+    CONN_WS_CLOSING,   /* our close frame is queued/sent; awaiting the peer's (close timeout) */
+    CONN_WS_DONE,      /* close handshake over; flushing then closing TCP (close timeout) */
+    CONN_LINGER,       /* write side shut down; draining input until EOF (close timeout) */
+    CONN_CLOSED,       /* uv_close issued; freed in its callback */
+};
+
+/* What the owner of connections (relay.c) is told. Called on the loop. */
+struct conn_hooks {
+    /* A request head is complete. Must answer with conn_http_reply,
+     * conn_ws_accept or conn_abort before returning. */
+    void (*on_request)(struct conn *c, const struct http_req *r);
+    /* A complete data message; payload unmasked, valid only during the call. */
+    void (*on_message)(struct conn *c, uint8_t *data, size_t len);
+    /* A pong arrived (payload valid only during the call). */
+    void (*on_pong)(struct conn *c, const uint8_t *data, size_t len);
+    /* The WebSocket left the open state (any cause). Called exactly once per
+     * upgraded connection; sends are refused from here on. */
+    void (*on_ws_end)(struct conn *c);
+    /* The connection is about to be freed. */
+    void (*on_free)(struct conn *c);
+};
+
+/* A queued outbound chunk. */
+struct wq_item {
+    struct wq_item *next;
+    uint32_t len;
+    uint32_t cost; /* bytes charged against the outbox budget */
+    uint8_t data[];
+};
+
+struct wq {
+    struct wq_item *head, *tail;
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    struct shard *shard;
+    struct list link; /* shard->conns */
+    enum conn_state state;
+    struct wheel_entry timer;
+    /* deadlines in loop ms; 0 = not armed */
+    uint64_t dl_state;     /* the state's own deadline (head, request, idle, close, linger) */
+    uint64_t dl_request;   /* whole request must be read by then */
+    uint64_t dl_message;   /* started WebSocket message must complete */
+    uint64_t dl_ping;      /* next heartbeat ping */
+    uint64_t dl_pong;      /* heartbeat pong expected by then */
+    uint64_t dl_write;     /* write progress expected by then */
+    struct http_req *req;  /* only while speaking HTTP */
+    bool head_handled;
+    bool reply_keep_alive;
+    struct ws_decoder ws;
+    uint8_t *msg;          /* assembly buffer for a message split over reads */
+    size_t msg_len, msg_cap;
+    struct wq ctl;         /* control frames: go out before queued data */
+    struct wq data;        /* data frames (and a close queued behind data) */
+    size_t data_bytes;     /* sum of item costs in data */
+    int inflight_ctl, inflight_data; /* items of each queue inside the write in flight */
+    bool writing;
+    bool reading_paused;
+    size_t last_write_queue; /* libuv's pending bytes at the last progress check */
+    uint64_t ping_seq;     /* payload of the outstanding heartbeat ping */
+    uint16_t close_sent;   /* code of the close frame we sent first (0 none) */
+    uint16_t close_rcvd;   /* code the peer sent (WS_CLOSE_NO_STATUS/ABNORMAL if none) */
+    bool upgraded;
+    bool ws_end_reported;
+    struct sockaddr_storage peer;
+    void *owner;           /* the hooks' per-connection object */
+};
+
+/* Accepts a pending connection from server and starts reading its first
+ * request. Returns the connection, or NULL if accept failed (nothing leaks). */
+struct conn *conn_accept(struct shard *s, uv_stream_t *server);
+
+/* Answers the current request with a complete response (copied). keep_alive
+ * is a wish: it is honoured only if the request allows it. */
+void conn_http_reply(struct conn *c, const char *resp, size_t len, bool keep_alive);
+
+/* Sends the 101 response resp and switches to WebSocket: heartbeat armed,
+ * bytes already read after the head are decoded at once. */
+void conn_ws_accept(struct conn *c, const char *resp, size_t len);
+
+/* Sends one text frame made of the concatenation of parts (copied only if the
+ * kernel does not take it at once). Returns 0, or -1 when the connection is
+ * not open. */
+int conn_ws_send(struct conn *c, const uv_buf_t *parts, unsigned nparts);
+
+/* Sends a ping with payload (<= 125 bytes) ahead of queued data. Returns 0 or -1. */
+int conn_ws_ping(struct conn *c, const uint8_t *payload, size_t len);
+
+/* Starts the close handshake with code and reason (idempotent: the first
+ * close wins). after_data keeps queued data frames ahead of the close;
+ * otherwise unsent data is dropped. */
+void conn_ws_close(struct conn *c, uint16_t code, const char *reason, bool after_data);
+
+/* Drops the connection now (no close frame). Safe to call from any
+ * callback; the memory is released later. */
+void conn_abort(struct conn *c);
+
+/* Stops/restarts reading from the socket (back-pressure). */
+void conn_pause_reading(struct conn *c, bool pause);
+
+/* Bytes queued for this connection and not yet handed to the kernel. */
+size_t conn_queued_bytes(const struct conn *c);
+
+/* Writes the host part of the peer address ("203.0.113.7", "::1") into out. */
+void conn_remote(const struct conn *c, char *out, size_t cap);
+
+/* Deadline dispatch, called by the shard's wheel. */
+void conn_on_timer(struct wheel_entry *e, void *arg);
+
+/* True for the states in which the connection speaks WebSocket. */
+bool conn_is_ws(const struct conn *c);
+
+#endif

@@ -1,0 +1,58 @@
+/* log.h — structured logging in Go log/slog's text format (spec §12) or
+ * JSON, one line per event on stderr. Values are quoted and escaped the way
+ * slog does it, so a hostile header value can never forge a second line or
+ * a fake key. The logger never sees secrets: callers pass only allowed keys. */
+#ifndef RELAY_LOG_H
+#define RELAY_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+enum log_level { LOG_DEBUG = -4, LOG_INFO = 0, LOG_WARN = 4, LOG_ERROR = 8 };
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
+
+struct log_field {
+    const char *key;
+    const char *str; /* string value (need not be NUL-terminated) */
+    size_t len;
+    long long num;   /* integer value when is_num */
+    bool is_num;
+};
+
+#define LOG_STR(k, v)       ((struct log_field){.key = (k), .str = (v), .len = strlen(v)})
+#define LOG_STRN(k, v, n)   ((struct log_field){.key = (k), .str = (v), .len = (n)})
+#define LOG_NUM(k, v)       ((struct log_field){.key = (k), .num = (long long)(v), .is_num = true})
+
+/* Emits one event with the given fields (at most 16). */
+#define LOGF(level, msg, ...)                                                                      \
+    log_event((level), (msg), (const struct log_field[]){__VA_ARGS__},                             \
+              sizeof((const struct log_field[]){__VA_ARGS__}) / sizeof(struct log_field))
+/* Emits one event without fields. */
+#define LOG0(level, msg) log_event((level), (msg), NULL, 0)
+
+/* Chooses the output format and minimum level (default text, INFO). The
+ * output file descriptor defaults to 2 (stderr). */
+void log_setup(enum log_format fmt, enum log_level min_level, int fd);
+
+/* Parses "text" or "json"; returns 0 or -1. */
+int log_format_parse(const char *s, enum log_format *out);
+
+/* Formats and writes one line with a single write(2) call. */
+void log_event(enum log_level level, const char *msg, const struct log_field *f, size_t n);
+
+/* Formats one line (with the trailing newline) for the given wall-clock
+ * time into out. Returns the line length; a line longer than cap is cut
+ * and still ends with a newline. Exposed for tests. */
+size_t log_format_line(char *out, size_t cap, enum log_format fmt, const struct timespec *now,
+                       enum log_level level, const char *msg, const struct log_field *f,
+                       size_t n);
+
+/* Appends s[0..len) to out as slog's text handler would print a value:
+ * bare when it needs no quoting, else Go-quoted (strconv.Quote rules).
+ * Returns bytes written (never more than cap). Exposed for tests. */
+size_t log_text_value(char *out, size_t cap, const char *s, size_t len);
+
+#endif

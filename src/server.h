@@ -1,0 +1,50 @@
+/* server.h — process lifecycle on the event loop: the public listener,
+ * SIGTERM/SIGINT, and the drain of spec §11 (stop accepting, close every
+ * WebSocket with 1001 "shutting down", give up after --drain-timeout). */
+#ifndef RELAY_SERVER_H
+#define RELAY_SERVER_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "config.h"
+#include "shard.h"
+
+struct conn_hooks;
+
+struct server {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    struct shard shard;
+    uv_tcp_t listener;
+    bool listening;
+    const char *listen_addr;
+    uv_signal_t sig_term, sig_int;
+    uv_timer_t drain_timer;
+    bool draining;
+    bool drain_timed_out;
+    bool finished;
+    int exit_code;
+    /* Called once when draining starts, before open WebSockets are closed
+     * (the relay uses it to stop timers of its own). May be NULL. */
+    void (*on_drain)(struct server *srv);
+    void *owner;
+};
+
+/* Prepares the loop, the shard and the signal handlers. */
+void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg,
+                 const struct conn_hooks *hooks, void *owner);
+
+/* Binds and listens on addr ("host:port"). Returns 0, or -1 with a reason
+ * in err (the caller logs it and exits). */
+int server_listen(struct server *srv, const char *addr, char *err, size_t err_cap);
+
+/* Runs the loop until the drain completes. Returns the process exit code:
+ * 0 after a signal, 1 after a listener failure. */
+int server_run(struct server *srv);
+
+/* Starts the drain (as a signal would); exit_code is what server_run will
+ * return. Idempotent. */
+void server_drain(struct server *srv, int exit_code);
+
+#endif

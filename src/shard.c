@@ -1,0 +1,77 @@
+/* shard.c — the per-loop context: config durations in ms, the wheel and the
+ * single uv timer that ticks it while anything is scheduled. It does not
+ * accept connections (server.c) or interpret them (conn.c, relay.c). */
+#include "shard.h"
+
+#include <stdlib.h>
+
+#include "conn.h"
+
+static uint64_t ms_of(int64_t ns)
+{
+    return ns <= 0 ? 1 : (uint64_t)((ns + NS_PER_MS - 1) / NS_PER_MS);
+}
+
+static void on_wheel_tick(uv_timer_t *t)
+{
+    struct shard *s = t->data;
+    wheel_advance(&s->wheel, uv_now(s->loop), conn_on_timer, s);
+    if (s->wheel.count == 0) {
+        uv_timer_stop(&s->wheel_timer);
+        s->wheel_running = false;
+    }
+}
+
+void shard_init(struct shard *s, uv_loop_t *loop, const struct config *cfg,
+                const struct conn_hooks *hooks, void *owner)
+{
+    s->loop = loop;
+    s->cfg = cfg;
+    s->hooks = hooks;
+    s->owner = owner;
+    wheel_init(&s->wheel, uv_now(loop));
+    uv_timer_init(loop, &s->wheel_timer);
+    s->wheel_timer.data = s;
+    s->wheel_running = false;
+    s->rbuf = xmalloc(SHARD_READ_BUF);
+    s->rbuf_busy = false;
+    list_init(&s->conns);
+    s->nconns = 0;
+    s->header_ms = ms_of(cfg->header_timeout_ns);
+    s->request_ms = ms_of(cfg->request_timeout_ns);
+    s->idle_ms = ms_of(cfg->idle_timeout_ns);
+    s->close_ms = ms_of(cfg->close_timeout_ns);
+    s->write_ms = ms_of(cfg->write_timeout_ns);
+    s->message_ms = ms_of(cfg->message_deadline_ns);
+    s->heartbeat_ms = ms_of(cfg->heartbeat_interval_ns);
+    s->pong_ms = ms_of(cfg->heartbeat_timeout_ns);
+    s->draining = false;
+    s->on_conn_freed = NULL;
+}
+
+void shard_close(struct shard *s)
+{
+    if (!uv_is_closing((uv_handle_t *)&s->wheel_timer))
+        uv_close((uv_handle_t *)&s->wheel_timer, NULL);
+    free(s->rbuf);
+    s->rbuf = NULL;
+}
+
+uint64_t shard_now(const struct shard *s)
+{
+    return uv_now(s->loop);
+}
+
+void shard_schedule(struct shard *s, struct wheel_entry *e, uint64_t at)
+{
+    wheel_schedule(&s->wheel, e, at);
+    if (!s->wheel_running) {
+        s->wheel_running = true;
+        uv_timer_start(&s->wheel_timer, on_wheel_tick, WHEEL_TICK_MS, WHEEL_TICK_MS);
+    }
+}
+
+void shard_cancel(struct shard *s, struct wheel_entry *e)
+{
+    wheel_cancel(&s->wheel, e);
+}
