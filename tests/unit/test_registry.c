@@ -1,0 +1,353 @@
+/* test_registry.c — the registry cases of spec §15 (registry_test.go):
+ * first claim wins, grace reclaim and expiry, takeover identity checks,
+ * phone caps and counts, conn-id lookup scoped to the binary's server-id. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "registry.h"
+
+static const uint8_t SEED[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+
+struct ph {
+    struct reg_phone p;
+    char id[64];
+};
+
+static void mkphone(struct ph *ph, const char *sid, uint64_t key)
+{
+    memset(ph, 0, sizeof *ph);
+    snprintf(ph->id, sizeof ph->id, "client-%s-%016llx", sid, (unsigned long long)key);
+    ph->p.key = key;
+    ph->p.conn_id = ph->id;
+    ph->p.conn_id_len = strlen(ph->id);
+    list_init(&ph->p.link);
+}
+
+static size_t list_len(const struct list *l)
+{
+    size_t n = 0;
+    for (const struct list *it = l->next; it != l; it = it->next)
+        n++;
+    return n;
+}
+
+#define SID(s) (s), strlen(s)
+
+static void test_siphash_vector(void **state)
+{
+    /* Reference vector from the SipHash paper: key 00..0f, message 00..0e. */
+    uint8_t key[16], msg[15];
+    (void)state;
+    for (int i = 0; i < 16; i++)
+        key[i] = (uint8_t)i;
+    for (int i = 0; i < 15; i++)
+        msg[i] = (uint8_t)i;
+    assert_true(registry_siphash(key, msg, 15) == 0xa129ca6149be45e5ULL);
+    assert_true(registry_siphash(key, msg, 0) == 0x726fdb47dd0e0e31ULL);
+}
+
+static void test_first_claim_wins(void **state)
+{
+    struct registry r;
+    struct reg_binary a = {0}, b = {0}, *inc = NULL;
+    struct list ev;
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 16, 30000);
+    assert_int_equal(registry_claim(&r, &a, SID("s1"), &ev, &inc), REG_CLAIMED);
+    assert_int_equal(registry_claim(&r, &b, SID("s1"), &ev, &inc), REG_CONFLICT);
+    assert_ptr_equal(inc, &a);
+    assert_true(registry_holds(&r, &a));
+    assert_false(registry_holds(&r, &b));
+    assert_int_equal(registry_binaries(&r), 1);
+    /* release frees the slot; releasing again (or unknown) is false */
+    assert_true(registry_release(&r, &a));
+    assert_false(registry_release(&r, &a));
+    assert_int_equal(registry_claim(&r, &b, SID("s1"), &ev, &inc), REG_CLAIMED);
+    registry_free(&r);
+}
+
+static void test_phone_requires_binary_and_cap(void **state)
+{
+    struct registry r;
+    struct reg_binary a = {0}, b = {0};
+    struct ph ph[5];
+    struct list ev;
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 3, 30000);
+    mkphone(&ph[0], "s1", 1);
+    assert_int_equal(registry_add_phone(&r, &ph[0].p, SID("s1")), REG_ADD_NO_SERVER);
+    registry_claim(&r, &a, SID("s1"), &ev, NULL);
+    registry_claim(&r, &b, SID("s2"), &ev, NULL);
+    for (int i = 0; i < 3; i++) {
+        mkphone(&ph[i], "s1", (uint64_t)i + 10);
+        assert_int_equal(registry_add_phone(&r, &ph[i].p, SID("s1")), REG_ADD_OK);
+    }
+    mkphone(&ph[3], "s1", 99);
+    assert_int_equal(registry_add_phone(&r, &ph[3].p, SID("s1")), REG_ADD_AT_CAP);
+    assert_int_equal(registry_phones(&r), 3);
+    /* the cap is per server-id */
+    mkphone(&ph[4], "s2", 77);
+    assert_int_equal(registry_add_phone(&r, &ph[4].p, SID("s2")), REG_ADD_OK);
+    /* unregister frees a cap slot; unknown removal is harmless */
+    registry_remove_phone(&r, &ph[1].p);
+    registry_remove_phone(&r, &ph[1].p);
+    assert_int_equal(registry_add_phone(&r, &ph[3].p, SID("s1")), REG_ADD_OK);
+    assert_int_equal(registry_phones(&r), 4);
+    registry_free(&r);
+}
+
+static void test_no_cap(void **state)
+{
+    static struct ph ph[80];
+    struct registry r;
+    struct reg_binary a = {0};
+    struct list ev;
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 0, 30000);
+    registry_claim(&r, &a, SID("s"), &ev, NULL);
+    for (int i = 0; i < 80; i++) {
+        mkphone(&ph[i], "s", (uint64_t)i * 7919);
+        assert_int_equal(registry_add_phone(&r, &ph[i].p, SID("s")), REG_ADD_OK);
+    }
+    for (int i = 0; i < 80; i++)
+        assert_ptr_equal(registry_find_phone(&r, &a, ph[i].id, strlen(ph[i].id)), &ph[i].p);
+    assert_int_equal(registry_phones(&r), 80);
+    registry_free(&r);
+}
+
+static void test_find_phone_scoped(void **state)
+{
+    struct registry r;
+    struct reg_binary a = {0}, b = {0};
+    struct ph p1, p2;
+    struct list ev;
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 16, 30000);
+    registry_claim(&r, &a, SID("s1"), &ev, NULL);
+    registry_claim(&r, &b, SID("s2"), &ev, NULL);
+    mkphone(&p1, "s1", 0xabcdef0123456789ULL);
+    mkphone(&p2, "s2", 0x1111111111111111ULL);
+    registry_add_phone(&r, &p1.p, SID("s1"));
+    registry_add_phone(&r, &p2.p, SID("s2"));
+    assert_ptr_equal(registry_find_phone(&r, &a, p1.id, strlen(p1.id)), &p1.p);
+    /* a binary can only address phones of its own server-id */
+    assert_null(registry_find_phone(&r, &a, p2.id, strlen(p2.id)));
+    assert_null(registry_find_phone(&r, &a, "client-s1-zz", 12));
+    assert_null(registry_find_phone(&r, &a, "nope", 4));
+    uint64_t k;
+    assert_int_equal(registry_conn_key(p1.id, strlen(p1.id), &k), 0);
+    assert_true(k == 0xabcdef0123456789ULL);
+    assert_int_equal(registry_conn_key("client-s-ABCDEF0123456789", 25, &k), -1);
+    registry_free(&r);
+}
+
+static void test_counts_lifecycle_and_orphans(void **state)
+{
+    struct registry r;
+    struct reg_binary a = {0};
+    struct ph p1;
+    struct list ev;
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 16, 30000);
+    assert_int_equal(registry_binaries(&r) + registry_phones(&r), 0);
+    registry_claim(&r, &a, SID("s"), &ev, NULL);
+    mkphone(&p1, "s", 5);
+    registry_add_phone(&r, &p1.p, SID("s"));
+    assert_int_equal(registry_binaries(&r), 1);
+    assert_int_equal(registry_phones(&r), 1);
+    /* plain release leaves the phone as an orphan, still counted */
+    registry_release(&r, &a);
+    assert_int_equal(registry_binaries(&r), 0);
+    assert_int_equal(registry_phones(&r), 1);
+    registry_remove_phone(&r, &p1.p);
+    assert_int_equal(registry_phones(&r), 0);
+    assert_int_equal(r.nslots, 0); /* empty entry removed */
+    registry_free(&r);
+}
+
+static void test_reclaim_within_grace_evicts(void **state)
+{
+    struct registry r;
+    struct reg_binary a = {0}, b = {0}, other = {0};
+    struct ph p1, p2, p3;
+    struct list ev;
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 16, 1000);
+    registry_claim(&r, &a, SID("s"), &ev, NULL);
+    registry_claim(&r, &other, SID("o"), &ev, NULL);
+    mkphone(&p1, "s", 1);
+    mkphone(&p3, "o", 3);
+    registry_add_phone(&r, &p1.p, SID("s"));
+    registry_add_phone(&r, &p3.p, SID("o"));
+    assert_true(registry_schedule_release(&r, &a, 100));
+    /* gracing binary not counted; its phones are; a phone may join in grace */
+    assert_int_equal(registry_binaries(&r), 1);
+    mkphone(&p2, "s", 2);
+    assert_int_equal(registry_add_phone(&r, &p2.p, SID("s")), REG_ADD_OK);
+    assert_int_equal(registry_claim(&r, &b, SID("s"), &ev, NULL), REG_RECLAIMED);
+    assert_int_equal(list_len(&ev), 2); /* both, synchronously */
+    assert_null(p1.p.slot);
+    assert_int_equal(registry_phones(&r), 1); /* the other server-id is untouched */
+    assert_int_equal(registry_binaries(&r), 2);
+    /* the old timer is gone: nothing expires later */
+    assert_int_equal(registry_expire(&r, 5000, &ev), 0);
+    assert_true(registry_holds(&r, &b));
+    /* the displaced binary cannot arm a release of its successor's slot */
+    assert_false(registry_schedule_release(&r, &a, 6000));
+    registry_free(&r);
+}
+
+static void test_expiry_removes_and_closes(void **state)
+{
+    struct registry r;
+    struct reg_binary a = {0}, b = {0};
+    struct ph p1, p2;
+    struct list ev;
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 16, 1000);
+    registry_claim(&r, &a, SID("s"), &ev, NULL);
+    mkphone(&p1, "s", 1);
+    registry_add_phone(&r, &p1.p, SID("s"));
+    registry_schedule_release(&r, &a, 0);
+    registry_forget(&r, &a); /* the connection is freed during grace */
+    assert_int_equal(registry_next_deadline(&r), 1000);
+    mkphone(&p2, "s", 2);
+    assert_int_equal(registry_add_phone(&r, &p2.p, SID("s")), REG_ADD_OK);
+    assert_int_equal(registry_expire(&r, 999, &ev), 0);
+    assert_int_equal(registry_expire(&r, 1000, &ev), 1);
+    assert_int_equal(list_len(&ev), 2);
+    assert_int_equal(registry_phones(&r), 0);
+    assert_int_equal(registry_binaries(&r), 0);
+    mkphone(&p1, "s", 1);
+    assert_int_equal(registry_add_phone(&r, &p1.p, SID("s")), REG_ADD_NO_SERVER);
+    assert_int_equal(registry_claim(&r, &b, SID("s"), &ev, NULL), REG_CLAIMED);
+    registry_free(&r);
+}
+
+static void test_reschedule_last_wins(void **state)
+{
+    struct registry r;
+    struct reg_binary a = {0}, c = {0};
+    struct list ev;
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 16, 1000);
+    registry_claim(&r, &a, SID("s"), &ev, NULL);
+    registry_claim(&r, &c, SID("t"), &ev, NULL);
+    registry_schedule_release(&r, &a, 0);
+    registry_schedule_release(&r, &c, 100);
+    registry_schedule_release(&r, &a, 500); /* replaces: now after t */
+    assert_int_equal(registry_next_deadline(&r), 1100);
+    assert_int_equal(registry_expire(&r, 1200, &ev), 1);
+    assert_true(a.slot != NULL);
+    assert_int_equal(registry_expire(&r, 1500, &ev), 1);
+    assert_null(a.slot);
+    /* scheduling an unheld binary is a no-op */
+    assert_false(registry_schedule_release(&r, &a, 2000));
+    registry_free(&r);
+}
+
+static void test_takeover(void **state)
+{
+    struct registry r;
+    struct reg_binary old = {0}, neu = {0}, third = {0}, *inc = NULL;
+    struct ph p1;
+    struct list ev;
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 16, 1000);
+    registry_claim(&r, &old, SID("s"), &ev, NULL);
+    mkphone(&p1, "s", 1);
+    registry_add_phone(&r, &p1.p, SID("s"));
+    assert_int_equal(registry_claim(&r, &neu, SID("s"), &ev, &inc), REG_CONFLICT);
+    /* a stale incumbent pointer conflicts */
+    assert_false(registry_takeover(&r, &neu, &third, SID("s"), &ev));
+    assert_true(registry_takeover(&r, &neu, inc, SID("s"), &ev));
+    assert_int_equal(list_len(&ev), 1);
+    assert_null(old.slot);
+    assert_true(registry_holds(&r, &neu));
+    /* the displaced incumbent's exit cannot arm a release */
+    assert_false(registry_schedule_release(&r, &old, 10));
+    /* takeover during grace cancels the timer */
+    registry_schedule_release(&r, &neu, 10);
+    assert_true(registry_takeover(&r, &third, &neu, SID("s"), &ev));
+    assert_int_equal(registry_expire(&r, 99999, &ev), 0);
+    assert_true(registry_holds(&r, &third));
+    /* nil incumbent only succeeds on an empty slot */
+    struct reg_binary x = {0};
+    assert_false(registry_takeover(&r, &x, NULL, SID("s"), &ev));
+    assert_true(registry_takeover(&r, &x, NULL, SID("empty"), &ev));
+    registry_free(&r);
+}
+
+static void test_conflict_and_plain_release_keep_phones(void **state)
+{
+    struct registry r;
+    struct reg_binary a = {0}, b = {0};
+    struct ph p1;
+    struct list ev;
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 16, 1000);
+    registry_claim(&r, &a, SID("s"), &ev, NULL);
+    mkphone(&p1, "s", 1);
+    registry_add_phone(&r, &p1.p, SID("s"));
+    assert_int_equal(registry_claim(&r, &b, SID("s"), &ev, NULL), REG_CONFLICT);
+    registry_release(&r, &a);
+    assert_int_equal(list_len(&ev), 0);
+    assert_non_null(p1.p.slot);
+    registry_free(&r);
+}
+
+static void test_many_slots_grow(void **state)
+{
+    static struct reg_binary bs[500];
+    struct registry r;
+    struct list ev;
+    char sid[32];
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 16, 1000);
+    for (int i = 0; i < 500; i++) {
+        snprintf(sid, sizeof sid, "server-%d", i);
+        assert_int_equal(registry_claim(&r, &bs[i], SID(sid), &ev, NULL), REG_CLAIMED);
+    }
+    assert_int_equal(registry_binaries(&r), 500);
+    for (int i = 0; i < 500; i++)
+        assert_true(registry_release(&r, &bs[i]));
+    assert_int_equal(r.nslots, 0);
+    registry_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_siphash_vector),
+        cmocka_unit_test(test_first_claim_wins),
+        cmocka_unit_test(test_phone_requires_binary_and_cap),
+        cmocka_unit_test(test_no_cap),
+        cmocka_unit_test(test_find_phone_scoped),
+        cmocka_unit_test(test_counts_lifecycle_and_orphans),
+        cmocka_unit_test(test_reclaim_within_grace_evicts),
+        cmocka_unit_test(test_expiry_removes_and_closes),
+        cmocka_unit_test(test_reschedule_last_wins),
+        cmocka_unit_test(test_takeover),
+        cmocka_unit_test(test_conflict_and_plain_release_keep_phones),
+        cmocka_unit_test(test_many_slots_grow),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
