@@ -76,7 +76,7 @@ static void set_state(struct conn *c, enum conn_state st)
         break;
     case CONN_WS_OPEN:
         c->dl_state = c->dl_request = 0;
-        c->dl_ping = after(c, s->heartbeat_ms);
+        c->dl_ping = c->heartbeat_on ? after(c, s->heartbeat_ms) : 0;
         break;
     case CONN_WS_CLOSING:
     case CONN_WS_DONE:
@@ -182,6 +182,12 @@ static void on_flushed(struct conn *c)
 
 /* ---- writing ----------------------------------------------------------- */
 
+static void count_frame(struct conn *c, bool counted)
+{
+    if (counted && c->frames_counter)
+        (*c->frames_counter)++;
+}
+
 static void wq_push(struct wq *q, struct wq_item *it)
 {
     it->next = NULL;
@@ -235,15 +241,17 @@ static struct wq_item *item_from(const uv_buf_t *iov, unsigned n, size_t skip)
 
 /* Writes at once when nothing is queued (the common case: no copy), else
  * queues a copy behind what is already waiting. */
-static void enqueue(struct conn *c, struct wq *q, const uv_buf_t *iov, unsigned n)
+static void enqueue(struct conn *c, struct wq *q, const uv_buf_t *iov, unsigned n, bool counted)
 {
     size_t skip = 0;
     if (c->state == CONN_CLOSED)
         return;
     if (!c->writing && !c->ctl.head && !c->data.head) {
         int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
-        if (r >= 0 && (size_t)r == iov_total(iov, n))
+        if (r >= 0 && (size_t)r == iov_total(iov, n)) {
+            count_frame(c, counted);
             return;
+        }
         if (r < 0 && r != UV_EAGAIN) {
             conn_abort(c);
             return;
@@ -255,9 +263,12 @@ static void enqueue(struct conn *c, struct wq *q, const uv_buf_t *iov, unsigned 
             q = &c->ctl;
     }
     struct wq_item *it = item_from(iov, n, skip);
+    it->counted = counted;
     wq_push(q, it);
-    if (q == &c->data)
+    if (q == &c->data) {
         c->data_bytes += it->cost;
+        c->data_items++;
+    }
     kick_writer(c);
 }
 
@@ -271,6 +282,7 @@ static void drop_unsent_data(struct conn *c)
     while (it) {
         struct wq_item *next = it->next;
         c->data_bytes -= it->cost;
+        c->data_items--;
         free(it);
         it = next;
     }
@@ -288,11 +300,16 @@ static void on_write_done(uv_write_t *req, int status)
     struct conn *c = b->c;
     free(b);
     c->writing = false;
-    for (; c->inflight_ctl > 0; c->inflight_ctl--)
-        free(wq_pop(&c->ctl));
+    for (; c->inflight_ctl > 0; c->inflight_ctl--) {
+        struct wq_item *it = wq_pop(&c->ctl);
+        count_frame(c, it->counted && status == 0);
+        free(it);
+    }
     for (; c->inflight_data > 0; c->inflight_data--) {
         struct wq_item *it = wq_pop(&c->data);
+        count_frame(c, it->counted && status == 0);
         c->data_bytes -= it->cost;
+        c->data_items--;
         free(it);
     }
     if (c->state == CONN_CLOSED)
@@ -302,6 +319,13 @@ static void on_write_done(uv_write_t *req, int status)
         return;
     }
     c->dl_write = 0;
+    if (c->data_bytes <= c->notify_below) {
+        c->notify_below = SIZE_MAX;
+        if (c->shard->hooks->on_drained)
+            c->shard->hooks->on_drained(c);
+        if (c->state == CONN_CLOSED)
+            return;
+    }
     kick_writer(c);
 }
 
@@ -345,8 +369,27 @@ size_t conn_queued_bytes(const struct conn *c)
     return c->data_bytes;
 }
 
+size_t conn_queued_items(const struct conn *c)
+{
+    return c->data_items;
+}
+
+void conn_notify_below(struct conn *c, size_t mark)
+{
+    c->notify_below = mark;
+}
+
+void conn_heartbeat(struct conn *c, bool on)
+{
+    c->heartbeat_on = on;
+    c->dl_ping = on && c->state == CONN_WS_OPEN ? after(c, c->shard->heartbeat_ms) : 0;
+    if (!on)
+        c->dl_pong = 0;
+    rearm(c);
+}
+
 static void send_frame(struct conn *c, struct wq *q, uint8_t op, const uv_buf_t *parts,
-                       unsigned nparts)
+                       unsigned nparts, bool counted)
 {
     uint8_t hdr[WS_MAX_HEADER];
     uv_buf_t iov[8];
@@ -355,7 +398,7 @@ static void send_frame(struct conn *c, struct wq *q, uint8_t op, const uv_buf_t 
     iov[0] = uv_buf_init((char *)hdr, (unsigned)hl);
     for (unsigned i = 0; i < nparts && i < ARRAY_LEN(iov) - 1; i++)
         iov[i + 1] = parts[i];
-    enqueue(c, q, iov, nparts + 1);
+    enqueue(c, q, iov, nparts + 1, counted);
 }
 
 /* ---- public sends ------------------------------------------------------ */
@@ -365,7 +408,7 @@ void conn_http_reply(struct conn *c, const char *resp, size_t len, bool keep_ali
     uv_buf_t iov = uv_buf_init((char *)resp, (unsigned)len);
     c->reply_keep_alive = keep_alive && c->req && c->req->keep_alive && !c->req->upgrade &&
                           !c->shard->draining;
-    enqueue(c, &c->data, &iov, 1);
+    enqueue(c, &c->data, &iov, 1, false);
     if (c->state != CONN_CLOSED && !c->reply_keep_alive) {
         set_state(c, CONN_HTTP_CLOSING);
         if (!c->writing)
@@ -376,20 +419,21 @@ void conn_http_reply(struct conn *c, const char *resp, size_t len, bool keep_ali
 void conn_ws_accept(struct conn *c, const char *resp, size_t len)
 {
     uv_buf_t iov = uv_buf_init((char *)resp, (unsigned)len);
-    enqueue(c, &c->data, &iov, 1);
+    enqueue(c, &c->data, &iov, 1, false);
     if (c->state == CONN_CLOSED)
         return;
     ws_decoder_init(&c->ws, (uint64_t)c->shard->cfg->max_message_bytes, true);
     c->upgraded = true;
+    c->heartbeat_on = true;
     set_state(c, CONN_WS_OPEN);
 }
 
-int conn_ws_send(struct conn *c, const uv_buf_t *parts, unsigned nparts)
+int conn_ws_send(struct conn *c, const uv_buf_t *parts, unsigned nparts, bool counted)
 {
     if (c->state != CONN_WS_OPEN)
         return -1;
-    send_frame(c, &c->data, WS_OP_TEXT, parts, nparts);
-    return 0;
+    send_frame(c, &c->data, WS_OP_TEXT, parts, nparts, counted);
+    return c->state == CONN_CLOSED ? -1 : 0;
 }
 
 int conn_ws_ping(struct conn *c, const uint8_t *payload, size_t len)
@@ -397,7 +441,7 @@ int conn_ws_ping(struct conn *c, const uint8_t *payload, size_t len)
     if (c->state != CONN_WS_OPEN || len > WS_MAX_CONTROL)
         return -1;
     uv_buf_t part = uv_buf_init((char *)payload, (unsigned)len);
-    send_frame(c, &c->ctl, WS_OP_PING, &part, 1);
+    send_frame(c, &c->ctl, WS_OP_PING, &part, 1, false);
     return c->state == CONN_CLOSED ? -1 : 0;
 }
 
@@ -408,7 +452,7 @@ static void queue_close(struct conn *c, uint16_t code, const char *reason, bool 
     uv_buf_t part = uv_buf_init((char *)payload, (unsigned)n);
     if (!after_data)
         drop_unsent_data(c);
-    send_frame(c, after_data ? &c->data : &c->ctl, WS_OP_CLOSE, &part, 1);
+    send_frame(c, after_data ? &c->data : &c->ctl, WS_OP_CLOSE, &part, 1, false);
 }
 
 void conn_ws_close(struct conn *c, uint16_t code, const char *reason, bool after_data)
@@ -490,7 +534,7 @@ static void on_control(struct conn *c, const struct ws_event *ev)
     case WS_OP_PING:
         if (c->state == CONN_WS_OPEN) {
             uv_buf_t part = uv_buf_init((char *)ev->data, (unsigned)ev->len);
-            send_frame(c, &c->ctl, WS_OP_PONG, &part, 1);
+            send_frame(c, &c->ctl, WS_OP_PONG, &part, 1, false);
         }
         break;
     case WS_OP_PONG:
@@ -696,6 +740,7 @@ struct conn *conn_accept(struct shard *s, uv_stream_t *server)
         c->peer.ss_family = AF_UNSPEC;
     c->req = xmalloc(sizeof *c->req);
     http_req_init(c->req, (size_t)s->cfg->max_header_bytes);
+    c->notify_below = SIZE_MAX;
     list_init(&c->link);
     list_push_back(&s->conns, &c->link);
     s->nconns++;

@@ -45,6 +45,8 @@ struct conn_hooks {
     /* The WebSocket left the open state (any cause). Called exactly once per
      * upgraded connection; sends are refused from here on. */
     void (*on_ws_end)(struct conn *c);
+    /* Queued data fell to or below the mark set with conn_notify_below. */
+    void (*on_drained)(struct conn *c);
     /* The connection is about to be freed. */
     void (*on_free)(struct conn *c);
 };
@@ -53,7 +55,8 @@ struct conn_hooks {
 struct wq_item {
     struct wq_item *next;
     uint32_t len;
-    uint32_t cost; /* bytes charged against the outbox budget */
+    uint32_t cost;  /* bytes charged against the outbox budget */
+    bool counted;   /* a forwarded frame: count it once it is written */
     uint8_t data[];
 };
 
@@ -83,6 +86,9 @@ struct conn {
     struct wq ctl;         /* control frames: go out before queued data */
     struct wq data;        /* data frames (and a close queued behind data) */
     size_t data_bytes;     /* sum of item costs in data */
+    size_t data_items;     /* items in data */
+    size_t notify_below;   /* call on_drained when data_bytes <= this (SIZE_MAX: off) */
+    uint64_t *frames_counter; /* bumped per counted frame fully written (may be NULL) */
     int inflight_ctl, inflight_data; /* items of each queue inside the write in flight */
     bool writing;
     bool reading_paused;
@@ -91,6 +97,7 @@ struct conn {
     uint16_t close_sent;   /* code of the close frame we sent first (0 none) */
     uint16_t close_rcvd;   /* code the peer sent (WS_CLOSE_NO_STATUS/ABNORMAL if none) */
     bool upgraded;
+    bool heartbeat_on;
     bool ws_end_reported;
     struct sockaddr_storage peer;
     void *owner;           /* the hooks' per-connection object */
@@ -109,9 +116,18 @@ void conn_http_reply(struct conn *c, const char *resp, size_t len, bool keep_ali
 void conn_ws_accept(struct conn *c, const char *resp, size_t len);
 
 /* Sends one text frame made of the concatenation of parts (copied only if the
- * kernel does not take it at once). Returns 0, or -1 when the connection is
- * not open. */
-int conn_ws_send(struct conn *c, const uv_buf_t *parts, unsigned nparts);
+ * kernel does not take it at once). A counted frame bumps *frames_counter
+ * once fully written. Returns 0, or -1 when the connection is not open. */
+int conn_ws_send(struct conn *c, const uv_buf_t *parts, unsigned nparts, bool counted);
+
+/* Turns the heartbeat on or off (conn_ws_accept turns it on). */
+void conn_heartbeat(struct conn *c, bool on);
+
+/* Asks for one on_drained call once queued data is at most mark bytes. */
+void conn_notify_below(struct conn *c, size_t mark);
+
+/* Queued data items (frames not yet fully handed to the kernel). */
+size_t conn_queued_items(const struct conn *c);
 
 /* Sends a ping with payload (<= 125 bytes) ahead of queued data. Returns 0 or -1. */
 int conn_ws_ping(struct conn *c, const uint8_t *payload, size_t len);

@@ -103,6 +103,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int code = server_run(&srv);
+    relay_close(&relay);
     uv_loop_close(&loop);
     return code;
 }

@@ -1,31 +1,80 @@
-/* relay.c — what the relay does with a request: /healthz, the pyrycode
- * header gate, then the RFC 6455 handshake for /v1/server and /v1/client;
- * everything else is 404. Upgraded connections stay open under heartbeat.
- * It never logs tokens, user agents or frame contents. */
+/* relay.c — endpoints and lifecycles (spec §2, §4): the header gate and
+ * handshake, a binary's claim (with the incumbent liveness probe and
+ * takeover), a phone's registration, grace expiry, and what each end of a
+ * connection does to the registry. Forwarding lives in forward.c. Tokens,
+ * user agents and frame bytes are never logged. */
 #include "relay.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "http.h"
 #include "log.h"
 #include "shard.h"
 
-enum endpoint { EP_SERVER, EP_CLIENT };
+#define CLOSE_NO_SERVER  4404
+#define CLOSE_CONFLICT   4409
+#define CLOSE_AT_CAP     4429
+
+struct probe {
+    uv_timer_t timer;
+    struct peer *newb; /* the binary asking for the server-id */
+    struct peer *inc;  /* the incumbent being pinged */
+    uint8_t token[8];
+    struct list link;  /* inc->probes */
+};
+
+static void binary_start(struct peer *b);
 
 static struct relay *relay_of(const struct conn *c)
 {
     return c->shard->owner;
 }
 
+static uint64_t now_ms(const struct relay *r)
+{
+    return shard_now(&r->srv->shard);
+}
+
+static void random_bytes(void *buf, size_t n)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t got = getrandom(p, n, 0);
+        if (got < 0) {
+            perror("pyrycode-relay: getrandom");
+            abort(); /* like Go's crypto/rand failure: never hand out weak ids */
+        }
+        p += got;
+        n -= (size_t)got;
+    }
+}
+
+void relay_remote(const struct peer *p, char *out, size_t cap)
+{
+    conn_remote(p->conn, out, cap);
+}
+
+struct peer *relay_binary_of(const struct peer *p)
+{
+    struct reg_slot *s = p->rp.slot;
+    if (!s || !s->binary || s->binary == &p->relay->reg.gone)
+        return NULL;
+    return CONTAINER_OF(s->binary, struct peer, rb);
+}
+
+/* ---- HTTP replies ------------------------------------------------------ */
+
 size_t relay_healthz_body(const struct relay *r, char *out, size_t cap)
 {
-    uint64_t now = shard_now(&r->srv->shard);
+    uint64_t now = now_ms(r);
     long long up = now > r->boot_ms ? (long long)((now - r->boot_ms) / 1000) : 0;
     int n = snprintf(out, cap,
                      "{\"status\":\"ok\",\"version\":\"%s\",\"connected_binaries\":%zu,"
                      "\"connected_phones\":%zu,\"uptime_seconds\":%lld}",
-                     RELAY_VERSION, r->binaries, r->phones, up);
+                     RELAY_VERSION, registry_binaries(&r->reg), registry_phones(&r->reg), up);
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
@@ -57,9 +106,326 @@ static void healthz(struct conn *c)
     reply(c, 200, "application/json; charset=utf-8", "Cache-Control: no-store\r\n", body, n);
 }
 
+/* ---- peers ------------------------------------------------------------- */
+
+static struct peer *peer_new(struct conn *c, enum relay_endpoint ep, const char *sid,
+                             size_t sid_len)
+{
+    struct relay *r = relay_of(c);
+    struct peer *p = xcalloc(1, sizeof *p);
+    p->relay = r;
+    p->conn = c;
+    p->role = ep;
+    random_bytes(&p->key, sizeof p->key);
+    p->server_id = xstrndup(sid, sid_len);
+    p->server_id_len = sid_len;
+    const char *prefix = ep == EP_SERVER ? "server-" : "client-";
+    p->conn_id_len = strlen(prefix) + sid_len + 17;
+    p->conn_id = xmalloc(p->conn_id_len + 1);
+    snprintf(p->conn_id, p->conn_id_len + 1, "%s%s-%016llx", prefix, p->server_id,
+             (unsigned long long)p->key);
+    list_init(&p->probes);
+    list_init(&p->rp.link);
+    p->rp.key = p->key;
+    p->rp.conn_id = p->conn_id;
+    p->rp.conn_id_len = p->conn_id_len;
+    c->owner = p;
+    c->frames_counter =
+        &r->stats.frames[ep == EP_SERVER ? DIR_PHONE_TO_BINARY : DIR_BINARY_TO_PHONE];
+    return p;
+}
+
+static void peer_free(struct peer *p)
+{
+    free(p->server_id);
+    free(p->conn_id);
+    free(p->version);
+    free(p->wrap);
+    free(p);
+}
+
+/* Closes phones the registry has already unregistered (reclaim, takeover,
+ * grace expiry): they get the code, and no close notice. */
+static void close_evicted(struct list *evicted, uint16_t code, const char *reason)
+{
+    while (!list_empty(evicted)) {
+        struct reg_phone *rp = CONTAINER_OF(evicted->next, struct reg_phone, link);
+        list_remove(&rp->link);
+        conn_ws_close(CONTAINER_OF(rp, struct peer, rp)->conn, code, reason, false);
+    }
+}
+
+/* ---- grace ------------------------------------------------------------- */
+
+static void on_grace(uv_timer_t *t);
+
+static void arm_grace(struct relay *r)
+{
+    uint64_t next = registry_next_deadline(&r->reg);
+    if (next == r->grace_armed || r->srv->draining)
+        return;
+    r->grace_armed = next;
+    if (!next) {
+        uv_timer_stop(&r->grace_timer);
+        return;
+    }
+    uint64_t now = now_ms(r);
+    uv_timer_start(&r->grace_timer, on_grace, next > now ? next - now : 0, 0);
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    struct relay *r = t->data;
+    struct list evicted;
+    list_init(&evicted);
+    r->grace_armed = 0;
+    r->stats.grace_expiries += registry_expire(&r->reg, now_ms(r), &evicted);
+    close_evicted(&evicted, WS_CLOSE_NORMAL, "");
+    arm_grace(r);
+}
+
+/* ---- binaries: claim, probe, takeover ---------------------------------- */
+
+static void binary_accept(struct peer *b)
+{
+    char remote[64];
+    struct relay *r = b->relay;
+    b->state = PEER_ACTIVE;
+    r->stats.upgrades[EP_SERVER][OUT_ACCEPT]++;
+    conn_heartbeat(b->conn, true);
+    conn_pause_reading(b->conn, false);
+    relay_remote(b, remote, sizeof remote);
+    LOGF(LOG_INFO, "server_claimed", LOG_STRN("server_id", b->server_id, b->server_id_len),
+         LOG_STR("binary_version", b->version ? b->version : ""), LOG_STR("remote", remote));
+    free(b->version);
+    b->version = NULL;
+}
+
+static void binary_conflict(struct peer *b)
+{
+    char remote[64];
+    struct relay *r = b->relay;
+    b->state = PEER_STILLBORN;
+    r->stats.upgrades[EP_SERVER][OUT_REJECT_409]++;
+    r->stats.failures[KIND_SERVER_IN_USE]++;
+    relay_remote(b, remote, sizeof remote);
+    LOGF(LOG_INFO, "server_id_conflict", LOG_STRN("server_id", b->server_id, b->server_id_len),
+         LOG_STR("remote", remote));
+    conn_ws_close(b->conn, CLOSE_CONFLICT, "server-id already claimed", false);
+}
+
+/* The incumbent stayed silent (or is already dead): take its place if it
+ * still holds the slot, else the newcomer lost a race and conflicts. */
+static void binary_takeover(struct peer *b, struct peer *inc)
+{
+    char remote[64];
+    struct relay *r = b->relay;
+    struct list evicted;
+    list_init(&evicted);
+    if (!registry_takeover(&r->reg, &b->rb, inc ? &inc->rb : NULL, b->server_id,
+                           b->server_id_len, &evicted)) {
+        binary_conflict(b);
+        return;
+    }
+    close_evicted(&evicted, CLOSE_NO_SERVER, "binary reclaimed server-id");
+    if (inc)
+        conn_ws_close(inc->conn, WS_CLOSE_INTERNAL, "heartbeat timeout", false);
+    relay_remote(b, remote, sizeof remote);
+    LOGF(LOG_INFO, "server_id_takeover", LOG_STRN("server_id", b->server_id, b->server_id_len),
+         LOG_STR("remote", remote));
+    arm_grace(r); /* a takeover may have cancelled a grace window */
+    binary_accept(b);
+}
+
+static void probe_freed(uv_handle_t *h)
+{
+    free(CONTAINER_OF(h, struct probe, timer));
+}
+
+static void probe_end(struct probe *p)
+{
+    list_remove(&p->link);
+    p->newb->probe = NULL;
+    uv_close((uv_handle_t *)&p->timer, probe_freed);
+}
+
+static void probe_conclude(struct probe *p, bool live)
+{
+    struct peer *b = p->newb, *inc = p->inc;
+    probe_end(p);
+    if (live)
+        binary_conflict(b);
+    else
+        binary_takeover(b, inc);
+}
+
+static void on_probe_timeout(uv_timer_t *t)
+{
+    probe_conclude(CONTAINER_OF(t, struct probe, timer), false);
+}
+
+/* Spec §2.1 step 6: ping the incumbent and let its pong (or silence)
+ * decide. The newcomer is not read meanwhile, as in the reference. */
+static void probe_start(struct peer *b, struct peer *inc)
+{
+    struct relay *r = b->relay;
+    if (inc->conn->state != CONN_WS_OPEN) {
+        binary_takeover(b, inc);
+        return;
+    }
+    struct probe *p = xcalloc(1, sizeof *p);
+    p->newb = b;
+    p->inc = inc;
+    random_bytes(p->token, sizeof p->token);
+    if (conn_ws_ping(inc->conn, p->token, sizeof p->token) != 0) {
+        free(p);
+        binary_takeover(b, inc); /* an incumbent we cannot ping is silent */
+        return;
+    }
+    b->state = PEER_PROBING;
+    b->probe = p;
+    conn_heartbeat(b->conn, false);
+    conn_pause_reading(b->conn, true);
+    list_push_back(&inc->probes, &p->link);
+    uv_timer_init(r->srv->loop, &p->timer);
+    uint64_t ms = (uint64_t)(r->srv->cfg->conflict_probe_timeout_ns / NS_PER_MS);
+    uv_timer_start(&p->timer, on_probe_timeout, ms ? ms : 1, 0);
+}
+
+static void binary_start(struct peer *b)
+{
+    struct relay *r = b->relay;
+    struct list evicted;
+    struct reg_binary *inc = NULL;
+    list_init(&evicted);
+    switch (registry_claim(&r->reg, &b->rb, b->server_id, b->server_id_len, &evicted, &inc)) {
+    case REG_CLAIMED:
+        binary_accept(b);
+        break;
+    case REG_RECLAIMED:
+        arm_grace(r);
+        close_evicted(&evicted, CLOSE_NO_SERVER, "binary reclaimed server-id");
+        binary_accept(b);
+        break;
+    case REG_CONFLICT:
+        probe_start(b, CONTAINER_OF(inc, struct peer, rb));
+        break;
+    }
+}
+
+static void on_pong(struct conn *c, const uint8_t *data, size_t len)
+{
+    struct peer *inc = c->owner;
+    if (!inc || inc->role != EP_SERVER || len != 8)
+        return;
+    for (struct list *it = inc->probes.next; it != &inc->probes; it = it->next) {
+        struct probe *p = CONTAINER_OF(it, struct probe, link);
+        if (memcmp(p->token, data, 8) == 0) {
+            probe_conclude(p, true);
+            return;
+        }
+    }
+}
+
+static void read_end_err(const struct conn *c, char *out, size_t cap)
+{
+    if (c->close_sent)
+        snprintf(out, cap, "closed by relay: status = %u", c->close_sent);
+    else if (c->close_rcvd == WS_CLOSE_ABNORMAL)
+        snprintf(out, cap, "EOF");
+    else
+        snprintf(out, cap, "received close frame: status = %u", c->close_rcvd);
+}
+
+static void binary_end(struct peer *b)
+{
+    struct relay *r = b->relay;
+    char err[64];
+    if (b->probe) /* the newcomer left during the probe: nothing to decide */
+        probe_end(b->probe);
+    while (!list_empty(&b->probes)) { /* we were the incumbent: now surely silent */
+        struct probe *p = CONTAINER_OF(b->probes.next, struct probe, link);
+        if (r->srv->draining)
+            probe_end(p);
+        else
+            probe_conclude(p, false);
+    }
+    if (b->state == PEER_ACTIVE) {
+        read_end_err(b->conn, err, sizeof err);
+        LOGF(LOG_INFO, "binary_forwarder_read_end",
+             LOG_STRN("server_id", b->server_id, b->server_id_len),
+             LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len), LOG_STR("err", err));
+        if (b->phones_paused)
+            forward_binary_drained(b); /* phones resume and find the binary gone */
+        if (registry_schedule_release(&r->reg, &b->rb, now_ms(r))) {
+            LOGF(LOG_INFO, "server_released",
+                 LOG_STRN("server_id", b->server_id, b->server_id_len));
+            arm_grace(r);
+        }
+    }
+    b->state = PEER_ENDED;
+}
+
+/* ---- phones ------------------------------------------------------------ */
+
+static void phone_start(struct peer *p, const char *dev, size_t dev_len)
+{
+    struct relay *r = p->relay;
+    char remote[64];
+    relay_remote(p, remote, sizeof remote);
+    switch (registry_add_phone(&r->reg, &p->rp, p->server_id, p->server_id_len)) {
+    case REG_ADD_NO_SERVER:
+        p->state = PEER_STILLBORN;
+        r->stats.upgrades[EP_CLIENT][OUT_REJECT_404]++;
+        r->stats.failures[KIND_NO_SERVER]++;
+        LOGF(LOG_INFO, "phone_register_no_server",
+             LOG_STRN("server_id", p->server_id, p->server_id_len), LOG_STR("remote", remote));
+        conn_ws_close(p->conn, CLOSE_NO_SERVER, "no server with that id", false);
+        return;
+    case REG_ADD_AT_CAP:
+        p->state = PEER_STILLBORN;
+        r->stats.upgrades[EP_CLIENT][OUT_REJECT_429]++;
+        r->stats.failures[KIND_PHONES_AT_CAP]++;
+        LOGF(LOG_INFO, "phone_register_at_cap",
+             LOG_STRN("server_id", p->server_id, p->server_id_len), LOG_STR("remote", remote));
+        conn_ws_close(p->conn, CLOSE_AT_CAP, "too many phones for server-id", false);
+        return;
+    case REG_ADD_OK:
+        break;
+    }
+    p->state = PEER_ACTIVE;
+    r->stats.upgrades[EP_CLIENT][OUT_ACCEPT]++;
+    struct peer *b = relay_binary_of(p);
+    p->bound_binary = b ? b->key : 0;
+    LOGF(LOG_INFO, "phone_registered", LOG_STRN("server_id", p->server_id, p->server_id_len),
+         LOG_STRN("conn_id", p->conn_id, p->conn_id_len), LOG_STRN("device_name", dev, dev_len),
+         LOG_STR("remote", remote));
+    if (b && b->phones_paused)
+        conn_pause_reading(p->conn, true);
+}
+
+static void phone_end(struct peer *p)
+{
+    struct relay *r = p->relay;
+    char err[64];
+    if (p->state == PEER_ACTIVE) {
+        read_end_err(p->conn, err, sizeof err);
+        LOGF(LOG_INFO, "phone_forwarder_read_end",
+             LOG_STRN("server_id", p->server_id, p->server_id_len),
+             LOG_STRN("conn_id", p->conn_id, p->conn_id_len), LOG_STR("err", err));
+        forward_phone_ended(p);
+        registry_remove_phone(&r->reg, &p->rp);
+        LOGF(LOG_INFO, "phone_unregistered", LOG_STRN("server_id", p->server_id, p->server_id_len),
+             LOG_STRN("conn_id", p->conn_id, p->conn_id_len));
+    }
+    p->state = PEER_ENDED;
+}
+
+/* ---- hooks ------------------------------------------------------------- */
+
 /* Spec §2.1/§2.2 step 2: every required header present and non-empty
  * (values arrive trimmed, so whitespace-only counts as empty). */
-static bool gate_passes(const struct http_req *r, enum endpoint ep)
+static bool gate_passes(const struct http_req *r, enum relay_endpoint ep)
 {
     static const enum http_hdr server_hdrs[] = {HDR_X_SERVER, HDR_X_VERSION, HDR_USER_AGENT};
     static const enum http_hdr client_hdrs[] = {HDR_X_SERVER, HDR_X_TOKEN, HDR_USER_AGENT};
@@ -72,9 +438,11 @@ static bool gate_passes(const struct http_req *r, enum endpoint ep)
     return true;
 }
 
-static void upgrade(struct conn *c, const struct http_req *r, enum endpoint ep)
+static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpoint ep)
 {
-    if (!gate_passes(r, ep)) {
+    struct relay *r = relay_of(c);
+    if (!gate_passes(req, ep)) {
+        r->stats.upgrades[ep][OUT_REJECT_HEADERS]++;
         reply_error(c, 400); /* no log line: spec §2.1 step 2 */
         return;
     }
@@ -84,12 +452,24 @@ static void upgrade(struct conn *c, const struct http_req *r, enum endpoint ep)
     }
     char resp[512];
     size_t len = 0;
-    int status = http_ws_handshake(r, resp, sizeof resp, &len);
-    if (status != 101) {
+    if (http_ws_handshake(req, resp, sizeof resp, &len) != 101) {
         conn_http_reply(c, resp, len, false);
         return;
     }
     conn_ws_accept(c, resp, len);
+    if (c->state != CONN_WS_OPEN)
+        return;
+    size_t sid_len, v_len, d_len;
+    const char *sid = http_req_header(req, HDR_X_SERVER, &sid_len);
+    struct peer *p = peer_new(c, ep, sid, sid_len);
+    if (ep == EP_SERVER) {
+        const char *v = http_req_header(req, HDR_X_VERSION, &v_len);
+        p->version = xstrndup(v, v_len);
+        binary_start(p);
+    } else {
+        const char *dev = http_req_header(req, HDR_X_DEVICE_NAME, &d_len);
+        phone_start(p, dev ? dev : "", dev ? d_len : 0);
+    }
 }
 
 static void on_request(struct conn *c, const struct http_req *r)
@@ -109,20 +489,82 @@ static void on_request(struct conn *c, const struct http_req *r)
 
 static void on_message(struct conn *c, uint8_t *data, size_t len)
 {
-    /* Routing arrives with the registry; until then messages are dropped. */
-    (void)c;
-    (void)data;
-    (void)len;
+    struct peer *p = c->owner;
+    if (!p)
+        return;
+    if (p->role == EP_SERVER)
+        forward_from_binary(p, data, len);
+    else
+        forward_from_phone(p, data, len);
+}
+
+static void on_ws_end(struct conn *c)
+{
+    struct peer *p = c->owner;
+    if (!p)
+        return;
+    if (p->role == EP_SERVER)
+        binary_end(p);
+    else
+        phone_end(p);
+}
+
+static void on_drained(struct conn *c)
+{
+    struct peer *p = c->owner;
+    if (p && p->role == EP_SERVER)
+        forward_binary_drained(p);
+}
+
+static void on_free(struct conn *c)
+{
+    struct peer *p = c->owner;
+    if (!p)
+        return;
+    if (p->role == EP_SERVER)
+        registry_forget(&p->relay->reg, &p->rb);
+    else
+        registry_remove_phone(&p->relay->reg, &p->rp);
+    peer_free(p);
+    c->owner = NULL;
 }
 
 const struct conn_hooks relay_hooks = {
     .on_request = on_request,
     .on_message = on_message,
+    .on_pong = on_pong,
+    .on_ws_end = on_ws_end,
+    .on_drained = on_drained,
+    .on_free = on_free,
 };
+
+static void on_drain(struct server *srv)
+{
+    struct relay *r = srv->owner;
+    uv_timer_stop(&r->grace_timer); /* grace windows are simply lost (spec §11) */
+}
 
 void relay_init(struct relay *r, struct server *srv)
 {
+    uint8_t seed[16];
+    const struct config *cfg = srv->cfg;
     memset(r, 0, sizeof *r);
     r->srv = srv;
     r->boot_ms = shard_now(&srv->shard);
+    random_bytes(seed, sizeof seed);
+    registry_init(&r->reg, seed, cfg->max_phones_per_server,
+                  (uint64_t)(cfg->grace_period_ns / NS_PER_MS));
+    uv_timer_init(srv->loop, &r->grace_timer);
+    r->grace_timer.data = r;
+    r->scratch = xmalloc((size_t)cfg->max_message_bytes);
+    r->high_water = 1024 * 1024;
+    r->low_water = 256 * 1024;
+    srv->on_drain = on_drain;
+}
+
+void relay_close(struct relay *r)
+{
+    registry_free(&r->reg);
+    free(r->scratch);
+    r->scratch = NULL;
 }
