@@ -520,6 +520,7 @@ static void on_peer_close(struct conn *c, const struct ws_event *ev)
         set_state(c, CONN_WS_DONE);
         report_ws_end(c);
         queue_close(c, code, "", false);
+        kick_writer(c); /* written already? then linger now */
         return;
     }
     if (c->state == CONN_WS_CLOSING) {

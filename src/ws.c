@@ -1,0 +1,339 @@
+/* ws.c — RFC 6455 frame codec. The decoder is a small state machine fed
+ * arbitrary slices: it gathers a frame header (at most 14 bytes) and
+ * control payloads (at most 125) itself, and streams data payload back as
+ * unmasked slices of the caller's buffer, checking the size cap and UTF-8
+ * as it goes. It performs no I/O and allocates nothing. */
+#include "ws.h"
+
+#include <openssl/evp.h>
+#include <string.h>
+
+#include "utf8.h"
+
+enum { ST_HEADER, ST_PAYLOAD, ST_CONTROL, ST_DEAD };
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+void ws_decoder_init(struct ws_decoder *d, uint64_t max_message, bool require_mask)
+{
+    memset(d, 0, sizeof *d);
+    d->max_message = max_message;
+    d->require_mask = require_mask;
+    d->state = ST_HEADER;
+}
+
+bool ws_decoder_in_message(const struct ws_decoder *d)
+{
+    return d->in_message;
+}
+
+bool ws_decoder_busy(const struct ws_decoder *d)
+{
+    return d->in_message || d->state != ST_HEADER || d->hdr_have > 0;
+}
+
+static size_t fail(struct ws_decoder *d, struct ws_event *ev, uint16_t code, size_t consumed)
+{
+    d->state = ST_DEAD;
+    d->err_code = code;
+    memset(ev, 0, sizeof *ev);
+    ev->type = WS_EV_ERROR;
+    ev->close_code = code;
+    return consumed;
+}
+
+static bool is_control(uint8_t op)
+{
+    return op >= WS_OP_CLOSE;
+}
+
+/* Header length once the first two bytes are known. */
+static size_t header_len(const uint8_t *h)
+{
+    size_t n = 2;
+    uint8_t l7 = h[1] & 0x7F;
+    if (l7 == 126)
+        n += 2;
+    else if (l7 == 127)
+        n += 8;
+    if (h[1] & 0x80)
+        n += 4;
+    return n;
+}
+
+/* Validates a complete header and sets up the frame. Returns 0 or the close
+ * code to fail with. */
+static uint16_t start_frame(struct ws_decoder *d)
+{
+    const uint8_t *h = d->hdr;
+    bool fin = h[0] & 0x80, masked = h[1] & 0x80;
+    uint8_t op = h[0] & 0x0F, l7 = h[1] & 0x7F;
+    uint64_t len = l7;
+    size_t pos = 2;
+    if (h[0] & 0x70)
+        return WS_CLOSE_PROTOCOL; /* no extension was negotiated */
+    if ((op > WS_OP_BINARY && op < WS_OP_CLOSE) || op > WS_OP_PONG)
+        return WS_CLOSE_PROTOCOL;
+    if (d->require_mask && !masked)
+        return WS_CLOSE_PROTOCOL;
+    if (l7 == 126) {
+        len = (uint64_t)h[2] << 8 | h[3];
+        pos = 4;
+    } else if (l7 == 127) {
+        len = 0;
+        for (int i = 0; i < 8; i++)
+            len = len << 8 | h[2 + i];
+        pos = 10;
+        if (len >> 63)
+            return WS_CLOSE_PROTOCOL;
+    }
+    if (masked)
+        memcpy(d->mask, h + pos, 4);
+    d->frame_masked = masked;
+    d->mask_pos = 0;
+    d->frame_op = op;
+    d->frame_fin = fin;
+    d->frame_left = len;
+    if (is_control(op)) {
+        if (!fin || len > WS_MAX_CONTROL)
+            return WS_CLOSE_PROTOCOL;
+        d->ctl_have = 0;
+        d->state = ST_CONTROL;
+        return 0;
+    }
+    if (op == WS_OP_CONT && !d->in_message)
+        return WS_CLOSE_PROTOCOL;
+    if (op != WS_OP_CONT) {
+        if (d->in_message)
+            return WS_CLOSE_PROTOCOL;
+        d->in_message = true;
+        d->message_started = false;
+        d->msg_op = op;
+        d->msg_len = 0;
+        d->utf8_state = UTF8_ACCEPT;
+    }
+    if (d->max_message && (len > d->max_message || d->msg_len + len > d->max_message))
+        return WS_CLOSE_TOO_BIG;
+    d->msg_len += len;
+    d->state = ST_PAYLOAD;
+    return 0;
+}
+
+static void unmask(struct ws_decoder *d, uint8_t *p, size_t n)
+{
+    if (!d->frame_masked)
+        return;
+    ws_mask(p, n, d->mask, d->mask_pos);
+    d->mask_pos = (uint8_t)((d->mask_pos + n) & 3);
+}
+
+/* Emits the next slice of a data frame (possibly empty). */
+static size_t data_slice(struct ws_decoder *d, uint8_t *p, size_t avail, size_t consumed,
+                         struct ws_event *ev)
+{
+    size_t n = d->frame_left < avail ? (size_t)d->frame_left : avail;
+    unmask(d, p, n);
+    if (d->msg_op == WS_OP_TEXT) {
+        d->utf8_state = utf8_step(d->utf8_state, p, n);
+        if (d->utf8_state == UTF8_REJECT)
+            return fail(d, ev, WS_CLOSE_INVALID_DATA, consumed);
+    }
+    d->frame_left -= n;
+    bool last = d->frame_left == 0 && d->frame_fin;
+    if (last && d->msg_op == WS_OP_TEXT && d->utf8_state != UTF8_ACCEPT)
+        return fail(d, ev, WS_CLOSE_INVALID_DATA, consumed);
+    memset(ev, 0, sizeof *ev);
+    ev->type = WS_EV_DATA;
+    ev->opcode = d->msg_op;
+    ev->first = !d->message_started;
+    ev->last = last;
+    ev->data = p;
+    ev->len = n;
+    d->message_started = true;
+    if (d->frame_left == 0) {
+        d->state = ST_HEADER;
+        if (d->frame_fin)
+            d->in_message = false;
+    }
+    return consumed + n;
+}
+
+static size_t control_done(struct ws_decoder *d, size_t consumed, struct ws_event *ev)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->type = WS_EV_CONTROL;
+    ev->opcode = d->frame_op;
+    ev->data = d->ctl;
+    ev->len = d->ctl_have;
+    d->state = ST_HEADER;
+    if (d->frame_op != WS_OP_CLOSE)
+        return consumed;
+    if (d->ctl_have == 1)
+        return fail(d, ev, WS_CLOSE_PROTOCOL, consumed);
+    ev->close_code = WS_CLOSE_NO_STATUS;
+    if (d->ctl_have >= 2) {
+        ev->close_code = (uint16_t)(d->ctl[0] << 8 | d->ctl[1]);
+        if (!ws_close_code_valid(ev->close_code))
+            return fail(d, ev, WS_CLOSE_PROTOCOL, consumed);
+        if (!utf8_valid(d->ctl + 2, d->ctl_have - 2u))
+            return fail(d, ev, WS_CLOSE_INVALID_DATA, consumed);
+        ev->reason = d->ctl + 2;
+        ev->reason_len = d->ctl_have - 2u;
+    }
+    return consumed;
+}
+
+size_t ws_decoder_feed(struct ws_decoder *d, uint8_t *buf, size_t len, struct ws_event *ev)
+{
+    size_t used = 0;
+    for (;;) {
+        if (d->state == ST_DEAD)
+            return fail(d, ev, d->err_code, used);
+        if (d->state == ST_PAYLOAD) {
+            /* An empty frame still reports its boundary; otherwise wait for bytes. */
+            if (used == len && d->frame_left > 0)
+                break;
+            return data_slice(d, buf + used, len - used, used, ev);
+        }
+        if (d->state == ST_CONTROL) {
+            size_t n = d->frame_left < len - used ? (size_t)d->frame_left : len - used;
+            memcpy(d->ctl + d->ctl_have, buf + used, n);
+            unmask(d, d->ctl + d->ctl_have, n);
+            d->ctl_have = (uint8_t)(d->ctl_have + n);
+            d->frame_left -= n;
+            used += n;
+            if (d->frame_left > 0)
+                break;
+            return control_done(d, used, ev);
+        }
+        /* ST_HEADER: gather two bytes, then the rest of the header. */
+        if (used == len)
+            break;
+        size_t need = d->hdr_have < 2 ? 2 : header_len(d->hdr);
+        while (d->hdr_have < need && used < len) {
+            d->hdr[d->hdr_have++] = buf[used++];
+            if (d->hdr_have == 2)
+                need = header_len(d->hdr);
+        }
+        if (d->hdr_have < need)
+            break;
+        d->hdr_have = 0;
+        uint16_t err = start_frame(d);
+        if (err)
+            return fail(d, ev, err, used);
+    }
+    memset(ev, 0, sizeof *ev);
+    ev->type = WS_EV_NONE;
+    return used;
+}
+
+size_t ws_frame_header(uint8_t out[WS_MAX_HEADER], bool fin, uint8_t opcode, uint64_t payload_len,
+                       const uint8_t *mask)
+{
+    size_t n = 2;
+    out[0] = (uint8_t)((fin ? 0x80 : 0) | (opcode & 0x0F));
+    uint8_t mbit = mask ? 0x80 : 0;
+    if (payload_len < 126) {
+        out[1] = (uint8_t)(mbit | payload_len);
+    } else if (payload_len <= 0xFFFF) {
+        out[1] = mbit | 126;
+        out[2] = (uint8_t)(payload_len >> 8);
+        out[3] = (uint8_t)payload_len;
+        n = 4;
+    } else {
+        out[1] = mbit | 127;
+        for (int i = 0; i < 8; i++)
+            out[2 + i] = (uint8_t)(payload_len >> (56 - 8 * i));
+        n = 10;
+    }
+    if (mask) {
+        memcpy(out + n, mask, 4);
+        n += 4;
+    }
+    return n;
+}
+
+void ws_mask(uint8_t *buf, size_t len, const uint8_t mask[4], size_t pos)
+{
+    size_t i = 0;
+    /* Byte-wise until the mask lines up, then eight bytes at a time. */
+    for (; i < len && ((pos + i) & 3) != 0; i++)
+        buf[i] ^= mask[(pos + i) & 3];
+    if (len - i >= 8) {
+        uint8_t m8[8];
+        uint64_t m, w;
+        for (int k = 0; k < 8; k++)
+            m8[k] = mask[k & 3];
+        memcpy(&m, m8, 8);
+        for (; len - i >= 8; i += 8) {
+            memcpy(&w, buf + i, 8);
+            w ^= m;
+            memcpy(buf + i, &w, 8);
+        }
+    }
+    for (; i < len; i++)
+        buf[i] ^= mask[(pos + i) & 3];
+}
+
+size_t ws_close_payload(uint8_t out[WS_MAX_CONTROL], uint16_t code, const char *reason)
+{
+    if (code == 0)
+        return 0;
+    out[0] = (uint8_t)(code >> 8);
+    out[1] = (uint8_t)code;
+    size_t n = reason ? strlen(reason) : 0;
+    if (n > WS_MAX_CLOSE_REASON) {
+        n = WS_MAX_CLOSE_REASON;
+        while (n > 0 && ((uint8_t)reason[n] & 0xC0) == 0x80)
+            n--; /* never cut a UTF-8 sequence in half */
+    }
+    if (n)
+        memcpy(out + 2, reason, n);
+    return n + 2;
+}
+
+bool ws_close_code_valid(uint16_t code)
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+           (code >= 3000 && code <= 4999);
+}
+
+static int b64val(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+bool ws_key_valid(const char *key, size_t len)
+{
+    /* 16 bytes encode as 22 significant characters and "==". */
+    if (len != 24 || key[22] != '=' || key[23] != '=')
+        return false;
+    for (size_t i = 0; i < 22; i++)
+        if (b64val(key[i]) < 0)
+            return false;
+    return (b64val(key[21]) & 0x0F) == 0; /* the unused low bits must be zero */
+}
+
+void ws_accept_key(const char *key, size_t len, char out[WS_ACCEPT_LEN + 1])
+{
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int dlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha1(), NULL);
+    EVP_DigestUpdate(ctx, key, len);
+    EVP_DigestUpdate(ctx, WS_GUID, sizeof WS_GUID - 1);
+    EVP_DigestFinal_ex(ctx, digest, &dlen);
+    EVP_MD_CTX_free(ctx);
+    EVP_EncodeBlock((unsigned char *)out, digest, (int)dlen);
+    out[WS_ACCEPT_LEN] = '\0';
+}
