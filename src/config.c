@@ -1,17 +1,16 @@
-/* config.c — the flag table and a parser with Go `flag` package syntax
- * (spec §6.1), plus Go duration parsing and formatting. Values are only
- * parsed and range-checked here; what they mean for the process (listener
- * rules, environment, production checks) is decided at startup. */
+/* config.c — the flag table and a parser with Go `flag` package semantics
+ * (spec §6.1), plus Go duration parsing and formatting. One table gives each
+ * flag's name, type, field, default and usage; defaults, parsing, usage and
+ * explicit-flag tracking all read it. Values are only parsed and sanity
+ * checked here: what they mean for the process (listener rules, environment,
+ * production checks, --max-connections) is decided at startup. It reads no
+ * environment variables: $HOME is passed in by the caller. */
 #include "config.h"
 
-#include <errno.h>
-#include <limits.h>
 #include <stddef.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
-#include "util.h"
 
 enum flag_type { F_STRING, F_BOOL, F_INT, F_DURATION };
 
@@ -19,86 +18,83 @@ struct flag {
     const char *name;
     enum flag_type type;
     size_t offset;
+    const char *def; /* default in flag syntax; NULL: computed (cert-cache) */
     const char *usage;
 };
 
-#define FS(n, field, u) {n, F_STRING, offsetof(struct config, field), u}
-#define FB(n, field, u) {n, F_BOOL, offsetof(struct config, field), u}
-#define FI(n, field, u) {n, F_INT, offsetof(struct config, field), u}
-#define FD(n, field, u) {n, F_DURATION, offsetof(struct config, field), u}
+#define F(n, t, field, d, u)                                                                       \
+    {                                                                                              \
+        n, t, offsetof(struct config, field), d, u                                                 \
+    }
 
 /* Sorted by name: usage prints in this order, as Go does. */
 static const struct flag flags[] = {
-    FS("cert-cache", cert_cache, "directory for ACME certificates (created 0700)"),
-    FB("check-config", check_config, "validate flags and environment, then exit 0 or 2 without binding"),
-    FD("close-timeout", close_timeout_ns, "how long to wait for the peer's close frame before dropping TCP"),
-    FD("conflict-probe-timeout", conflict_probe_timeout_ns, "how long an incumbent binary has to answer the liveness ping"),
-    FS("domain", domain, "public domain for ACME autocert (required unless --insecure-listen)"),
-    FD("drain-timeout", drain_timeout_ns, "graceful shutdown deadline"),
-    FD("grace-period", grace_period_ns, "how long a departed binary's server-id stays reserved"),
-    FD("header-timeout", header_timeout_ns, "time allowed to receive a request head"),
-    FD("heartbeat-interval", heartbeat_interval_ns, "time between WebSocket pings"),
-    FD("heartbeat-timeout", heartbeat_timeout_ns, "time to wait for a pong before closing 1011"),
-    FS("http-listen", http_listen, "ACME HTTP-01 listen address (autocert mode)"),
-    FS("https-listen", https_listen, "HTTPS listen address (autocert mode)"),
-    FB("https-proxy-protocol", https_proxy_protocol, "require a PROXY protocol v2 header before TLS on the HTTPS listener"),
-    FD("idle-timeout", idle_timeout_ns, "keep-alive idle time before an HTTP connection is closed"),
-    FS("insecure-listen", insecure_listen, "plain-HTTP listen address (host:port) for behind-proxy mode; disables autocert"),
-    FS("log-format", log_format, "log line format: text or json"),
-    FI("max-connections", max_connections, "global cap on live WebSocket connections; must be > 0"),
-    FI("max-header-bytes", max_header_bytes, "largest request head accepted (HTTP 431 above)"),
-    FI("max-message-bytes", max_message_bytes, "largest WebSocket message accepted (close 1009 above)"),
-    FI("max-phones-per-server", max_phones_per_server, "phones allowed per server-id (<= 0: no cap)"),
-    FD("message-deadline", message_deadline_ns, "time allowed for a started message to complete"),
-    FS("metrics-listen", metrics_listen, "loopback address for /metrics; empty disables"),
-    FI("phone-backlog-bytes", phone_backlog_bytes, "per-phone outbox budget in bytes"),
-    FD("request-timeout", request_timeout_ns, "time allowed to receive a whole request"),
-    FB("trust-x-forwarded-for", trust_x_forwarded_for, "key rate limiting on X-Forwarded-For (only behind a trusted proxy)"),
-    FB("version", version, "print the version and exit"),
-    FI("workers", workers, "event-loop shards (0 = one per CPU)"),
-    FD("write-timeout", write_timeout_ns, "time without write progress before a connection is dropped"),
+    F("cert-cache", F_STRING, cert_cache, NULL,
+      "directory where ACME certificates are cached (created with mode 0700)"),
+    F("check-config", F_BOOL, check_config, "false",
+      "validate flags and environment, then exit 0 or 2 without listening"),
+    F("close-timeout", F_DURATION, close_timeout_ns, "5s",
+      "how long to wait for the peer's close frame before dropping the connection"),
+    F("conflict-probe-timeout", F_DURATION, conflict_probe_timeout_ns, "10s",
+      "how long a connected binary has to answer the liveness probe when its server-id is claimed"),
+    F("domain", F_STRING, domain, "",
+      "public domain for ACME autocert (required unless --insecure-listen is set)"),
+    F("drain-timeout", F_DURATION, drain_timeout_ns, "10s",
+      "how long graceful shutdown waits for connections to finish"),
+    F("grace-period", F_DURATION, grace_period_ns, "30s",
+      "how long a departed binary's server-id stays reserved for it"),
+    F("header-timeout", F_DURATION, header_timeout_ns, "5s",
+      "time allowed for a client to send its request headers"),
+    F("heartbeat-interval", F_DURATION, heartbeat_interval_ns, "30s",
+      "time between WebSocket pings"),
+    F("heartbeat-timeout", F_DURATION, heartbeat_timeout_ns, "30s",
+      "time to wait for a pong before closing the connection"),
+    F("http-listen", F_STRING, http_listen, ":80",
+      "listen address for ACME HTTP-01 challenges (autocert mode)"),
+    F("https-listen", F_STRING, https_listen, ":443", "HTTPS listen address (autocert mode)"),
+    F("https-proxy-protocol", F_BOOL, https_proxy_protocol, "false",
+      "require a PROXY protocol v2 header before TLS on the HTTPS listener"),
+    F("idle-timeout", F_DURATION, idle_timeout_ns, "120s",
+      "how long an idle keep-alive HTTP connection is kept open"),
+    F("insecure-listen", F_STRING, insecure_listen, "",
+      "plain-HTTP listen address (host:port) for behind-proxy mode; disables autocert"),
+    F("log-format", F_STRING, log_format, "text", "log line format: text or json"),
+    F("max-connections", F_INT, max_connections, "20",
+      "cap on live WebSocket connections; must be positive"),
+    F("max-header-bytes", F_INT, max_header_bytes, "1048576",
+      "largest request header block accepted, in bytes"),
+    F("max-message-bytes", F_INT, max_message_bytes, "262144",
+      "largest WebSocket message accepted, in bytes"),
+    F("max-phones-per-server", F_INT, max_phones_per_server, "16",
+      "phones allowed per server-id (0 or less: no cap)"),
+    F("message-deadline", F_DURATION, message_deadline_ns, "30s",
+      "time allowed for a started WebSocket message to arrive in full"),
+    F("metrics-listen", F_STRING, metrics_listen, "127.0.0.1:9090",
+      "loopback address for the /metrics listener; empty disables it"),
+    F("phone-backlog-bytes", F_INT, phone_backlog_bytes, "4194304",
+      "bytes queued for a slow phone before it is disconnected"),
+    F("request-timeout", F_DURATION, request_timeout_ns, "60s",
+      "time allowed for a client to send a whole request"),
+    F("trust-x-forwarded-for", F_BOOL, trust_x_forwarded_for, "false",
+      "rate-limit by X-Forwarded-For (only behind a proxy you trust)"),
+    F("version", F_BOOL, version, "false", "print the version and exit"),
+    F("workers", F_INT, workers, "0", "event-loop threads (0: one per CPU)"),
+    F("write-timeout", F_DURATION, write_timeout_ns, "10s",
+      "time a write may stall before the connection is dropped"),
 };
 
-_Static_assert(sizeof flags / sizeof flags[0] <= 64, "explicit_mask holds 64 flags");
+#define NFLAGS (sizeof flags / sizeof flags[0])
+_Static_assert(NFLAGS <= 64, "explicit_mask holds 64 flags");
 
-void config_defaults(struct config *cfg, const char *home)
-{
-    static char cache[4096];
-    memset(cfg, 0, sizeof *cfg);
-    if (home && *home)
-        snprintf(cache, sizeof cache, "%s/.pyrycode-relay/certs", home);
-    else
-        snprintf(cache, sizeof cache, ".pyrycode-relay/certs");
-    cfg->domain = "";
-    cfg->cert_cache = cache;
-    cfg->insecure_listen = "";
-    cfg->https_listen = ":443";
-    cfg->http_listen = ":80";
-    cfg->metrics_listen = "127.0.0.1:9090";
-    cfg->max_connections = 20;
-    cfg->log_format = "text";
-    cfg->max_message_bytes = 262144;
-    cfg->max_header_bytes = 1 << 20;
-    cfg->max_phones_per_server = 16;
-    cfg->phone_backlog_bytes = 4 << 20;
-    cfg->workers = 0;
-    cfg->message_deadline_ns = 30 * NS_PER_S;
-    cfg->heartbeat_interval_ns = 30 * NS_PER_S;
-    cfg->heartbeat_timeout_ns = 30 * NS_PER_S;
-    cfg->write_timeout_ns = 10 * NS_PER_S;
-    cfg->drain_timeout_ns = 10 * NS_PER_S;
-    cfg->grace_period_ns = 30 * NS_PER_S;
-    cfg->conflict_probe_timeout_ns = 10 * NS_PER_S;
-    cfg->header_timeout_ns = 5 * NS_PER_S;
-    cfg->request_timeout_ns = 60 * NS_PER_S;
-    cfg->idle_timeout_ns = 120 * NS_PER_S;
-    cfg->close_timeout_ns = 5 * NS_PER_S;
-}
+/* What --cert-cache defaults to; rebuilt by config_defaults. */
+static char cert_cache_default[4096] = ".pyrycode-relay/certs";
+
+enum { PARSE_OK = 0, PARSE_SYNTAX = -1, PARSE_RANGE = -2 };
 
 static const struct flag *find_flag(const char *name, size_t len)
 {
-    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
-        if (strlen(flags[i].name) == len && strncmp(flags[i].name, name, len) == 0)
+    for (size_t i = 0; i < NFLAGS; i++)
+        if (strlen(flags[i].name) == len && memcmp(flags[i].name, name, len) == 0)
             return &flags[i];
     return NULL;
 }
@@ -116,141 +112,230 @@ static const void *cfield(const struct config *cfg, const struct flag *f)
 /* Go strconv.ParseBool. */
 static int parse_bool(const char *s, bool *out)
 {
-    static const char *const yes[] = {"1", "t", "T", "TRUE", "true", "True"};
-    static const char *const no[] = {"0", "f", "F", "FALSE", "false", "False"};
-    for (size_t i = 0; i < 6; i++) {
-        if (strcmp(s, yes[i]) == 0) {
-            *out = true;
-            return 0;
-        }
-        if (strcmp(s, no[i]) == 0) {
-            *out = false;
-            return 0;
+    static const char *const words[] = {"1", "t", "T", "TRUE",  "true",  "True",
+                                        "0", "f", "F", "FALSE", "false", "False"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        if (strcmp(s, words[i]) == 0) {
+            *out = i < 6;
+            return PARSE_OK;
         }
     }
-    return -1;
+    return PARSE_SYNTAX;
 }
 
-/* Go strconv.ParseInt(s, 0, 64): sign, then 0x/0o/0b/0 prefixes;
- * underscores only between digits after a base prefix. Returns 0, -1
- * (syntax) or -2 (range). */
+static int lower(int c)
+{
+    return c | 0x20;
+}
+
+/* Go's underscoreOK: '_' only between digits or after a base prefix. */
+static bool underscores_ok(const char *s)
+{
+    char saw = '^';
+    bool hexd = false;
+    if (*s == '+' || *s == '-')
+        s++;
+    if (s[0] == '0' && s[1] && strchr("box", lower(s[1]))) {
+        hexd = lower(s[1]) == 'x';
+        saw = '0';
+        s += 2;
+    }
+    for (; *s; s++) {
+        bool digit = (*s >= '0' && *s <= '9') || (hexd && lower(*s) >= 'a' && lower(*s) <= 'f');
+        if (digit) {
+            saw = '0';
+        } else if (*s == '_') {
+            if (saw != '0')
+                return false;
+            saw = '_';
+        } else {
+            if (saw == '_')
+                return false;
+            saw = '!';
+        }
+    }
+    return saw != '_';
+}
+
+/* Go strconv.ParseUint(s, 0, 64) on an unsigned body. */
+static int parse_uint(const char *s, uint64_t *out)
+{
+    const char *s0 = s;
+    unsigned base = 10;
+    bool underscores = false;
+    uint64_t n = 0;
+    if (*s == '\0')
+        return PARSE_SYNTAX;
+    if (s[0] == '0') {
+        bool pre = strlen(s) >= 3 && strchr("box", lower(s[1]));
+        base = !pre ? 8 : lower(s[1]) == 'b' ? 2 : lower(s[1]) == 'o' ? 8 : 16;
+        s += pre ? 2 : 1;
+    }
+    for (; *s; s++) {
+        unsigned d;
+        if (*s == '_') {
+            underscores = true;
+            continue;
+        }
+        if (*s >= '0' && *s <= '9')
+            d = (unsigned)(*s - '0');
+        else if (lower(*s) >= 'a' && lower(*s) <= 'z')
+            d = (unsigned)(lower(*s) - 'a' + 10);
+        else
+            return PARSE_SYNTAX;
+        if (d >= base)
+            return PARSE_SYNTAX;
+        if (n > (UINT64_MAX - d) / base)
+            return PARSE_RANGE;
+        n = n * base + d;
+    }
+    if (underscores && !underscores_ok(s0))
+        return PARSE_SYNTAX;
+    *out = n;
+    return PARSE_OK;
+}
+
+/* Go strconv.ParseInt(s, 0, 64): optional sign, then ParseUint's syntax. */
 static int parse_int(const char *s, int64_t *out)
 {
     bool neg = false;
-    int base = 10;
-    const char *p = s;
-    if (*p == '+' || *p == '-')
-        neg = *p++ == '-';
-    bool prefixed = false;
-    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X'))
-        base = 16, p += 2, prefixed = true;
-    else if (p[0] == '0' && (p[1] == 'o' || p[1] == 'O'))
-        base = 8, p += 2, prefixed = true;
-    else if (p[0] == '0' && (p[1] == 'b' || p[1] == 'B'))
-        base = 2, p += 2, prefixed = true;
-    else if (p[0] == '0' && p[1])
-        base = 8, p += 1, prefixed = true;
-    if (!*p)
-        return -1;
-    uint64_t v = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-    bool last_us = true;
-    for (; *p; p++) {
-        if (*p == '_') {
-            if (!prefixed || last_us)
-                return -1;
-            last_us = true;
-            continue;
-        }
-        int d = *p >= '0' && *p <= '9'   ? *p - '0'
-                : *p >= 'a' && *p <= 'z' ? *p - 'a' + 10
-                : *p >= 'A' && *p <= 'Z' ? *p - 'A' + 10
-                                         : 99;
-        if (d >= base)
-            return -1;
-        if (v > (limit - (uint64_t)d) / (uint64_t)base)
-            return -2;
-        v = v * (uint64_t)base + (uint64_t)d;
-        last_us = false;
-    }
-    if (last_us)
-        return -1;
-    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
-    return 0;
+    uint64_t u;
+    if (*s == '+' || *s == '-')
+        neg = *s++ == '-';
+    int rc = parse_uint(s, &u);
+    if (rc != PARSE_OK)
+        return rc;
+    if (u > (uint64_t)INT64_MAX + neg)
+        return PARSE_RANGE;
+    *out = neg ? (int64_t)(0 - u) : (int64_t)u;
+    return PARSE_OK;
 }
 
-static int set_value(struct config *cfg, const struct flag *f, const char *val, FILE *err,
-                     const char *dash)
+/* Stores val into f's field. Returns PARSE_OK, PARSE_SYNTAX or PARSE_RANGE. */
+static int set_value(struct config *cfg, const struct flag *f, const char *val)
 {
-    int rc = 0;
     switch (f->type) {
     case F_STRING:
         *(const char **)field(cfg, f) = val;
-        return 0;
+        return PARSE_OK;
     case F_BOOL:
-        rc = parse_bool(val, field(cfg, f));
-        break;
+        return parse_bool(val, field(cfg, f));
     case F_INT:
-        rc = parse_int(val, field(cfg, f));
-        break;
+        return parse_int(val, field(cfg, f));
     case F_DURATION:
-        rc = duration_parse(val, field(cfg, f));
-        break;
+        return duration_parse(val, field(cfg, f)) == 0 ? PARSE_OK : PARSE_SYNTAX;
     }
-    if (rc != 0) {
-        fprintf(err, "invalid value \"%s\" for flag %s%s: %s\n", val, dash, f->name,
-                rc == -2 ? "value out of range" : "parse error");
-        return -1;
-    }
-    return 0;
+    return PARSE_SYNTAX;
 }
 
-static enum config_result usage_error(FILE *err)
+/* Fills cfg from the table alone (cert-cache from its computed default). */
+static void apply_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < NFLAGS; i++)
+        set_value(cfg, &flags[i], flags[i].def ? flags[i].def : cert_cache_default);
+}
+
+void config_defaults(struct config *cfg, const char *home)
+{
+    if (home && *home)
+        snprintf(cert_cache_default, sizeof cert_cache_default, "%s/.pyrycode-relay/certs", home);
+    else
+        snprintf(cert_cache_default, sizeof cert_cache_default, ".pyrycode-relay/certs");
+    apply_defaults(cfg);
+}
+
+/* Prints s as Go's %q would (strconv.Quote). */
+static void print_quoted(FILE *out, const char *s)
+{
+    char buf[4096];
+    size_t n = log_text_value(buf, sizeof buf, s, strlen(s));
+    if (n > 0 && buf[0] == '"') { /* slog quoting is strconv.Quote */
+        fwrite(buf, 1, n, out);
+        return;
+    }
+    /* Bare for slog means nothing to escape but backslashes. */
+    fputc('"', out);
+    for (size_t i = 0; i < n; i++) {
+        if (buf[i] == '\\')
+            fputc('\\', out);
+        fputc(buf[i], out);
+    }
+    fputc('"', out);
+}
+
+static enum config_result fail(FILE *err)
 {
     config_usage(err);
     return CONFIG_ERROR;
 }
 
+/* Sets f from val or reports Go's message for a bad value. */
+static enum config_result set_flag(struct config *cfg, const struct flag *f, const char *val,
+                                   FILE *err)
+{
+    int rc = set_value(cfg, f, val);
+    if (rc == PARSE_OK) {
+        cfg->explicit_mask |= 1ULL << (f - flags);
+        return CONFIG_OK;
+    }
+    fputs(f->type == F_BOOL ? "invalid boolean value " : "invalid value ", err);
+    print_quoted(err, val);
+    fprintf(err, " for %s-%s: %s\n", f->type == F_BOOL ? "" : "flag ", f->name,
+            rc == PARSE_RANGE ? "value out of range" : "parse error");
+    return fail(err);
+}
+
+/* Go's FlagSet.parseOne for argv[*i]. Returns CONFIG_OK with *stop set
+ * when flags have ended, CONFIG_OK to go on, or HELP/ERROR. */
+static enum config_result parse_one(struct config *cfg, int argc, char **argv, int *i, bool *stop,
+                                    FILE *err)
+{
+    const char *s = argv[*i];
+    *stop = true;
+    if (s[0] != '-' || s[1] == '\0')
+        return CONFIG_OK; /* a positional argument or "-" */
+    const char *name = s + 1 + (s[1] == '-');
+    if (s[1] == '-' && s[2] == '\0') {
+        (*i)++; /* "--" is consumed and ends the flags */
+        return CONFIG_OK;
+    }
+    if (*name == '\0' || *name == '-' || *name == '=') {
+        fprintf(err, "bad flag syntax: %s\n", s);
+        return fail(err);
+    }
+    (*i)++;
+    const char *eq = strchr(name + 1, '=');
+    size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+    const struct flag *f = find_flag(name, nlen);
+    if (!f && ((nlen == 1 && name[0] == 'h') || (nlen == 4 && memcmp(name, "help", 4) == 0))) {
+        config_usage(err);
+        return CONFIG_HELP;
+    }
+    if (!f) {
+        fprintf(err, "flag provided but not defined: -%.*s\n", (int)nlen, name);
+        return fail(err);
+    }
+    *stop = false;
+    if (eq)
+        return set_flag(cfg, f, eq + 1, err);
+    if (f->type == F_BOOL)
+        return set_flag(cfg, f, "true", err);
+    if (*i >= argc) {
+        fprintf(err, "flag needs an argument: -%s\n", f->name);
+        return fail(err);
+    }
+    return set_flag(cfg, f, argv[(*i)++], err);
+}
+
 enum config_result config_parse(struct config *cfg, int argc, char **argv, FILE *err)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (a[0] != '-' || a[1] == '\0')
-            break; /* first positional argument ends the flags */
-        const char *name = a + 1;
-        if (*name == '-') {
-            name++;
-            if (*name == '\0')
-                break; /* "--" terminator */
-        }
-        if (*name == '-' || *name == '=') {
-            fprintf(err, "bad flag syntax: %s\n", a);
-            return usage_error(err);
-        }
-        const char *eq = strchr(name, '=');
-        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
-        const struct flag *f = find_flag(name, nlen);
-        if (!f) {
-            if (str_eq(name, nlen, "h") || str_eq(name, nlen, "help")) {
-                config_usage(err);
-                return CONFIG_HELP;
-            }
-            fprintf(err, "flag provided but not defined: -%.*s\n", (int)nlen, name);
-            return usage_error(err);
-        }
-        const char *val;
-        if (eq) {
-            val = eq + 1;
-        } else if (f->type == F_BOOL) {
-            val = "true";
-        } else if (i + 1 < argc) {
-            val = argv[++i];
-        } else {
-            fprintf(err, "flag needs an argument: -%s\n", f->name);
-            return usage_error(err);
-        }
-        if (set_value(cfg, f, val, err, "-") != 0)
-            return usage_error(err);
-        cfg->explicit_mask |= 1ULL << (f - flags);
+    int i = 1;
+    bool stop = false;
+    while (i < argc && !stop) {
+        enum config_result rc = parse_one(cfg, argc, argv, &i, &stop, err);
+        if (rc != CONFIG_OK)
+            return rc;
     }
     return CONFIG_OK;
 }
@@ -261,26 +346,31 @@ bool config_flag_given(const struct config *cfg, const char *name)
     return f && (cfg->explicit_mask & (1ULL << (f - flags)));
 }
 
+static int64_t int_field(const struct config *cfg, const char *name)
+{
+    return *(const int64_t *)cfield(cfg, find_flag(name, strlen(name)));
+}
+
 int config_validate(const struct config *cfg, FILE *err)
 {
+    static const char *const sizes[] = {"max-message-bytes", "max-header-bytes",
+                                        "phone-backlog-bytes"};
+    char buf[48];
     enum log_format fmt;
-    char buf[64];
-    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
-        const struct flag *f = &flags[i];
-        if (f->type == F_DURATION && *(const int64_t *)cfield(cfg, f) <= 0) {
-            duration_format(buf, sizeof buf, *(const int64_t *)cfield(cfg, f));
-            fprintf(err, "invalid --%s \"%s\": must be a positive duration\n", f->name, buf);
+    for (size_t i = 0; i < NFLAGS; i++) {
+        if (flags[i].type != F_DURATION)
+            continue;
+        int64_t v = *(const int64_t *)cfield(cfg, &flags[i]);
+        if (v <= 0) {
+            duration_format(buf, sizeof buf, v);
+            fprintf(err, "invalid --%s \"%s\": must be a positive duration\n", flags[i].name, buf);
             return -1;
         }
     }
-    static const char *const size_names[] = {"max-message-bytes", "max-header-bytes",
-                                             "phone-backlog-bytes"};
-    const int64_t sizes[] = {cfg->max_message_bytes, cfg->max_header_bytes,
-                             cfg->phone_backlog_bytes};
-    for (size_t i = 0; i < 3; i++) {
-        if (sizes[i] <= 0 || sizes[i] > (int64_t)UINT32_MAX) {
-            fprintf(err, "invalid --%s %lld: must be between 1 and %u\n", size_names[i],
-                    (long long)sizes[i], UINT32_MAX);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        if (int_field(cfg, sizes[i]) <= 0) {
+            fprintf(err, "invalid --%s %lld: must be a positive number of bytes\n", sizes[i],
+                    (long long)int_field(cfg, sizes[i]));
             return -1;
         }
     }
@@ -290,166 +380,236 @@ int config_validate(const struct config *cfg, FILE *err)
         return -1;
     }
     if (log_format_parse(cfg->log_format, &fmt) != 0) {
-        fprintf(err, "invalid --log-format \"%s\": must be text or json\n", cfg->log_format);
+        fprintf(err, "invalid --log-format ");
+        print_quoted(err, cfg->log_format);
+        fprintf(err, ": must be \"text\" or \"json\"\n");
         return -1;
     }
     return 0;
+}
+
+/* The " (default …)" suffix Go prints for a non-zero default. */
+static void print_default(FILE *out, const struct config *def, const struct flag *f)
+{
+    const void *v = cfield(def, f);
+    char buf[48];
+    if (f->type == F_STRING && **(const char *const *)v) {
+        fprintf(out, " (default ");
+        print_quoted(out, *(const char *const *)v);
+        fprintf(out, ")");
+    } else if (f->type == F_BOOL && *(const bool *)v) {
+        fprintf(out, " (default true)");
+    } else if (f->type == F_INT && *(const int64_t *)v) {
+        fprintf(out, " (default %lld)", (long long)*(const int64_t *)v);
+    } else if (f->type == F_DURATION && *(const int64_t *)v) {
+        duration_format(buf, sizeof buf, *(const int64_t *)v);
+        fprintf(out, " (default %s)", buf);
+    }
 }
 
 void config_usage(FILE *out)
 {
+    static const char *const types[] = {"string", "", "int", "duration"};
     struct config def;
-    char buf[64];
-    config_defaults(&def, getenv("HOME"));
+    apply_defaults(&def);
     fprintf(out, "Usage of pyrycode-relay:\n");
-    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+    for (size_t i = 0; i < NFLAGS; i++) {
         const struct flag *f = &flags[i];
-        static const char *const types[] = {"string", "", "int", "duration"};
-        fprintf(out, "  -%s%s%s\n    \t%s", f->name, f->type == F_BOOL ? "" : " ",
-                types[f->type], f->usage);
-        const void *v = cfield(&def, f);
-        if (f->type == F_STRING && **(const char *const *)v)
-            fprintf(out, " (default \"%s\")", *(const char *const *)v);
-        else if (f->type == F_INT && *(const int64_t *)v)
-            fprintf(out, " (default %lld)", (long long)*(const int64_t *)v);
-        else if (f->type == F_DURATION && *(const int64_t *)v) {
-            duration_format(buf, sizeof buf, *(const int64_t *)v);
-            fprintf(out, " (default %s)", buf);
-        }
+        fprintf(out, "  -%s%s%s\n    \t%s", f->name, f->type == F_BOOL ? "" : " ", types[f->type],
+                f->usage);
+        print_default(out, &def, f);
         fprintf(out, "\n");
     }
 }
 
-/* ---- durations (Go time.ParseDuration / Duration.String) --------------- */
+/* ---- durations: Go time.ParseDuration and Duration.String ------------- */
 
-static int unit_ns(const char *s, size_t *len, uint64_t *ns)
+#define DUR_LIMIT ((uint64_t)1 << 63)
+
+/* The unit at s (letters up to the next digit or '.'); 0 if unknown. */
+static uint64_t unit_ns(const char *s, size_t *len)
 {
     static const struct {
         const char *name;
         uint64_t ns;
-    } units[] = {{"ns", 1},
-                 {"us", 1000},
-                 {"\xc2\xb5s", 1000},
-                 {"\xce\xbcs", 1000},
-                 {"ms", 1000000},
-                 {"s", 1000000000ULL},
-                 {"m", 60000000000ULL},
-                 {"h", 3600000000000ULL}};
+    } units[] = {
+        {"ns", 1},           {"us", 1000},         {"\xc2\xb5s", 1000}, /* U+00B5 micro sign */
+        {"\xce\xbcs", 1000},                                            /* U+03BC Greek mu */
+        {"ms", 1000000},     {"s", 1000000000ULL}, {"m", 60000000000ULL}, {"h", 3600000000000ULL}};
     size_t n = 0;
     while (s[n] && s[n] != '.' && !(s[n] >= '0' && s[n] <= '9'))
         n++;
-    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-        if (strlen(units[i].name) == n && strncmp(s, units[i].name, n) == 0) {
-            *len = n;
-            *ns = units[i].ns;
-            return 0;
-        }
+    *len = n;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strlen(units[i].name) == n && memcmp(s, units[i].name, n) == 0)
+            return units[i].ns;
+    return 0;
+}
+
+/* Go's leadingInt: digits into *x; -1 once the value passes 2^63. */
+static int leading_int(const char **s, uint64_t *x)
+{
+    for (*x = 0; **s >= '0' && **s <= '9'; (*s)++) {
+        if (*x > DUR_LIMIT / 10)
+            return -1;
+        *x = *x * 10 + (uint64_t)(**s - '0');
+        if (*x > DUR_LIMIT)
+            return -1;
     }
-    return -1;
+    return 0;
+}
+
+/* Go's leadingFraction: digits into *x and *scale, keeping precision only
+ * while it fits. */
+static void leading_fraction(const char **s, uint64_t *x, double *scale)
+{
+    bool overflow = false;
+    for (*x = 0, *scale = 1; **s >= '0' && **s <= '9'; (*s)++) {
+        if (overflow)
+            continue;
+        if (*x > (DUR_LIMIT - 1) / 10) {
+            overflow = true;
+            continue;
+        }
+        uint64_t y = *x * 10 + (uint64_t)(**s - '0');
+        if (y > DUR_LIMIT) {
+            overflow = true;
+            continue;
+        }
+        *x = y;
+        *scale *= 10;
+    }
+}
+
+/* One "<number><unit>" term at *s in nanoseconds (at most 2^63), or -1. */
+static int duration_term(const char **s, uint64_t *v)
+{
+    uint64_t f = 0, unit;
+    double scale = 1;
+    size_t ulen;
+    const char *p = *s;
+    if (!(*p == '.' || (*p >= '0' && *p <= '9')))
+        return -1;
+    if (leading_int(&p, v) != 0)
+        return -1;
+    bool pre = p != *s;
+    bool post = false;
+    if (*p == '.') {
+        const char *start = ++p;
+        leading_fraction(&p, &f, &scale);
+        post = p != start;
+    }
+    if (!pre && !post)
+        return -1;
+    unit = unit_ns(p, &ulen);
+    if (ulen == 0 || unit == 0 || *v > DUR_LIMIT / unit)
+        return -1;
+    *v *= unit;
+    if (f > 0) {
+        /* The same double arithmetic as Go, to the last nanosecond. */
+        *v += (uint64_t)((double)f * ((double)unit / scale));
+        if (*v > DUR_LIMIT)
+            return -1;
+    }
+    *s = p + ulen;
+    return 0;
 }
 
 int duration_parse(const char *s, int64_t *ns)
 {
-    const char *p = s;
     bool neg = false;
-    uint64_t total = 0;
-    if (*p == '+' || *p == '-')
-        neg = *p++ == '-';
-    if (strcmp(p, "0") == 0) {
+    uint64_t d = 0, v;
+    if (*s == '-' || *s == '+')
+        neg = *s++ == '-';
+    if (strcmp(s, "0") == 0) {
         *ns = 0;
         return 0;
     }
-    if (!*p)
+    if (*s == '\0')
         return -1;
-    while (*p) {
-        uint64_t whole = 0, frac = 0, scale = 1;
-        bool digits = false;
-        if (!(*p == '.' || (*p >= '0' && *p <= '9')))
+    while (*s) {
+        if (duration_term(&s, &v) != 0)
             return -1;
-        for (; *p >= '0' && *p <= '9'; p++) {
-            if (whole > (UINT64_MAX - 9) / 10)
-                return -1;
-            whole = whole * 10 + (uint64_t)(*p - '0');
-            digits = true;
-        }
-        if (*p == '.') {
-            p++;
-            for (; *p >= '0' && *p <= '9'; p++) {
-                digits = true;
-                if (scale < 1000000000000000000ULL) { /* further digits cannot matter */
-                    frac = frac * 10 + (uint64_t)(*p - '0');
-                    scale *= 10;
-                }
-            }
-        }
-        if (!digits)
+        d += v;
+        if (d > DUR_LIMIT)
             return -1;
-        size_t ulen;
-        uint64_t unit;
-        if (unit_ns(p, &ulen, &unit) != 0)
-            return -1;
-        p += ulen;
-        if (whole > ((uint64_t)1 << 63) / unit)
-            return -1;
-        uint64_t v = whole * unit;
-        /* fraction * unit / scale without overflow: unit <= 3.6e12, frac < scale */
-        long double f = (long double)frac * (long double)unit / (long double)scale;
-        v += (uint64_t)f;
-        if (v > ((uint64_t)1 << 63) || total > ((uint64_t)1 << 63) - v)
-            return -1;
-        total += v;
     }
-    if (total > (uint64_t)INT64_MAX && !(neg && total == (uint64_t)1 << 63))
+    if (!neg && d > (uint64_t)INT64_MAX)
         return -1;
-    *ns = neg ? (int64_t)(0 - total) : (int64_t)total;
+    *ns = neg ? (int64_t)(0 - d) : (int64_t)d;
     return 0;
 }
 
-/* Writes v/unit with up to digits fractional digits, trailing zeros cut. */
-static size_t fmt_frac(char *buf, uint64_t v, uint64_t unit)
+/* Go's fmtFrac: writes v's last prec digits as ".ddd" (trailing zeros
+ * dropped, nothing if all zero) ending before buf[w]; returns the new w
+ * and leaves v divided by 10^prec. */
+static int fmt_frac(char *buf, int w, uint64_t *v, int prec)
 {
-    uint64_t whole = v / unit, frac = v % unit;
-    int n = sprintf(buf, "%llu", (unsigned long long)whole);
-    if (frac) {
-        char digits[24];
-        size_t dl = 0;
-        for (uint64_t u = unit / 10; u >= 1; u /= 10) /* leading zeros included */
-            digits[dl++] = (char)('0' + (frac / u) % 10);
-        digits[dl] = '\0';
-        while (dl && digits[dl - 1] == '0')
-            digits[--dl] = '\0';
-        n += sprintf(buf + n, ".%s", digits);
+    bool print = false;
+    for (int i = 0; i < prec; i++) {
+        unsigned digit = (unsigned)(*v % 10);
+        print = print || digit != 0;
+        if (print)
+            buf[--w] = (char)('0' + digit);
+        *v /= 10;
     }
-    return (size_t)n;
+    if (print)
+        buf[--w] = '.';
+    return w;
+}
+
+static int fmt_int(char *buf, int w, uint64_t v)
+{
+    do {
+        buf[--w] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    return w;
+}
+
+/* Builds the text right to left in buf[0..32); returns where it starts. */
+static int format_rev(char buf[32], int64_t ns)
+{
+    int w = 32;
+    uint64_t u = ns < 0 ? 0 - (uint64_t)ns : (uint64_t)ns;
+    if (u == 0) {
+        buf[--w] = 's';
+        buf[--w] = '0';
+        return w;
+    }
+    buf[--w] = 's';
+    if (u < 1000) {
+        buf[--w] = 'n';
+        w = fmt_int(buf, w, u);
+    } else if (u < 1000000) {
+        w -= 2;
+        memcpy(buf + w, "\xc2\xb5", 2); /* µ, as Go prints it */
+        w = fmt_frac(buf, w, &u, 3);
+        w = fmt_int(buf, w, u);
+    } else if (u < 1000000000) {
+        buf[--w] = 'm';
+        w = fmt_frac(buf, w, &u, 6);
+        w = fmt_int(buf, w, u);
+    } else {
+        w = fmt_frac(buf, w, &u, 9);
+        w = fmt_int(buf, w, u % 60);
+        if ((u /= 60) > 0) {
+            buf[--w] = 'm';
+            w = fmt_int(buf, w, u % 60);
+            if ((u /= 60) > 0) {
+                buf[--w] = 'h';
+                w = fmt_int(buf, w, u);
+            }
+        }
+    }
+    if (ns < 0)
+        buf[--w] = '-';
+    return w;
 }
 
 int duration_format(char *out, size_t cap, int64_t ns)
 {
-    char buf[64];
-    size_t n = 0;
-    uint64_t u = ns < 0 ? (uint64_t)0 - (uint64_t)ns : (uint64_t)ns;
-    if (ns < 0)
-        buf[n++] = '-';
-    if (u == 0) {
-        n += (size_t)sprintf(buf + n, "0s");
-    } else if (u < 1000) {
-        n += (size_t)sprintf(buf + n, "%lluns", (unsigned long long)u);
-    } else if (u < 1000000) {
-        n += fmt_frac(buf + n, u, 1000);
-        n += (size_t)sprintf(buf + n, "\xc2\xb5s");
-    } else if (u < 1000000000) {
-        n += fmt_frac(buf + n, u, 1000000);
-        n += (size_t)sprintf(buf + n, "ms");
-    } else {
-        uint64_t h = u / 3600000000000ULL, rem = u % 3600000000000ULL;
-        uint64_t m = rem / 60000000000ULL, sns = rem % 60000000000ULL;
-        if (h)
-            n += (size_t)sprintf(buf + n, "%lluh", (unsigned long long)h);
-        if (h || m)
-            n += (size_t)sprintf(buf + n, "%llum", (unsigned long long)m);
-        n += fmt_frac(buf + n, sns, 1000000000ULL);
-        buf[n++] = 's';
-        buf[n] = '\0';
-    }
-    return snprintf(out, cap, "%s", buf);
+    char buf[32];
+    int w = format_rev(buf, ns);
+    return snprintf(out, cap, "%.*s", 32 - w, buf + w);
 }

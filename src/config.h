@@ -26,23 +26,23 @@ struct config {
     int64_t max_connections;
     bool version;
     /* relay knobs (ours; defaults match the reference constants) */
-    const char *log_format;          /* "text" | "json" */
-    int64_t max_message_bytes;       /* 262144 */
-    int64_t max_header_bytes;        /* 1 MiB, like Go's DefaultMaxHeaderBytes */
-    int64_t max_phones_per_server;   /* 16; <= 0 means no cap */
-    int64_t phone_backlog_bytes;     /* 4 MiB */
-    int64_t workers;                 /* 0 = number of CPUs */
-    int64_t message_deadline_ns;     /* 30s */
-    int64_t heartbeat_interval_ns;   /* 30s */
-    int64_t heartbeat_timeout_ns;    /* 30s */
-    int64_t write_timeout_ns;        /* 10s */
-    int64_t drain_timeout_ns;        /* 10s */
-    int64_t grace_period_ns;         /* 30s */
+    const char *log_format;            /* "text" | "json" */
+    int64_t max_message_bytes;         /* 262144 */
+    int64_t max_header_bytes;          /* 1 MiB, like Go's DefaultMaxHeaderBytes */
+    int64_t max_phones_per_server;     /* 16; <= 0 means no cap */
+    int64_t phone_backlog_bytes;       /* 4 MiB */
+    int64_t workers;                   /* 0 = number of CPUs */
+    int64_t message_deadline_ns;       /* 30s */
+    int64_t heartbeat_interval_ns;     /* 30s */
+    int64_t heartbeat_timeout_ns;      /* 30s */
+    int64_t write_timeout_ns;          /* 10s */
+    int64_t drain_timeout_ns;          /* 10s */
+    int64_t grace_period_ns;           /* 30s */
     int64_t conflict_probe_timeout_ns; /* 10s */
-    int64_t header_timeout_ns;       /* 5s: request head must arrive */
-    int64_t request_timeout_ns;      /* 60s: whole request must arrive */
-    int64_t idle_timeout_ns;         /* 120s: keep-alive idle */
-    int64_t close_timeout_ns;        /* 5s: wait for the peer's close frame */
+    int64_t header_timeout_ns;         /* 5s: request head must arrive */
+    int64_t request_timeout_ns;        /* 60s: whole request must arrive */
+    int64_t idle_timeout_ns;           /* 120s: keep-alive idle */
+    int64_t close_timeout_ns;          /* 5s: wait for the peer's close frame */
     bool check_config;
     /* which flags appeared on the command line, by table index */
     uint64_t explicit_mask;

@@ -83,6 +83,7 @@ static void set_state(struct conn *c, enum conn_state st)
     case CONN_LINGER:
         c->dl_state = after(c, s->close_ms);
         c->dl_ping = c->dl_pong = c->dl_message = 0;
+        conn_pause_reading(c, false); /* the peer's close or FIN must be seen */
         break;
     case CONN_CLOSED:
         c->dl_state = c->dl_request = c->dl_message = 0;
@@ -406,8 +407,8 @@ static void send_frame(struct conn *c, struct wq *q, uint8_t op, const uv_buf_t 
 void conn_http_reply(struct conn *c, const char *resp, size_t len, bool keep_alive)
 {
     uv_buf_t iov = uv_buf_init((char *)resp, (unsigned)len);
-    c->reply_keep_alive = keep_alive && c->req && c->req->keep_alive && !c->req->upgrade &&
-                          !c->shard->draining;
+    c->reply_keep_alive =
+        keep_alive && c->req && c->req->keep_alive && !c->req->upgrade && !c->shard->draining;
     enqueue(c, &c->data, &iov, 1, false);
     if (c->state != CONN_CLOSED && !c->reply_keep_alive) {
         set_state(c, CONN_HTTP_CLOSING);

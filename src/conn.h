@@ -55,8 +55,8 @@ struct conn_hooks {
 struct wq_item {
     struct wq_item *next;
     uint32_t len;
-    uint32_t cost;  /* bytes charged against the outbox budget */
-    bool counted;   /* a forwarded frame: count it once it is written */
+    uint32_t cost; /* bytes charged against the outbox budget */
+    bool counted;  /* a forwarded frame: count it once it is written */
     uint8_t data[];
 };
 
@@ -71,36 +71,36 @@ struct conn {
     enum conn_state state;
     struct wheel_entry timer;
     /* deadlines in loop ms; 0 = not armed */
-    uint64_t dl_state;     /* the state's own deadline (head, request, idle, close, linger) */
-    uint64_t dl_request;   /* whole request must be read by then */
-    uint64_t dl_message;   /* started WebSocket message must complete */
-    uint64_t dl_ping;      /* next heartbeat ping */
-    uint64_t dl_pong;      /* heartbeat pong expected by then */
-    uint64_t dl_write;     /* write progress expected by then */
-    struct http_req *req;  /* only while speaking HTTP */
+    uint64_t dl_state;    /* the state's own deadline (head, request, idle, close, linger) */
+    uint64_t dl_request;  /* whole request must be read by then */
+    uint64_t dl_message;  /* started WebSocket message must complete */
+    uint64_t dl_ping;     /* next heartbeat ping */
+    uint64_t dl_pong;     /* heartbeat pong expected by then */
+    uint64_t dl_write;    /* write progress expected by then */
+    struct http_req *req; /* only while speaking HTTP */
     bool head_handled;
     bool reply_keep_alive;
     struct ws_decoder ws;
-    uint8_t *msg;          /* assembly buffer for a message split over reads */
+    uint8_t *msg; /* assembly buffer for a message split over reads */
     size_t msg_len, msg_cap;
-    struct wq ctl;         /* control frames: go out before queued data */
-    struct wq data;        /* data frames (and a close queued behind data) */
-    size_t data_bytes;     /* sum of item costs in data */
-    size_t data_items;     /* items in data */
-    size_t notify_below;   /* call on_drained when data_bytes <= this (SIZE_MAX: off) */
-    uint64_t *frames_counter; /* bumped per counted frame fully written (may be NULL) */
+    struct wq ctl;                   /* control frames: go out before queued data */
+    struct wq data;                  /* data frames (and a close queued behind data) */
+    size_t data_bytes;               /* sum of item costs in data */
+    size_t data_items;               /* items in data */
+    size_t notify_below;             /* call on_drained when data_bytes <= this (SIZE_MAX: off) */
+    uint64_t *frames_counter;        /* bumped per counted frame fully written (may be NULL) */
     int inflight_ctl, inflight_data; /* items of each queue inside the write in flight */
     bool writing;
     bool reading_paused;
     size_t last_write_queue; /* libuv's pending bytes at the last progress check */
-    uint64_t ping_seq;     /* payload of the outstanding heartbeat ping */
-    uint16_t close_sent;   /* code of the close frame we sent first (0 none) */
-    uint16_t close_rcvd;   /* code the peer sent (WS_CLOSE_NO_STATUS/ABNORMAL if none) */
+    uint64_t ping_seq;       /* payload of the outstanding heartbeat ping */
+    uint16_t close_sent;     /* code of the close frame we sent first (0 none) */
+    uint16_t close_rcvd;     /* code the peer sent (WS_CLOSE_NO_STATUS/ABNORMAL if none) */
     bool upgraded;
     bool heartbeat_on;
     bool ws_end_reported;
     struct sockaddr_storage peer;
-    void *owner;           /* the hooks' per-connection object */
+    void *owner; /* the hooks' per-connection object */
 };
 
 /* Accepts a pending connection from server and starts reading its first

@@ -155,12 +155,17 @@ static enum field match_key(const uint8_t *s, size_t len, bool escaped)
 static const char *type_name(uint8_t c)
 {
     switch (c) {
-    case '"': return "string";
-    case '{': return "object";
-    case '[': return "array";
+    case '"':
+        return "string";
+    case '{':
+        return "object";
+    case '[':
+        return "array";
     case 't':
-    case 'f': return "bool";
-    default: return "number";
+    case 'f':
+        return "bool";
+    default:
+        return "number";
     }
 }
 
@@ -283,10 +288,14 @@ enum envelope_kind envelope_parse(const uint8_t *data, size_t len, struct envelo
 const char *envelope_error(enum envelope_kind kind)
 {
     switch (kind) {
-    case ENVELOPE_MALFORMED: return "relay: malformed routing envelope";
-    case ENVELOPE_MISSING_CONN_ID: return "relay: routing envelope missing conn_id";
-    case ENVELOPE_MISSING_FRAME: return "relay: routing envelope missing frame";
-    default: return NULL;
+    case ENVELOPE_MALFORMED:
+        return "relay: malformed routing envelope";
+    case ENVELOPE_MISSING_CONN_ID:
+        return "relay: routing envelope missing conn_id";
+    case ENVELOPE_MISSING_FRAME:
+        return "relay: routing envelope missing frame";
+    default:
+        return NULL;
     }
 }
 

@@ -10,20 +10,20 @@
 #include <stdint.h>
 
 enum envelope_kind {
-    ENVELOPE_ROUTE,          /* conn_id + frame and/or close_code */
-    ENVELOPE_WAKE,           /* no conn_id, push_wake present (spec §3.2 rule 2) */
-    ENVELOPE_MALFORMED,      /* not JSON, not an object, or a field of the wrong type */
+    ENVELOPE_ROUTE,     /* conn_id + frame and/or close_code */
+    ENVELOPE_WAKE,      /* no conn_id, push_wake present (spec §3.2 rule 2) */
+    ENVELOPE_MALFORMED, /* not JSON, not an object, or a field of the wrong type */
     ENVELOPE_MISSING_CONN_ID,
     ENVELOPE_MISSING_FRAME,
 };
 
 struct envelope {
-    const char *conn_id;  /* decoded conn_id (points into the input when it had no
-                             escapes, else into the caller's scratch buffer) */
+    const char *conn_id; /* decoded conn_id (points into the input when it had no
+                            escapes, else into the caller's scratch buffer) */
     size_t conn_id_len;
     const uint8_t *frame; /* raw bytes of the frame value, verbatim; NULL if absent/null */
     size_t frame_len;
-    uint16_t close_code;  /* 0 = none */
+    uint16_t close_code;      /* 0 = none */
     const uint8_t *push_wake; /* raw bytes of the push_wake value; NULL if absent/null */
     size_t push_wake_len;
 };

@@ -134,9 +134,9 @@ void forward_from_binary(struct peer *b, uint8_t *data, size_t len)
     char detail[160], err[224];
     if (b->state != PEER_ACTIVE)
         return;
-    enum envelope_kind kind = envelope_parse(data, len, &env, (char *)r->scratch,
-                                             (size_t)r->srv->cfg->max_message_bytes, detail,
-                                             sizeof detail);
+    enum envelope_kind kind =
+        envelope_parse(data, len, &env, (char *)r->scratch, (size_t)r->srv->cfg->max_message_bytes,
+                       detail, sizeof detail);
     switch (kind) {
     case ENVELOPE_ROUTE:
         route(b, &env);

@@ -288,20 +288,34 @@ const char *http_req_path(const struct http_req *r, size_t *len)
 const char *http_status_text(int status)
 {
     switch (status) {
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 421: return "Misdirected Request";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 421:
+        return "Misdirected Request";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
     }
 }
 
@@ -312,8 +326,8 @@ ssize_t http_response(char *out, size_t cap, int status, const char *content_typ
     if (content_type)
         snprintf(ct, sizeof ct, "Content-Type: %s\r\n", content_type);
     int n = snprintf(out, cap, "HTTP/1.1 %d %s\r\n%sContent-Length: %zu\r\n%s%s\r\n", status,
-                     http_status_text(status), ct, body_len, keep_alive ? "" : "Connection: close\r\n",
-                     extra_headers ? extra_headers : "");
+                     http_status_text(status), ct, body_len,
+                     keep_alive ? "" : "Connection: close\r\n", extra_headers ? extra_headers : "");
     if (n < 0 || (size_t)n + body_len > cap)
         return -1;
     if (body_len)

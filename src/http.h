@@ -49,16 +49,16 @@ struct http_req {
     bool keep_alive; /* the connection may carry another request */
     unsigned method; /* enum http_method */
     unsigned short http_major, http_minor;
-    struct http_span path;             /* URL path without query, e.g. "/v1/server" */
-    struct http_span hdr[HDR__COUNT];  /* first occurrence, OWS trimmed; len 0 if absent or empty */
-    bool hdr_present[HDR__COUNT];      /* header appeared at all (even empty) */
-    bool conn_has_upgrade;             /* some Connection value lists the token "upgrade" */
-    bool upgrade_has_websocket;        /* some Upgrade value lists the token "websocket" */
+    struct http_span path;            /* URL path without query, e.g. "/v1/server" */
+    struct http_span hdr[HDR__COUNT]; /* first occurrence, OWS trimmed; len 0 if absent or empty */
+    bool hdr_present[HDR__COUNT];     /* header appeared at all (even empty) */
+    bool conn_has_upgrade;            /* some Connection value lists the token "upgrade" */
+    bool upgrade_has_websocket;       /* some Upgrade value lists the token "websocket" */
     /* private parse state */
-    int cur_hdr;       /* header whose value is being read, or -1 */
+    int cur_hdr; /* header whose value is being read, or -1 */
     bool in_value;
     struct http_span cur_field, cur_value;
-    size_t head_end;   /* offset in buf just past the head, once head_done */
+    size_t head_end; /* offset in buf just past the head, once head_done */
 };
 
 /* Prepares r for a new connection; max_head caps the request head in bytes. */
@@ -91,7 +91,8 @@ const char *http_req_path(const struct http_req *r, size_t *len);
  * or "Name: value\r\n" lines. keep_alive false adds "Connection: close".
  * Returns the length written, or -1 if cap is too small. */
 ssize_t http_response(char *out, size_t cap, int status, const char *content_type,
-                      const char *extra_headers, const char *body, size_t body_len, bool keep_alive);
+                      const char *extra_headers, const char *body, size_t body_len,
+                      bool keep_alive);
 
 /* Shorthand for the relay's error replies (Go's http.Error with an empty
  * message: text/plain, nosniff, body "\n"). */

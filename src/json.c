@@ -15,15 +15,15 @@ enum {
     S_KEY,       /* after ',' in an object: a key */
     S_KEY_END,   /* after '{': a key or '}' */
     S_COLON,
-    S_AFTER,     /* after a value inside a container */
-    S_DONE,      /* top-level value complete: only whitespace */
+    S_AFTER, /* after a value inside a container */
+    S_DONE,  /* top-level value complete: only whitespace */
     S_STR,
     S_ESC,
     S_HEX,
     S_NUM_MINUS, /* '-' seen, digit required */
     S_NUM_ZERO,  /* leading 0 */
     S_NUM_INT,
-    S_NUM_DOT,   /* '.' seen, digit required */
+    S_NUM_DOT, /* '.' seen, digit required */
     S_NUM_FRAC,
     S_NUM_E,     /* 'e' seen, sign or digit */
     S_NUM_ESIGN, /* sign seen, digit required */
@@ -60,7 +60,7 @@ static bool push(struct json_scanner *s, bool object)
     if (object)
         s->stack[d >> 3] |= (uint8_t)(1u << (d & 7));
     else
-        s->stack[d >> 3] &= (uint8_t)~(1u << (d & 7));
+        s->stack[d >> 3] &= (uint8_t) ~(1u << (d & 7));
     return true;
 }
 

@@ -15,11 +15,11 @@ struct json_scanner {
     /* private */
     uint32_t state;
     uint32_t depth;
-    uint32_t sub;        /* position inside a literal, escape or number */
-    uint32_t utf8;       /* UTF-8 validation state inside strings */
-    uint16_t hex;        /* \uXXXX accumulator (surrogate pairs are not paired-checked:
-                            Go accepts lone surrogates, so we do too) */
-    bool done;           /* a complete top-level value has been seen */
+    uint32_t sub;  /* position inside a literal, escape or number */
+    uint32_t utf8; /* UTF-8 validation state inside strings */
+    uint16_t hex;  /* \uXXXX accumulator (surrogate pairs are not paired-checked:
+                      Go accepts lone surrogates, so we do too) */
+    bool done;     /* a complete top-level value has been seen */
     bool failed;
     uint8_t stack[(JSON_MAX_DEPTH + 7) / 8]; /* 1 = object, 0 = array */
 };

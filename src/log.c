@@ -1,16 +1,21 @@
 /* log.c — one event, one line, one write(2): Go log/slog's text format
  * (time=… level=… msg=… key=value) or JSON. Text values are quoted with
  * Go's strconv.Quote rules exactly when slog would quote them, so a hostile
- * value cannot start a new line or fake a key. It knows nothing about which
- * keys are allowed; callers pass only the spec's keys. */
+ * value can never start a new line or fake a key. Lines are built in a
+ * fixed stack buffer: long values are cut, never allocated for. It knows
+ * nothing about which keys are allowed (callers pass only the spec's keys)
+ * and keeps no lock: one write(2) per line is what keeps lines whole. */
 #include "log.h"
 
 #include <errno.h>
 #include <stdio.h>
-#include <string.h>
 #include <unistd.h>
 
-#define LINE_MAX_BYTES 8192
+#define LINE_MAX_BYTES  8192
+#define VALUE_MAX_BYTES 1024 /* a longer string value is cut to this */
+#define FIELD_MIN_ROOM  8    /* below this much room, later fields are dropped */
+
+static const char hex[] = "0123456789abcdef";
 
 static enum log_format g_format = LOG_FORMAT_TEXT;
 static enum log_level g_min = LOG_INFO;
@@ -34,29 +39,39 @@ int log_format_parse(const char *s, enum log_format *out)
     return 0;
 }
 
-/* A small append buffer that silently stops at its end. */
+/* An append buffer whose writes are all-or-nothing, so an escape sequence
+ * is never cut in half. Once a write fails, `full` stays set. */
 struct out {
     char *p;
     size_t len, cap;
+    bool full;
 };
 
-static void put(struct out *o, const char *s, size_t n)
+static size_t room(const struct out *o)
 {
-    size_t room = o->cap > o->len ? o->cap - o->len : 0;
-    if (n > room)
-        n = room;
+    return o->cap > o->len ? o->cap - o->len : 0;
+}
+
+static bool put(struct out *o, const char *s, size_t n)
+{
+    if (o->full || n > room(o)) {
+        o->full = true;
+        return false;
+    }
     memcpy(o->p + o->len, s, n);
     o->len += n;
+    return true;
 }
 
-static void puts_(struct out *o, const char *s)
+static bool put_str(struct out *o, const char *s)
 {
-    put(o, s, strlen(s));
+    return put(o, s, strlen(s));
 }
 
-/* Decodes one UTF-8 sequence at s (n bytes available). Returns its length
- * and the code point in *cp, or 0 for an invalid sequence. */
-static size_t utf8_decode(const uint8_t *s, size_t n, uint32_t *cp)
+/* Decodes one UTF-8 sequence (Go's utf8.DecodeRune rules: no overlongs,
+ * surrogates or code points above U+10FFFF). Returns its length and the
+ * code point in *cp, or 0 when s does not start a valid sequence. */
+static size_t decode(const uint8_t *s, size_t n, uint32_t *cp)
 {
     uint8_t b = s[0];
     size_t len;
@@ -64,21 +79,21 @@ static size_t utf8_decode(const uint8_t *s, size_t n, uint32_t *cp)
     if (b < 0x80) {
         *cp = b;
         return 1;
-    } else if ((b & 0xE0) == 0xC0) {
-        len = 2, c = b & 0x1F, min = 0x80;
-    } else if ((b & 0xF0) == 0xE0) {
-        len = 3, c = b & 0x0F, min = 0x800;
-    } else if ((b & 0xF8) == 0xF0) {
-        len = 4, c = b & 0x07, min = 0x10000;
-    } else {
-        return 0;
     }
+    if ((b & 0xE0) == 0xC0)
+        len = 2, c = b & 0x1Fu, min = 0x80;
+    else if ((b & 0xF0) == 0xE0)
+        len = 3, c = b & 0x0Fu, min = 0x800;
+    else if ((b & 0xF8) == 0xF0)
+        len = 4, c = b & 0x07u, min = 0x10000;
+    else
+        return 0;
     if (len > n)
         return 0;
     for (size_t i = 1; i < len; i++) {
         if ((s[i] & 0xC0) != 0x80)
             return 0;
-        c = (c << 6) | (s[i] & 0x3F);
+        c = (c << 6) | (s[i] & 0x3Fu);
     }
     if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
         return 0;
@@ -86,164 +101,219 @@ static size_t utf8_decode(const uint8_t *s, size_t n, uint32_t *cp)
     return len;
 }
 
-/* Approximates Go's unicode.IsPrint for non-ASCII code points: controls,
- * separators other than U+0020, format characters and noncharacters are
- * not printable. */
-static bool printable_rune(uint32_t c)
+/* Code point ranges Go's unicode.IsPrint rejects: controls, separators
+ * other than U+0020 (Zs, Zl, Zp), format characters (Cf), private use (Co)
+ * and noncharacters. Unassigned code points are treated as printable: an
+ * approximation that errs on the side of leaving text readable. */
+static const uint32_t unprintable[][2] = {
+    {0x0000, 0x001F},   {0x007F, 0x00A0},   {0x00AD, 0x00AD},    {0x0600, 0x0605},
+    {0x061C, 0x061C},   {0x06DD, 0x06DD},   {0x070F, 0x070F},    {0x0890, 0x0891},
+    {0x08E2, 0x08E2},   {0x1680, 0x1680},   {0x180E, 0x180E},    {0x2000, 0x200F},
+    {0x2028, 0x202F},   {0x205F, 0x206F},   {0x3000, 0x3000},    {0xE000, 0xF8FF},
+    {0xFDD0, 0xFDEF},   {0xFEFF, 0xFEFF},   {0xFFF9, 0xFFFB},    {0x110BD, 0x110BD},
+    {0x110CD, 0x110CD}, {0x13430, 0x1343F}, {0x1BCA0, 0x1BCA3},  {0x1D173, 0x1D17A},
+    {0xE0001, 0xE0001}, {0xE0020, 0xE007F}, {0xF0000, 0x10FFFF},
+};
+
+static bool printable(uint32_t c)
 {
-    if (c < 0x20 || (c >= 0x7F && c < 0xA0))
+    if ((c & 0xFFFE) == 0xFFFE) /* U+xFFFE and U+xFFFF in every plane */
         return false;
-    if (c == 0xAD || c == 0x2028 || c == 0x2029 || c == 0xFEFF || c == 0xFFFD)
-        return c == 0xFFFD; /* a real U+FFFD is printable */
-    if ((c >= 0x200B && c <= 0x200F) || (c >= 0x202A && c <= 0x202E) ||
-        (c >= 0x2060 && c <= 0x206F) || c == 0x00A0 || c == 0x1680 ||
-        (c >= 0x2000 && c <= 0x200A) || c == 0x202F || c == 0x205F || c == 0x3000)
-        return false;
-    if ((c & 0xFFFE) == 0xFFFE || (c >= 0xFDD0 && c <= 0xFDEF) || (c >= 0xE000 && c <= 0xF8FF) ||
-        c >= 0xF0000)
-        return false;
+    for (size_t i = 0; i < sizeof unprintable / sizeof unprintable[0]; i++)
+        if (c >= unprintable[i][0] && c <= unprintable[i][1])
+            return false;
     return true;
 }
 
-/* slog's needsQuoting: empty, space, '=', '"', non-printable or invalid. */
+/* slog's needsQuoting. Backslash alone stays bare; DEL is quoted (slog
+ * would leave it bare; quoting it keeps terminals honest). A valid U+FFFD
+ * is quoted too, as slog cannot tell it from a decoding error. */
 static bool needs_quoting(const char *s, size_t len)
 {
     if (len == 0)
         return true;
     for (size_t i = 0; i < len;) {
         uint8_t b = (uint8_t)s[i];
+        uint32_t cp;
         if (b < 0x80) {
-            if (b != '\\' && (b <= ' ' || b == '=' || b == '"' || b == 0x7F))
+            if (b <= ' ' || b == '=' || b == '"' || b == 0x7F)
                 return true;
             i++;
             continue;
         }
-        uint32_t cp;
-        size_t n = utf8_decode((const uint8_t *)s + i, len - i, &cp);
-        if (n == 0 || !printable_rune(cp))
+        size_t n = decode((const uint8_t *)s + i, len - i, &cp);
+        if (n == 0 || cp == 0xFFFD || !printable(cp))
             return true;
         i += n;
     }
     return false;
 }
 
-/* Go strconv.Quote. */
+/* The escape Go's strconv.Quote uses for an ASCII byte, or NULL when the
+ * byte stands for itself. */
+static const char *ascii_escape(uint8_t b, char buf[5])
+{
+    static const char *const named[] = {
+        ['\a'] = "\\a", ['\b'] = "\\b", ['\f'] = "\\f", ['\n'] = "\\n",
+        ['\r'] = "\\r", ['\t'] = "\\t", ['\v'] = "\\v"};
+    if (b == '"')
+        return "\\\"";
+    if (b == '\\')
+        return "\\\\";
+    if (b < sizeof named / sizeof named[0] && named[b])
+        return named[b];
+    if (b >= 0x20 && b < 0x7F)
+        return NULL;
+    buf[0] = '\\', buf[1] = 'x', buf[2] = hex[b >> 4], buf[3] = hex[b & 15], buf[4] = '\0';
+    return buf;
+}
+
+/* Appends one quoted unit of s (at most 10 bytes) to unit; returns the
+ * input bytes it covers. */
+static size_t quote_unit(const char *s, size_t len, char *unit, size_t *ulen)
+{
+    uint8_t b = (uint8_t)s[0];
+    uint32_t cp;
+    char buf[5];
+    if (b < 0x80) {
+        const char *e = ascii_escape(b, buf);
+        *ulen = e ? strlen(e) : 1;
+        memcpy(unit, e ? e : s, *ulen);
+        return 1;
+    }
+    size_t n = decode((const uint8_t *)s, len, &cp);
+    if (n == 0) {
+        *ulen = 4;
+        memcpy(unit, (char[]){'\\', 'x', hex[b >> 4], hex[b & 15]}, 4);
+        return 1;
+    }
+    if (printable(cp)) {
+        *ulen = n;
+        memcpy(unit, s, n);
+        return n;
+    }
+    *ulen = (size_t)snprintf(unit, 11, cp < 0x10000 ? "\\u%04x" : "\\U%08x", (unsigned)cp);
+    return n;
+}
+
+/* Go strconv.Quote, cut at a unit boundary when out of room but always
+ * closed with its quote. */
 static void quote(struct out *o, const char *s, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
-    put(o, "\"", 1);
-    for (size_t i = 0; i < len;) {
-        uint8_t b = (uint8_t)s[i];
-        char esc[12];
-        if (b < 0x80) {
-            const char *e = NULL;
-            switch (b) {
-            case '\a': e = "\\a"; break;
-            case '\b': e = "\\b"; break;
-            case '\f': e = "\\f"; break;
-            case '\n': e = "\\n"; break;
-            case '\r': e = "\\r"; break;
-            case '\t': e = "\\t"; break;
-            case '\v': e = "\\v"; break;
-            case '"': e = "\\\""; break;
-            case '\\': e = "\\\\"; break;
-            default: break;
-            }
-            if (e) {
-                puts_(o, e);
-            } else if (b < 0x20 || b == 0x7F) {
-                char x[4] = {'\\', 'x', hex[b >> 4], hex[b & 15]};
-                put(o, x, 4);
-            } else {
-                put(o, (const char *)&b, 1);
-            }
-            i++;
-            continue;
-        }
-        uint32_t cp;
-        size_t n = utf8_decode((const uint8_t *)s + i, len - i, &cp);
-        if (n == 0) {
-            char x[4] = {'\\', 'x', hex[b >> 4], hex[b & 15]};
-            put(o, x, 4);
-            i++;
-        } else if (printable_rune(cp)) {
-            put(o, s + i, n);
-            i += n;
-        } else {
-            if (cp < 0x10000)
-                snprintf(esc, sizeof esc, "\\u%04x", cp);
-            else
-                snprintf(esc, sizeof esc, "\\U%08x", cp);
-            puts_(o, esc);
-            i += n;
-        }
+    if (room(o) < 2 || !put(o, "\"", 1)) {
+        o->full = true;
+        return;
     }
-    put(o, "\"", 1);
+    o->cap--; /* the closing quote always fits */
+    for (size_t i = 0; i < len;) {
+        char unit[12];
+        size_t ulen;
+        size_t used = quote_unit(s + i, len - i, unit, &ulen);
+        if (!put(o, unit, ulen))
+            break;
+        i += used;
+    }
+    o->cap++;
+    o->len += 1;
+    o->p[o->len - 1] = '"';
+}
+
+/* A bare value, cut at a character boundary when out of room. */
+static void bare(struct out *o, const char *s, size_t len)
+{
+    if (o->full || put(o, s, len))
+        return;
+    size_t n = room(o);
+    while (n > 0 && ((uint8_t)s[n] & 0xC0) == 0x80)
+        n--;
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+
+static void text_str(struct out *o, const char *s, size_t len)
+{
+    if (needs_quoting(s, len))
+        quote(o, s, len);
+    else
+        bare(o, s, len);
 }
 
 size_t log_text_value(char *out, size_t cap, const char *s, size_t len)
 {
-    struct out o = {out, 0, cap};
-    if (needs_quoting(s, len))
-        quote(&o, s, len);
-    else
-        put(&o, s, len);
+    struct out o = {out, 0, cap, false};
+    text_str(&o, s, len);
     return o.len;
 }
 
-/* JSON string body with invalid UTF-8 replaced by U+FFFD. */
-static void json_string(struct out *o, const char *s, size_t len)
+/* One JSON-escaped unit (slog's appendEscapedJSONString rules: invalid
+ * UTF-8 becomes \ufffd, U+2028/2029 are escaped). Returns bytes consumed. */
+static size_t json_unit(const char *s, size_t len, char *unit, size_t *ulen)
 {
-    static const char hex[] = "0123456789abcdef";
-    put(o, "\"", 1);
-    for (size_t i = 0; i < len;) {
-        uint8_t b = (uint8_t)s[i];
-        if (b < 0x80) {
-            if (b == '"' || b == '\\') {
-                char e[2] = {'\\', (char)b};
-                put(o, e, 2);
-            } else if (b == '\n') {
-                puts_(o, "\\n");
-            } else if (b == '\r') {
-                puts_(o, "\\r");
-            } else if (b == '\t') {
-                puts_(o, "\\t");
-            } else if (b < 0x20) {
-                char e[6] = {'\\', 'u', '0', '0', hex[b >> 4], hex[b & 15]};
-                put(o, e, 6);
-            } else {
-                put(o, (const char *)&b, 1);
-            }
-            i++;
-            continue;
-        }
-        uint32_t cp;
-        size_t n = utf8_decode((const uint8_t *)s + i, len - i, &cp);
-        if (n == 0) {
-            puts_(o, "\\ufffd");
-            i++;
-        } else if (cp == 0x2028 || cp == 0x2029) {
-            puts_(o, cp == 0x2028 ? "\\u2028" : "\\u2029");
-            i += n;
+    uint8_t b = (uint8_t)s[0];
+    uint32_t cp;
+    if (b < 0x80) {
+        if (b >= 0x20 && b != '"' && b != '\\') {
+            unit[0] = (char)b, *ulen = 1;
+        } else if (b == '"' || b == '\\' || b == '\n' || b == '\r' || b == '\t') {
+            unit[0] = '\\';
+            unit[1] = b == '\n' ? 'n' : b == '\r' ? 'r' : b == '\t' ? 't' : (char)b;
+            *ulen = 2;
         } else {
-            put(o, s + i, n);
-            i += n;
+            *ulen = (size_t)snprintf(unit, 7, "\\u00%c%c", hex[b >> 4], hex[b & 15]);
         }
+        return 1;
     }
-    put(o, "\"", 1);
+    size_t n = decode((const uint8_t *)s, len, &cp);
+    if (n == 0) {
+        *ulen = 6;
+        memcpy(unit, "\\ufffd", 6);
+        return 1;
+    }
+    if (cp == 0x2028 || cp == 0x2029) {
+        *ulen = (size_t)snprintf(unit, 7, "\\u%04x", (unsigned)cp);
+        return n;
+    }
+    memcpy(unit, s, n);
+    *ulen = n;
+    return n;
+}
+
+static void json_str(struct out *o, const char *s, size_t len)
+{
+    if (room(o) < 2 || !put(o, "\"", 1)) {
+        o->full = true;
+        return;
+    }
+    o->cap--;
+    for (size_t i = 0; i < len;) {
+        char unit[8];
+        size_t ulen;
+        size_t used = json_unit(s + i, len - i, unit, &ulen);
+        if (!put(o, unit, ulen))
+            break;
+        i += used;
+    }
+    o->cap++;
+    o->len += 1;
+    o->p[o->len - 1] = '"';
 }
 
 static const char *level_name(enum log_level level)
 {
     switch (level) {
-    case LOG_DEBUG: return "DEBUG";
-    case LOG_INFO: return "INFO";
-    case LOG_WARN: return "WARN";
-    default: return "ERROR";
+    case LOG_DEBUG:
+        return "DEBUG";
+    case LOG_INFO:
+        return "INFO";
+    case LOG_WARN:
+        return "WARN";
+    default:
+        return "ERROR";
     }
 }
 
-/* 2006-01-02T15:04:05.000Z07:00 in local time. */
+/* Go layout 2006-01-02T15:04:05.000Z07:00 in local time, milliseconds
+ * truncated like slog's appendRFC3339Millis. */
 static void put_time(struct out *o, const struct timespec *now)
 {
     struct tm tm;
@@ -260,63 +330,88 @@ static void put_time(struct out *o, const struct timespec *now)
         off = off < 0 ? -off : off;
         snprintf(buf + n, sizeof buf - n, "%c%02ld:%02ld", sign, off / 3600, (off / 60) % 60);
     }
-    puts_(o, buf);
+    put_str(o, buf);
 }
 
-static void text_value(struct out *o, const char *s, size_t len)
+/* String values longer than VALUE_MAX_BYTES are cut at a character start. */
+static size_t cut_len(const char *s, size_t len)
 {
-    if (needs_quoting(s, len))
-        quote(o, s, len);
+    if (len <= VALUE_MAX_BYTES)
+        return len;
+    size_t n = VALUE_MAX_BYTES;
+    while (n > 0 && ((uint8_t)s[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
+/* Writes one field's value in the chosen format. */
+static void put_value(struct out *o, enum log_format fmt, const struct log_field *f)
+{
+    char num[24];
+    if (f->is_num) {
+        snprintf(num, sizeof num, "%lld", f->num);
+        put_str(o, num);
+    } else if (fmt == LOG_FORMAT_JSON) {
+        json_str(o, f->str, cut_len(f->str, f->len));
+    } else {
+        text_str(o, f->str, cut_len(f->str, f->len));
+    }
+}
+
+/* Appends the fields that fit; a field is started only with room for its
+ * key and a few bytes of value, so a cut line never ends in a bare key. */
+static void put_fields(struct out *o, enum log_format fmt, const struct log_field *f, size_t n)
+{
+    bool json = fmt == LOG_FORMAT_JSON;
+    for (size_t i = 0; i < n && !o->full; i++) {
+        size_t klen = strlen(f[i].key);
+        if (room(o) < klen + 4 + FIELD_MIN_ROOM)
+            return;
+        put(o, json ? "," : " ", 1);
+        if (json)
+            json_str(o, f[i].key, klen);
+        else
+            text_str(o, f[i].key, klen);
+        put(o, json ? ":" : "=", 1);
+        put_value(o, fmt, &f[i]);
+    }
+}
+
+/* Writes time, level and msg. Returns false, leaving nothing, when even
+ * the fixed prefix does not fit (msg itself may be cut). */
+static bool put_head(struct out *o, enum log_format fmt, const struct timespec *now,
+                     enum log_level level, const char *msg)
+{
+    bool json = fmt == LOG_FORMAT_JSON;
+    put_str(o, json ? "{\"time\":\"" : "time=");
+    put_time(o, now);
+    put_str(o, json ? "\",\"level\":\"" : " level=");
+    put_str(o, level_name(level));
+    put_str(o, json ? "\",\"msg\":" : " msg=");
+    if (o->full) {
+        o->len = 0;
+        return false;
+    }
+    if (json)
+        json_str(o, msg, strlen(msg));
     else
-        put(o, s, len);
+        text_str(o, msg, strlen(msg));
+    return true;
 }
 
 size_t log_format_line(char *out, size_t cap, enum log_format fmt, const struct timespec *now,
-                       enum log_level level, const char *msg, const struct log_field *f,
-                       size_t n)
+                       enum log_level level, const char *msg, const struct log_field *f, size_t n)
 {
-    struct out o = {out, 0, cap > 0 ? cap - 1 : 0}; /* keep room for the newline */
-    char num[32];
-    if (fmt == LOG_FORMAT_JSON) {
-        puts_(&o, "{\"time\":\"");
-        put_time(&o, now);
-        puts_(&o, "\",\"level\":\"");
-        puts_(&o, level_name(level));
-        puts_(&o, "\",\"msg\":");
-        json_string(&o, msg, strlen(msg));
-        for (size_t i = 0; i < n; i++) {
-            put(&o, ",", 1);
-            json_string(&o, f[i].key, strlen(f[i].key));
-            put(&o, ":", 1);
-            if (f[i].is_num) {
-                snprintf(num, sizeof num, "%lld", f[i].num);
-                puts_(&o, num);
-            } else {
-                json_string(&o, f[i].str, f[i].len);
-            }
-        }
-        put(&o, "}", 1);
-    } else {
-        puts_(&o, "time=");
-        put_time(&o, now);
-        puts_(&o, " level=");
-        puts_(&o, level_name(level));
-        puts_(&o, " msg=");
-        text_value(&o, msg, strlen(msg));
-        for (size_t i = 0; i < n; i++) {
-            put(&o, " ", 1);
-            text_value(&o, f[i].key, strlen(f[i].key));
-            put(&o, "=", 1);
-            if (f[i].is_num) {
-                snprintf(num, sizeof num, "%lld", f[i].num);
-                puts_(&o, num);
-            } else {
-                text_value(&o, f[i].str, f[i].len);
-            }
-        }
-    }
-    if (cap > 0)
-        out[o.len++] = '\n';
+    if (cap == 0)
+        return 0;
+    size_t tail = fmt == LOG_FORMAT_JSON && cap >= 2 ? 2 : 1; /* "}\n" or "\n" */
+    struct out o = {out, 0, cap - tail, false};
+    if (!put_head(&o, fmt, now, level, msg))
+        tail = 1;
+    put_fields(&o, fmt, f, n);
+    if (tail == 2)
+        out[o.len++] = '}';
+    out[o.len++] = '\n';
     return o.len;
 }
 
@@ -324,18 +419,17 @@ void log_event(enum log_level level, const char *msg, const struct log_field *f,
 {
     char line[LINE_MAX_BYTES];
     struct timespec now;
-    if (level < g_min)
+    if (level < g_min || g_fd < 0)
         return;
     clock_gettime(CLOCK_REALTIME, &now);
     size_t len = log_format_line(line, sizeof line, g_format, &now, level, msg, f, n);
     const char *p = line;
     while (len > 0) {
         ssize_t w = write(g_fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
             return; /* nowhere left to report it */
-        }
         p += w;
         len -= (size_t)w;
     }

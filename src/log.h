@@ -18,13 +18,13 @@ struct log_field {
     const char *key;
     const char *str; /* string value (need not be NUL-terminated) */
     size_t len;
-    long long num;   /* integer value when is_num */
+    long long num; /* integer value when is_num */
     bool is_num;
 };
 
-#define LOG_STR(k, v)       ((struct log_field){.key = (k), .str = (v), .len = strlen(v)})
-#define LOG_STRN(k, v, n)   ((struct log_field){.key = (k), .str = (v), .len = (n)})
-#define LOG_NUM(k, v)       ((struct log_field){.key = (k), .num = (long long)(v), .is_num = true})
+#define LOG_STR(k, v)     ((struct log_field){.key = (k), .str = (v), .len = strlen(v)})
+#define LOG_STRN(k, v, n) ((struct log_field){.key = (k), .str = (v), .len = (n)})
+#define LOG_NUM(k, v)     ((struct log_field){.key = (k), .num = (long long)(v), .is_num = true})
 
 /* Emits one event with the given fields (at most 16). */
 #define LOGF(level, msg, ...)                                                                      \
@@ -47,8 +47,7 @@ void log_event(enum log_level level, const char *msg, const struct log_field *f,
  * time into out. Returns the line length; a line longer than cap is cut
  * and still ends with a newline. Exposed for tests. */
 size_t log_format_line(char *out, size_t cap, enum log_format fmt, const struct timespec *now,
-                       enum log_level level, const char *msg, const struct log_field *f,
-                       size_t n);
+                       enum log_level level, const char *msg, const struct log_field *f, size_t n);
 
 /* Appends s[0..len) to out as slog's text handler would print a value:
  * bare when it needs no quoting, else Go-quoted (strconv.Quote rules).

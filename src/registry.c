@@ -70,8 +70,7 @@ uint64_t registry_siphash(const uint8_t key[16], const void *data, size_t len)
 
 /* ---- tables ------------------------------------------------------------ */
 
-void registry_init(struct registry *r, const uint8_t seed[16], int64_t phone_cap,
-                   uint64_t grace_ms)
+void registry_init(struct registry *r, const uint8_t seed[16], int64_t phone_cap, uint64_t grace_ms)
 {
     memset(r, 0, sizeof *r);
     memcpy(r->seed, seed, sizeof r->seed);
@@ -100,8 +99,7 @@ void registry_free(struct registry *r)
     r->phones_idx = NULL;
 }
 
-static struct reg_slot *find_slot(const struct registry *r, const char *sid, size_t len,
-                                  uint64_t h)
+static struct reg_slot *find_slot(const struct registry *r, const char *sid, size_t len, uint64_t h)
 {
     for (struct reg_slot *s = r->slots[h & (r->nbuckets - 1)]; s; s = s->hnext)
         if (s->hash == h && s->id_len == len && memcmp(s->id, sid, len) == 0)
@@ -234,8 +232,8 @@ static void install(struct registry *r, struct reg_slot *s, struct reg_binary *b
     b->slot = s;
 }
 
-enum reg_claim registry_claim(struct registry *r, struct reg_binary *b, const char *sid,
-                              size_t len, struct list *evicted, struct reg_binary **incumbent)
+enum reg_claim registry_claim(struct registry *r, struct reg_binary *b, const char *sid, size_t len,
+                              struct list *evicted, struct reg_binary **incumbent)
 {
     struct reg_slot *s = lookup_or_create(r, sid, len);
     if (s->in_grace) {

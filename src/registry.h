@@ -20,11 +20,11 @@ struct reg_binary {
 };
 
 struct reg_phone {
-    struct list link;       /* slot->phones, or the caller's eviction list */
+    struct list link;        /* slot->phones, or the caller's eviction list */
     struct reg_phone *hnext; /* phone index chain */
-    struct reg_slot *slot;  /* NULL when not registered */
-    uint64_t key;           /* the conn id's random suffix */
-    const char *conn_id;    /* owned by the caller, outlives registration */
+    struct reg_slot *slot;   /* NULL when not registered */
+    uint64_t key;            /* the conn id's random suffix */
+    const char *conn_id;     /* owned by the caller, outlives registration */
     size_t conn_id_len;
 };
 
@@ -52,7 +52,7 @@ struct registry {
     size_t phones;
     int64_t phone_cap; /* <= 0: no cap */
     uint64_t grace_ms;
-    uint8_t seed[16];  /* SipHash key: server-ids are attacker-chosen */
+    uint8_t seed[16];       /* SipHash key: server-ids are attacker-chosen */
     struct reg_binary gone; /* stands in for a gracing binary whose connection is freed */
 };
 
@@ -79,8 +79,8 @@ void registry_free(struct registry *r);
 /* Claims server-id sid for b. On REG_RECLAIMED every phone of the slot is
  * unregistered and appended to evicted, and the pending grace is cancelled.
  * On REG_CONFLICT nothing changes; *incumbent receives the holder. */
-enum reg_claim registry_claim(struct registry *r, struct reg_binary *b, const char *sid,
-                              size_t len, struct list *evicted, struct reg_binary **incumbent);
+enum reg_claim registry_claim(struct registry *r, struct reg_binary *b, const char *sid, size_t len,
+                              struct list *evicted, struct reg_binary **incumbent);
 
 /* Installs b after a failed liveness probe, but only if the slot is still
  * held by incumbent (or still empty when incumbent is NULL). Evicts the

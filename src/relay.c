@@ -14,16 +14,16 @@
 #include "log.h"
 #include "shard.h"
 
-#define CLOSE_NO_SERVER  4404
-#define CLOSE_CONFLICT   4409
-#define CLOSE_AT_CAP     4429
+#define CLOSE_NO_SERVER 4404
+#define CLOSE_CONFLICT  4409
+#define CLOSE_AT_CAP    4429
 
 struct probe {
     uv_timer_t timer;
     struct peer *newb; /* the binary asking for the server-id */
     struct peer *inc;  /* the incumbent being pinged */
     uint8_t token[8];
-    struct list link;  /* inc->probes */
+    struct list link; /* inc->probes */
 };
 
 static void binary_start(struct peer *b);
@@ -78,8 +78,8 @@ size_t relay_healthz_body(const struct relay *r, char *out, size_t cap)
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
-static void reply(struct conn *c, int status, const char *type, const char *extra,
-                  const char *body, size_t body_len)
+static void reply(struct conn *c, int status, const char *type, const char *extra, const char *body,
+                  size_t body_len)
 {
     char buf[1024];
     ssize_t n = http_response(buf, sizeof buf, status, type, extra, body, body_len, true);
@@ -222,8 +222,8 @@ static void binary_takeover(struct peer *b, struct peer *inc)
     struct relay *r = b->relay;
     struct list evicted;
     list_init(&evicted);
-    if (!registry_takeover(&r->reg, &b->rb, inc ? &inc->rb : NULL, b->server_id,
-                           b->server_id_len, &evicted)) {
+    if (!registry_takeover(&r->reg, &b->rb, inc ? &inc->rb : NULL, b->server_id, b->server_id_len,
+                           &evicted)) {
         binary_conflict(b);
         return;
     }

@@ -28,7 +28,13 @@ enum relay_outcome {
 };
 
 /* Label values of pyrycode_relay_register_failures_total{kind}. */
-enum relay_kind { KIND_NO_SERVER, KIND_SERVER_IN_USE, KIND_PHONES_AT_CAP, KIND_RATELIMIT, KIND__COUNT };
+enum relay_kind {
+    KIND_NO_SERVER,
+    KIND_SERVER_IN_USE,
+    KIND_PHONES_AT_CAP,
+    KIND_RATELIMIT,
+    KIND__COUNT
+};
 
 enum relay_direction { DIR_PHONE_TO_BINARY, DIR_BINARY_TO_PHONE, DIR__COUNT };
 
@@ -40,10 +46,10 @@ struct relay_stats {
 };
 
 enum peer_state {
-    PEER_PROBING,  /* binary waiting for the incumbent's liveness probe */
-    PEER_ACTIVE,   /* binary holding its server-id, or registered phone */
-    PEER_STILLBORN,/* rejected after the upgrade (4404, 4409, 4429): closing */
-    PEER_ENDED,    /* WebSocket over; waiting for the connection to be freed */
+    PEER_PROBING,   /* binary waiting for the incumbent's liveness probe */
+    PEER_ACTIVE,    /* binary holding its server-id, or registered phone */
+    PEER_STILLBORN, /* rejected after the upgrade (4404, 4409, 4429): closing */
+    PEER_ENDED,     /* WebSocket over; waiting for the connection to be freed */
 };
 
 struct probe;
@@ -54,13 +60,13 @@ struct peer {
     struct conn *conn;
     enum relay_endpoint role;
     enum peer_state state;
-    uint64_t key;        /* random 64 bits of the conn id */
+    uint64_t key; /* random 64 bits of the conn id */
     char *server_id;
     size_t server_id_len;
-    char *conn_id;       /* "server-<sid>-<16hex>" / "client-<sid>-<16hex>" */
+    char *conn_id; /* "server-<sid>-<16hex>" / "client-<sid>-<16hex>" */
     size_t conn_id_len;
-    char *version;       /* binary: X-Pyrycode-Version until server_claimed is logged */
-    char *wrap;          /* phone: the envelope prefix {"conn_id":"…","frame": */
+    char *version; /* binary: X-Pyrycode-Version until server_claimed is logged */
+    char *wrap;    /* phone: the envelope prefix {"conn_id":"…","frame": */
     size_t wrap_len;
     /* binary */
     struct reg_binary rb;
@@ -81,7 +87,7 @@ struct relay {
     uint64_t boot_ms;
     struct relay_stats stats;
     size_t high_water, low_water; /* binary outbox marks for pausing phones */
-    uint8_t *scratch;     /* envelope conn_id unescaping, max-message sized */
+    uint8_t *scratch;             /* envelope conn_id unescaping, max-message sized */
 };
 
 /* The hooks every connection of the relay runs with. */

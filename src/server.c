@@ -122,8 +122,7 @@ void server_drain(struct server *srv, int exit_code)
         it = it->next;
         if (c->state == CONN_WS_OPEN)
             conn_ws_close(c, WS_CLOSE_GOING_AWAY, "shutting down", false);
-        else if (c->state == CONN_HTTP_IDLE ||
-                 (c->state == CONN_HTTP_HEAD && !c->req->buf_len))
+        else if (c->state == CONN_HTTP_IDLE || (c->state == CONN_HTTP_HEAD && !c->req->buf_len))
             conn_abort(c);
     }
     if (srv->shard.nconns == 0)

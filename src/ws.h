@@ -26,9 +26,9 @@
 #define WS_CLOSE_TOO_BIG      1009
 #define WS_CLOSE_INTERNAL     1011
 
-#define WS_MAX_HEADER      14  /* 2 + 8 extended length + 4 mask */
-#define WS_MAX_CONTROL     125 /* control frame payload limit */
-#define WS_ACCEPT_LEN      28  /* base64 of a SHA-1 digest */
+#define WS_MAX_HEADER       14  /* 2 + 8 extended length + 4 mask */
+#define WS_MAX_CONTROL      125 /* control frame payload limit */
+#define WS_ACCEPT_LEN       28  /* base64 of a SHA-1 digest */
 #define WS_MAX_CLOSE_REASON 123
 
 enum ws_event_type {
@@ -40,14 +40,14 @@ enum ws_event_type {
 
 struct ws_event {
     enum ws_event_type type;
-    uint8_t opcode;       /* DATA: WS_OP_TEXT/BINARY of the message; CONTROL: CLOSE/PING/PONG */
-    bool first;           /* DATA: this slice starts the message */
-    bool last;            /* DATA: this slice ends the message (it is complete and valid) */
-    uint8_t *data;        /* DATA: unmasked slice of the fed buffer; CONTROL: the payload,
-                             in the decoder's own storage (valid until the next feed) */
-    size_t len;           /* length of data */
-    uint16_t close_code;  /* ERROR: code to close with (1002, 1007, 1009);
-                             CONTROL/CLOSE: the peer's code, WS_CLOSE_NO_STATUS if none */
+    uint8_t opcode;        /* DATA: WS_OP_TEXT/BINARY of the message; CONTROL: CLOSE/PING/PONG */
+    bool first;            /* DATA: this slice starts the message */
+    bool last;             /* DATA: this slice ends the message (it is complete and valid) */
+    uint8_t *data;         /* DATA: unmasked slice of the fed buffer; CONTROL: the payload,
+                              in the decoder's own storage (valid until the next feed) */
+    size_t len;            /* length of data */
+    uint16_t close_code;   /* ERROR: code to close with (1002, 1007, 1009);
+                              CONTROL/CLOSE: the peer's code, WS_CLOSE_NO_STATUS if none */
     const uint8_t *reason; /* CONTROL/CLOSE: the peer's reason bytes (valid UTF-8) */
     size_t reason_len;
 };

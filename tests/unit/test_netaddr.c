@@ -36,9 +36,9 @@ static void test_split_valid(void **state)
 
 static void test_split_invalid(void **state)
 {
-    static const char *rows[] = {"",           "127.0.0.1",    "127.0.0.1:",   "127.0.0.1:0",
-                                 "host:65536", "host:-1",      "host:http",    "::1:80",
-                                 "[::1:80",    "[::1]x:80",    "127.0.0.1:+80", "h:8080x"};
+    static const char *rows[] = {"",           "127.0.0.1", "127.0.0.1:",    "127.0.0.1:0",
+                                 "host:65536", "host:-1",   "host:http",     "::1:80",
+                                 "[::1:80",    "[::1]x:80", "127.0.0.1:+80", "h:8080x"};
     (void)state;
     for (size_t i = 0; i < ARRAY_LEN(rows); i++) {
         char host[64], err[128] = "";
