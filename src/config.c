@@ -73,6 +73,10 @@ static const struct flag flags[] = {
       "loopback address for the /metrics listener; empty disables it"),
     F("phone-backlog-bytes", F_INT, phone_backlog_bytes, "4194304",
       "bytes queued for a slow phone before it is disconnected"),
+    F("rate-limit-burst", F_INT, rate_limit_burst, "20",
+      "WebSocket upgrades an IP may make at once before being limited (0 disables)"),
+    F("rate-limit-refill", F_DURATION, rate_limit_refill_ns, "6s",
+      "time for one rate-limit token to come back"),
     F("request-timeout", F_DURATION, request_timeout_ns, "60s",
       "time allowed for a client to send a whole request"),
     F("trust-x-forwarded-for", F_BOOL, trust_x_forwarded_for, "false",
@@ -373,6 +377,16 @@ int config_validate(const struct config *cfg, FILE *err)
                     (long long)int_field(cfg, sizes[i]));
             return -1;
         }
+        if (int_field(cfg, sizes[i]) > (1LL << 30)) { /* offsets and lengths are 32-bit */
+            fprintf(err, "invalid --%s %lld: must be at most 1073741824 bytes\n", sizes[i],
+                    (long long)int_field(cfg, sizes[i]));
+            return -1;
+        }
+    }
+    if (cfg->rate_limit_burst < 0) {
+        fprintf(err, "invalid --rate-limit-burst %lld: must be 0 (off) or positive\n",
+                (long long)cfg->rate_limit_burst);
+        return -1;
     }
     if (cfg->workers < 0 || cfg->workers > 256) {
         fprintf(err, "invalid --workers %lld: must be between 0 and 256\n",

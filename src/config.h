@@ -32,6 +32,8 @@ struct config {
     int64_t max_phones_per_server;     /* 16; <= 0 means no cap */
     int64_t phone_backlog_bytes;       /* 4 MiB */
     int64_t workers;                   /* 0 = number of CPUs */
+    int64_t rate_limit_burst;          /* 20; 0 disables the per-IP limiter */
+    int64_t rate_limit_refill_ns;      /* 6s per token */
     int64_t message_deadline_ns;       /* 30s */
     int64_t heartbeat_interval_ns;     /* 30s */
     int64_t heartbeat_timeout_ns;      /* 30s */

@@ -107,8 +107,8 @@ static void report_ws_end(struct conn *c)
     c->ws_end_reported = true;
     if (!c->close_rcvd && !c->close_sent)
         c->close_rcvd = WS_CLOSE_ABNORMAL;
-    if (c->shard->hooks->on_ws_end)
-        c->shard->hooks->on_ws_end(c);
+    if (c->hooks->on_ws_end)
+        c->hooks->on_ws_end(c);
 }
 
 static void wq_free(struct wq *q)
@@ -322,8 +322,8 @@ static void on_write_done(uv_write_t *req, int status)
     c->dl_write = 0;
     if (c->data_bytes <= c->notify_below) {
         c->notify_below = SIZE_MAX;
-        if (c->shard->hooks->on_drained)
-            c->shard->hooks->on_drained(c);
+        if (c->hooks->on_drained)
+            c->hooks->on_drained(c);
         if (c->state == CONN_CLOSED)
             return;
     }
@@ -481,8 +481,8 @@ void conn_pause_reading(struct conn *c, bool pause)
 
 static void deliver(struct conn *c, uint8_t *data, size_t len)
 {
-    if (c->shard->hooks->on_message)
-        c->shard->hooks->on_message(c, data, len);
+    if (c->hooks->on_message)
+        c->hooks->on_message(c, data, len);
 }
 
 static void on_data(struct conn *c, const struct ws_event *ev)
@@ -543,8 +543,8 @@ static void on_control(struct conn *c, const struct ws_event *ev)
         if (c->dl_pong && ev->len == sizeof c->ping_seq &&
             memcmp(ev->data, &c->ping_seq, sizeof c->ping_seq) == 0)
             c->dl_pong = 0;
-        if (c->shard->hooks->on_pong)
-            c->shard->hooks->on_pong(c, ev->data, ev->len);
+        if (c->hooks->on_pong)
+            c->hooks->on_pong(c, ev->data, ev->len);
         break;
     case WS_OP_CLOSE:
         on_peer_close(c, ev);
@@ -610,7 +610,7 @@ static void http_input(struct conn *c, uint8_t *buf, size_t len)
         len -= (size_t)n;
         if (c->req->head_done && !c->head_handled) {
             c->head_handled = true;
-            c->shard->hooks->on_request(c, c->req);
+            c->hooks->on_request(c, c->req);
             if (c->state == CONN_WS_OPEN) {
                 http_req_free(c->req);
                 free(c->req);
@@ -727,10 +727,11 @@ static void on_reject_closed(uv_handle_t *h)
     free(CONTAINER_OF(h, struct conn, tcp));
 }
 
-struct conn *conn_accept(struct shard *s, uv_stream_t *server)
+struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn_hooks *hooks)
 {
     struct conn *c = xcalloc(1, sizeof *c);
     c->shard = s;
+    c->hooks = hooks;
     uv_tcp_init(s->loop, &c->tcp);
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         uv_close((uv_handle_t *)&c->tcp, on_reject_closed);

@@ -67,7 +67,8 @@ struct wq {
 struct conn {
     uv_tcp_t tcp;
     struct shard *shard;
-    struct list link; /* shard->conns */
+    const struct conn_hooks *hooks; /* the listener's: public relay or metrics */
+    struct list link;               /* shard->conns */
     enum conn_state state;
     struct wheel_entry timer;
     /* deadlines in loop ms; 0 = not armed */
@@ -104,8 +105,9 @@ struct conn {
 };
 
 /* Accepts a pending connection from server and starts reading its first
- * request. Returns the connection, or NULL if accept failed (nothing leaks). */
-struct conn *conn_accept(struct shard *s, uv_stream_t *server);
+ * request; hooks decide what its requests mean. Returns the connection, or
+ * NULL if accept failed (nothing leaks). */
+struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn_hooks *hooks);
 
 /* Answers the current request with a complete response (copied). keep_alive
  * is a wish: it is honoured only if the request allows it. */

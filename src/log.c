@@ -245,6 +245,16 @@ size_t log_text_value(char *out, size_t cap, const char *s, size_t len)
     return o.len;
 }
 
+size_t log_go_quote(char *out, size_t cap, const char *s, size_t len)
+{
+    if (cap == 0)
+        return 0;
+    struct out o = {out, 0, cap - 1, false};
+    quote(&o, s, len);
+    out[o.len] = '\0';
+    return o.len;
+}
+
 /* One JSON-escaped unit (slog's appendEscapedJSONString rules: invalid
  * UTF-8 becomes \ufffd, U+2028/2029 are escaped). Returns bytes consumed. */
 static size_t json_unit(const char *s, size_t len, char *unit, size_t *ulen)

@@ -54,4 +54,9 @@ size_t log_format_line(char *out, size_t cap, enum log_format fmt, const struct 
  * Returns bytes written (never more than cap). Exposed for tests. */
 size_t log_text_value(char *out, size_t cap, const char *s, size_t len);
 
+/* Writes s[0..len) quoted with Go's strconv.Quote rules (always quoted),
+ * NUL-terminated, into out. Returns the length (cut to fit cap). Used for
+ * %q-style values such as the env contract's "got \"...\"". */
+size_t log_go_quote(char *out, size_t cap, const char *s, size_t len);
+
 #endif

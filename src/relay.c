@@ -130,6 +130,7 @@ static struct peer *peer_new(struct conn *c, enum relay_endpoint ep, const char 
     p->rp.conn_id = p->conn_id;
     p->rp.conn_id_len = p->conn_id_len;
     c->owner = p;
+    r->live_ws++;
     c->frames_counter =
         &r->stats.frames[ep == EP_SERVER ? DIR_PHONE_TO_BINARY : DIR_BINARY_TO_PHONE];
     return p;
@@ -438,9 +439,62 @@ static bool gate_passes(const struct http_req *r, enum relay_endpoint ep)
     return true;
 }
 
+/* Spec §9.1: the peer's host, or with --trust-x-forwarded-for the first
+ * X-Forwarded-For entry (trimmed, unvalidated) when there is one. */
+static size_t client_ip(const struct conn *c, const struct http_req *req, char *out, size_t cap)
+{
+    size_t xlen;
+    const char *xff = http_req_header(req, HDR_X_FORWARDED_FOR, &xlen);
+    if (c->shard->cfg->trust_x_forwarded_for && xff) {
+        const char *comma = memchr(xff, ',', xlen);
+        size_t n = comma ? (size_t)(comma - xff) : xlen;
+        while (n && (xff[n - 1] == ' ' || xff[n - 1] == '\t'))
+            n--;
+        while (n && (*xff == ' ' || *xff == '\t')) {
+            xff++;
+            n--;
+        }
+        if (n) {
+            n = n < cap - 1 ? n : cap - 1;
+            memcpy(out, xff, n);
+            out[n] = '\0';
+            return n;
+        }
+    }
+    conn_remote(c, out, cap);
+    return strlen(out);
+}
+
+/* Spec §9.2/§9.3: the per-IP limiter, then the live-connection cap. */
+static bool admitted(struct conn *c, const struct http_req *req, enum relay_endpoint ep)
+{
+    struct relay *r = relay_of(c);
+    char ip[RATELIMIT_MAX_KEY + 1], quoted[2 * RATELIMIT_MAX_KEY], remote[64];
+    size_t n = client_ip(c, req, ip, sizeof ip);
+    if (!n || !ratelimit_allow(&r->rl, ip, n, now_ms(r))) {
+        r->stats.upgrades[ep][OUT_REJECT_RATE_LIMIT]++;
+        r->stats.failures[KIND_RATELIMIT]++;
+        log_go_quote(quoted, sizeof quoted, ip, n);
+        LOGF(LOG_WARN, "rate_limited", LOG_STR("remote", quoted));
+        reply_error(c, 429);
+        return false;
+    }
+    if (r->live_ws >= (size_t)c->shard->cfg->max_connections) {
+        size_t plen;
+        const char *path = http_req_path(req, &plen);
+        conn_remote(c, remote, sizeof remote);
+        LOGF(LOG_WARN, "conn_cap_reached", LOG_STRN("path", path, plen), LOG_STR("remote", remote));
+        reply_error(c, 503);
+        return false;
+    }
+    return true;
+}
+
 static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpoint ep)
 {
     struct relay *r = relay_of(c);
+    if (!admitted(c, req, ep))
+        return;
     if (!gate_passes(req, ep)) {
         r->stats.upgrades[ep][OUT_REJECT_HEADERS]++;
         reply_error(c, 400); /* no log line: spec §2.1 step 2 */
@@ -525,6 +579,7 @@ static void on_free(struct conn *c)
         registry_forget(&p->relay->reg, &p->rb);
     else
         registry_remove_phone(&p->relay->reg, &p->rp);
+    p->relay->live_ws--;
     peer_free(p);
     c->owner = NULL;
 }
@@ -542,6 +597,13 @@ static void on_drain(struct server *srv)
 {
     struct relay *r = srv->owner;
     uv_timer_stop(&r->grace_timer); /* grace windows are simply lost (spec §11) */
+    uv_timer_stop(&r->rl_sweep);
+}
+
+static void on_rl_sweep(uv_timer_t *t)
+{
+    struct relay *r = t->data;
+    ratelimit_sweep(&r->rl, now_ms(r));
 }
 
 void relay_init(struct relay *r, struct server *srv)
@@ -557,6 +619,11 @@ void relay_init(struct relay *r, struct server *srv)
     uv_timer_init(srv->loop, &r->grace_timer);
     r->grace_timer.data = r;
     r->scratch = xmalloc((size_t)cfg->max_message_bytes);
+    ratelimit_init(&r->rl, cfg->rate_limit_burst, (uint64_t)(cfg->rate_limit_refill_ns / NS_PER_MS),
+                   seed);
+    uv_timer_init(srv->loop, &r->rl_sweep);
+    r->rl_sweep.data = r;
+    uv_timer_start(&r->rl_sweep, on_rl_sweep, 5 * 60 * 1000, 5 * 60 * 1000);
     r->high_water = 1024 * 1024;
     r->low_water = 256 * 1024;
     srv->on_drain = on_drain;
@@ -565,6 +632,7 @@ void relay_init(struct relay *r, struct server *srv)
 void relay_close(struct relay *r)
 {
     registry_free(&r->reg);
+    ratelimit_free(&r->rl);
     free(r->scratch);
     r->scratch = NULL;
 }

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "conn.h"
+#include "ratelimit.h"
 #include "registry.h"
 #include "server.h"
 
@@ -88,6 +89,9 @@ struct relay {
     struct relay_stats stats;
     size_t high_water, low_water; /* binary outbox marks for pausing phones */
     uint8_t *scratch;             /* envelope conn_id unescaping, max-message sized */
+    struct ratelimit rl;          /* per-IP upgrade limiter (spec §9.2) */
+    uv_timer_t rl_sweep;
+    size_t live_ws; /* upgraded connections alive: the --max-connections cap */
 };
 
 /* The hooks every connection of the relay runs with. */

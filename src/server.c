@@ -25,7 +25,7 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     if (srv->draining)
         return;
-    conn_accept(&srv->shard, listener);
+    conn_accept(&srv->shard, listener, srv->shard.hooks);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -79,6 +79,12 @@ void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg,
     srv->drain_timer.data = srv;
 }
 
+void server_add_listener(struct server *srv, uv_tcp_t *listener)
+{
+    if (srv->nextra < ARRAY_LEN(srv->extra))
+        srv->extra[srv->nextra++] = listener;
+}
+
 int server_listen(struct server *srv, const char *addr, char *err, size_t err_cap)
 {
     struct sockaddr_storage sa;
@@ -110,6 +116,9 @@ void server_drain(struct server *srv, int exit_code)
         uv_close((uv_handle_t *)&srv->listener, NULL);
         srv->listening = false;
     }
+    for (size_t i = 0; i < srv->nextra; i++)
+        if (!uv_is_closing((uv_handle_t *)srv->extra[i]))
+            uv_close((uv_handle_t *)srv->extra[i], NULL);
     uint64_t ms = (uint64_t)(srv->cfg->drain_timeout_ns / NS_PER_MS);
     uv_timer_start(&srv->drain_timer, on_drain_timeout, ms ? ms : 1, 0);
     if (srv->on_drain)

@@ -19,6 +19,8 @@ struct server {
     uv_tcp_t listener;
     bool listening;
     const char *listen_addr;
+    uv_tcp_t *extra[4]; /* other listeners (metrics) closed when draining */
+    size_t nextra;
     uv_signal_t sig_term, sig_int;
     uv_timer_t drain_timer;
     bool draining;
@@ -38,6 +40,9 @@ void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg,
 /* Binds and listens on addr ("host:port"). Returns 0, or -1 with a reason
  * in err (the caller logs it and exits). */
 int server_listen(struct server *srv, const char *addr, char *err, size_t err_cap);
+
+/* Registers another listener to be closed when the drain starts. */
+void server_add_listener(struct server *srv, uv_tcp_t *listener);
 
 /* Runs the loop until the drain completes. Returns the process exit code:
  * 0 after a signal, 1 after a listener failure. */

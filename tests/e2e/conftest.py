@@ -15,6 +15,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELAY_BIN = os.environ.get("RELAY_BIN", os.path.join(ROOT, "build", "asan", "pyrycode-relay"))
+# The relay refuses to run with Linux capabilities beyond NET_BIND_SERVICE
+# (spec §6.4); as root, tests drop them the way an operator would.
+WRAP = ["setpriv", "--bounding-set=-all", "--"] if os.geteuid() == 0 else []
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
 
 
@@ -30,8 +33,10 @@ class Relay:
         self.log = tempfile.NamedTemporaryFile(prefix="relay-", suffix=".log", delete=False)
         # Clients a test leaves open must not hold the drain up for the
         # default 5 s close timeout; tests that care pass their own value.
-        cmd = [RELAY_BIN, "--insecure-listen", f"127.0.0.1:{self.port}", "--metrics-listen=",
-               "--close-timeout", "500ms"]
+        # Admission limits are off by default here; their own tests set them.
+        cmd = WRAP + [RELAY_BIN, "--insecure-listen", f"127.0.0.1:{self.port}",
+                      "--metrics-listen=", "--close-timeout", "500ms",
+                      "--rate-limit-burst", "0", "--max-connections", "100000"]
         cmd += list(args)
         full_env = dict(os.environ)
         full_env.update(env or {})
@@ -103,12 +108,15 @@ def relay(relay_factory):
     return relay_factory()
 
 
-def run_relay(*args, env=None, timeout=10):
+def run_relay(*args, env=None, timeout=10, wrap=True):
     """Runs the binary to completion (for flag and boot checks)."""
     full_env = dict(os.environ)
+    for k in ("FLY_APP_NAME", "PYRYCODE_RELAY_PRODUCTION", "PYRYCODE_RELAY_SINGLE_INSTANCE",
+              "PYRYCODE_RELAY_FCM_CREDENTIALS"):
+        full_env.pop(k, None)
     full_env.update(env or {})
-    return subprocess.run([RELAY_BIN, *args], capture_output=True, text=True, env=full_env,
-                          timeout=timeout)
+    cmd = (WRAP if wrap else []) + [RELAY_BIN, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
 SERVER_HEADERS = {"X-Pyrycode-Server": "s1", "X-Pyrycode-Version": "0.1.0", "User-Agent": "pyry/0.1"}

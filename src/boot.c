@@ -1,0 +1,172 @@
+/* boot.c — the startup refusals in the order of spec §6.3, each an ERROR
+ * line with the reference's exact msg/err/fix and exit code 2. The checks
+ * themselves are pure (checks.c); this file only sequences and logs them.
+ * It binds nothing: --check-config runs exactly this and exits. */
+#include "boot.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "netaddr.h"
+
+#define FIX_MUTEX                                                                                  \
+    "use --insecure-listen alone (proxy-fronted plaintext mode), OR use --domain with optional "   \
+    "--http-listen / --https-listen (autocert mode); the new flags configure the autocert "        \
+    "listeners and have no effect in insecure mode"
+#define FIX_MAXCONN "pass a positive connection count, or omit the flag for the default"
+#define FIX_SINGLE                                                                                 \
+    "set PYRYCODE_RELAY_SINGLE_INSTANCE=1 in the deploy manifest (e.g. fly.toml [env]) to "        \
+    "assert single-instance intent; see docs/architecture.md § Single-instance constraint"
+#define FIX_PROD_INSECURE                                                                          \
+    "remove --insecure-listen and set --domain, or unset PYRYCODE_RELAY_PRODUCTION"
+#define FIX_PROD_ROOT                                                                              \
+    "drop privileges before exec (e.g. Dockerfile USER directive or --user <non-zero>, "           \
+    "kubernetes securityContext.runAsUser), or unset PYRYCODE_RELAY_PRODUCTION if the deploy is "  \
+    "truly dev"
+#define FIX_CAPS                                                                                   \
+    "drop extra capabilities (e.g. --cap-drop=ALL --cap-add=NET_BIND_SERVICE on docker, or "       \
+    "securityContext.capabilities on kubernetes)"
+#define FIX_METRICS                                                                                \
+    "use a loopback IP literal such as 127.0.0.1:9090 or [::1]:9090, or pass --metrics-listen= "   \
+    "to disable"
+#define MSG_PROD "refusing to start: production-mode misconfiguration"
+
+/* Steps 3-5: flags alone. */
+static int check_flags(const struct config *cfg)
+{
+    bool insecure = cfg->insecure_listen[0] != '\0';
+    if (!insecure && cfg->domain[0] == '\0') {
+        LOG0(LOG_ERROR, "either --domain (for autocert) or --insecure-listen (for behind-proxy "
+                        "mode) must be set");
+        return -1;
+    }
+    if (insecure &&
+        (config_flag_given(cfg, "http-listen") || config_flag_given(cfg, "https-listen") ||
+         config_flag_given(cfg, "https-proxy-protocol"))) {
+        LOGF(LOG_ERROR,
+             "refusing to start: --insecure-listen is mutually exclusive with --http-listen / "
+             "--https-listen / --https-proxy-protocol",
+             LOG_STR("fix", FIX_MUTEX));
+        return -1;
+    }
+    if (cfg->max_connections <= 0) {
+        char err[128];
+        snprintf(err, sizeof err, "max-connections %lld: relay: connection cap must be positive",
+                 (long long)cfg->max_connections);
+        LOGF(LOG_ERROR, "refusing to start: invalid --max-connections", LOG_STR("err", err),
+             LOG_NUM("value", cfg->max_connections), LOG_STR("fix", FIX_MAXCONN));
+        return -1;
+    }
+    return 0;
+}
+
+/* Steps 6-9: the environment. */
+static int check_env(const struct config *cfg, checks_getenv_fn get)
+{
+    struct env_failure f;
+    char err[256];
+    if (checks_env(get, &f) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: invalid env-var config", LOG_STR("err", f.err),
+             LOG_STR("env_var", f.key), LOG_STR("reason", f.reason));
+        return -1;
+    }
+    if (checks_single_instance(get, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: multi-instance deploy detected", LOG_STR("err", err),
+             LOG_STR("bypass_env_var", "PYRYCODE_RELAY_SINGLE_INSTANCE"),
+             LOG_STR("fix", FIX_SINGLE));
+        return -1;
+    }
+    if (!checks_env_is_one(get, "PYRYCODE_RELAY_PRODUCTION"))
+        return 0;
+    if (cfg->insecure_listen[0]) {
+        LOGF(LOG_ERROR, MSG_PROD,
+             LOG_STR("err", "relay: --insecure-listen is set with PYRYCODE_RELAY_PRODUCTION=1; "
+                            "refusing to start"),
+             LOG_STR("env_var", "PYRYCODE_RELAY_PRODUCTION"), LOG_STR("fix", FIX_PROD_INSECURE));
+        return -1;
+    }
+    if (geteuid() == 0) {
+        LOGF(LOG_ERROR, MSG_PROD,
+             LOG_STR("err", "relay: effective uid is 0 with PYRYCODE_RELAY_PRODUCTION=1; refusing "
+                            "to start"),
+             LOG_STR("env_var", "PYRYCODE_RELAY_PRODUCTION"), LOG_NUM("effective_uid", 0),
+             LOG_STR("fix", FIX_PROD_ROOT));
+        return -1;
+    }
+    return 0;
+}
+
+/* Step 10: Linux capability allowlist. */
+static int check_caps(const char *status_path)
+{
+    char text[8192], err[1024];
+    uint64_t mask;
+    FILE *f = fopen(status_path, "r");
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[n] = '\0';
+    if (!f || checks_parse_capeff(text, &mask) != 0) {
+        snprintf(err, sizeof err, "relay: reading CapEff from %s: %s", status_path,
+                 f ? "no parsable CapEff line" : "cannot open file");
+        LOGF(LOG_ERROR, "refusing to start: unexpected Linux capabilities", LOG_STR("err", err),
+             LOG_STR("fix", FIX_CAPS));
+        return -1;
+    }
+    if (checks_capeff_allowed(mask, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: unexpected Linux capabilities", LOG_STR("err", err),
+             LOG_STR("fix", FIX_CAPS));
+        return -1;
+    }
+    return 0;
+}
+
+/* Steps 11-13: push, metrics address, listener address and ports. */
+static int check_listeners(const struct config *cfg, checks_getenv_fn get)
+{
+    char err[512], host[256];
+    int port, mport = 0;
+    if (!get("PYRYCODE_RELAY_FCM_CREDENTIALS"))
+        LOG0(LOG_INFO, "push off: PYRYCODE_RELAY_FCM_CREDENTIALS unset");
+    else
+        LOG0(LOG_WARN, "push off: this build has no FCM sender yet; "
+                       "PYRYCODE_RELAY_FCM_CREDENTIALS is validated but unused");
+    if (checks_metrics_addr(cfg->metrics_listen, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: invalid --metrics-listen address", LOG_STR("err", err),
+             LOG_STR("value", cfg->metrics_listen), LOG_STR("fix", FIX_METRICS));
+        return -1;
+    }
+    if (!cfg->insecure_listen[0]) {
+        LOGF(LOG_ERROR, "refusing to start: autocert mode is not available in this build",
+             LOG_STR("err", "relay: --domain needs TLS support, which is not built yet"),
+             LOG_STR("fix", "run behind a TLS-terminating proxy with --insecure-listen"));
+        return -1;
+    }
+    LOGF(LOG_INFO, "starting", LOG_STR("version", RELAY_VERSION), LOG_STR("mode", "insecure"),
+         LOG_STR("listen", cfg->insecure_listen));
+    if (netaddr_split(cfg->insecure_listen, host, sizeof host, &port, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: invalid listener address", LOG_STR("err", err),
+             LOG_STR("addr", cfg->insecure_listen));
+        return -1;
+    }
+    if (cfg->metrics_listen[0])
+        netaddr_split(cfg->metrics_listen, host, sizeof host, &mport, err, sizeof err);
+    int actual[2] = {port, mport}, expected[2] = {port, mport};
+    size_t n = mport ? 2 : 1;
+    if (checks_ports(actual, n, expected, n, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err));
+        return -1;
+    }
+    return 0;
+}
+
+int boot_checks(const struct config *cfg, checks_getenv_fn get, const char *status_path)
+{
+    if (check_flags(cfg) || check_env(cfg, get) || check_caps(status_path) ||
+        check_listeners(cfg, get))
+        return 2;
+    return 0;
+}

@@ -1,0 +1,14 @@
+/* boot.h — spec §6.3 steps 3–13: run every startup check in the reference
+ * order and log each refusal with its exact msg, err and fix strings. */
+#ifndef RELAY_BOOT_H
+#define RELAY_BOOT_H
+
+#include "checks.h"
+#include "config.h"
+
+/* Runs the checks that need no listener. Returns 0 to go on, or the exit
+ * code (2) after logging the refusal. status_path is /proc/self/status
+ * (a parameter so tests can point it elsewhere). */
+int boot_checks(const struct config *cfg, checks_getenv_fn get, const char *status_path);
+
+#endif
