@@ -262,8 +262,8 @@ ssize_t http_req_feed(struct http_req *r, const char *data, size_t len)
             r->msg_done = true;
             return (ssize_t)used;
         }
-        if (r->msg_done || used < take)
-            return (ssize_t)used;
+        if (r->msg_done || used < take || used == len)
+            return (ssize_t)used; /* never execute() zero bytes: that means EOF */
     }
     /* Body bytes: parsed from the caller's buffer, never stored. */
     size_t n = execute(r, data + used, len - used);

@@ -21,20 +21,20 @@ static const struct {
     {"\xc3\xa9", 2, true},
     {"\xe2\x82\xac", 3, true},
     {"\xf0\x9f\x98\x80", 4, true},
-    {"\xf4\x8f\xbf\xbf", 4, true},          /* U+10FFFF */
-    {"\xed\x9f\xbf", 3, true},              /* U+D7FF */
-    {"\xee\x80\x80", 3, true},              /* U+E000 */
-    {"\xc0\xaf", 2, false},                 /* overlong */
+    {"\xf4\x8f\xbf\xbf", 4, true}, /* U+10FFFF */
+    {"\xed\x9f\xbf", 3, true},     /* U+D7FF */
+    {"\xee\x80\x80", 3, true},     /* U+E000 */
+    {"\xc0\xaf", 2, false},        /* overlong */
     {"\xc1\xbf", 2, false},
-    {"\xe0\x9f\xbf", 3, false},             /* overlong 3-byte */
-    {"\xf0\x8f\xbf\xbf", 4, false},         /* overlong 4-byte */
-    {"\xed\xa0\x80", 3, false},             /* U+D800 */
-    {"\xed\xbf\xbf", 3, false},             /* U+DFFF */
-    {"\xf4\x90\x80\x80", 4, false},         /* > U+10FFFF */
+    {"\xe0\x9f\xbf", 3, false},     /* overlong 3-byte */
+    {"\xf0\x8f\xbf\xbf", 4, false}, /* overlong 4-byte */
+    {"\xed\xa0\x80", 3, false},     /* U+D800 */
+    {"\xed\xbf\xbf", 3, false},     /* U+DFFF */
+    {"\xf4\x90\x80\x80", 4, false}, /* > U+10FFFF */
     {"\xf5\x80\x80\x80", 4, false},
     {"\xff", 1, false},
-    {"\x80", 1, false},                     /* stray continuation */
-    {"\xc3", 1, false},                     /* truncated */
+    {"\x80", 1, false}, /* stray continuation */
+    {"\xc3", 1, false}, /* truncated */
     {"\xe2\x82", 2, false},
     {"a\xc3(b", 4, false},
     {"abcdefgh\xc3\xa9ijklmnop\xe2\x82\xac", 21, true},

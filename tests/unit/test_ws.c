@@ -116,8 +116,13 @@ static void test_close_frames(void **state)
     uint8_t buf[256];
     size_t n;
     (void)state;
-    n = put_frame(buf, true, WS_OP_CLOSE, "\x03\xe8" "bye", 5);
-    check_all_splits(buf, n, 0, "C8:1000:\x03\xe8" "bye;");
+    n = put_frame(buf, true, WS_OP_CLOSE,
+                  "\x03\xe8"
+                  "bye",
+                  5);
+    check_all_splits(buf, n, 0,
+                     "C8:1000:\x03\xe8"
+                     "bye;");
     n = put_frame(buf, true, WS_OP_CLOSE, "", 0);
     check_all_splits(buf, n, 0, "C8:1005:;");
     n = put_frame(buf, true, WS_OP_CLOSE, "\x03", 1);
@@ -205,8 +210,9 @@ static void test_size_cap(void **state)
     (void)state;
     memset(payload, 'a', sizeof payload);
     n = put_frame(buf, true, WS_OP_TEXT, payload, 100);
-    check_all_splits(buf, n, 100, "M1:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-                                  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa;");
+    check_all_splits(buf, n, 100,
+                     "M1:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa;");
     n = put_frame(buf, true, WS_OP_TEXT, payload, 101);
     check_all_splits(buf, n, 100, "E1009;");
     /* across fragments */
@@ -304,9 +310,9 @@ static void test_close_payload_and_codes(void **state)
     static const struct {
         uint16_t code;
         bool ok;
-    } rows[] = {{999, false},  {1000, true},  {1003, true},  {1004, false}, {1005, false},
-                {1006, false}, {1007, true},  {1011, true},  {1014, true},  {1015, false},
-                {2999, false}, {3000, true},  {4999, true},  {5000, false}, {0, false}};
+    } rows[] = {{999, false},  {1000, true}, {1003, true}, {1004, false}, {1005, false},
+                {1006, false}, {1007, true}, {1011, true}, {1014, true},  {1015, false},
+                {2999, false}, {3000, true}, {4999, true}, {5000, false}, {0, false}};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         assert_int_equal(ws_close_code_valid(rows[i].code), rows[i].ok);
 }
