@@ -1,5 +1,5 @@
 # Front door. Everything real lives in CMakeLists.txt and scripts/.
-.PHONY: all deps build run test asan unit e2e fuzz fuzz-build fmt fmt-check clean bench
+.PHONY: all deps build run install test asan unit e2e fuzz fuzz-build fmt fmt-check clean bench
 
 JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8080
@@ -14,9 +14,18 @@ build: deps
 	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build build/release -j $(JOBS) --target pyrycode-relay
 
+# The relay refuses Linux capabilities beyond NET_BIND_SERVICE (spec §6.4);
+# as root, dev mode drops them with setpriv the way a deployment would.
+DROP_CAPS = $(if $(filter 0,$(shell id -u)),setpriv --bounding-set=-all,+net_bind_service --,)
+PREFIX ?= /usr/local
+
 run: build
 	@echo "pyrycode-relay: listening on ws://$(LISTEN) (local dev mode; Ctrl-C to stop)"
-	@exec build/release/pyrycode-relay --insecure-listen $(LISTEN) $(ARGS)
+	@exec $(DROP_CAPS) build/release/pyrycode-relay --insecure-listen $(LISTEN) $(ARGS)
+
+install: build
+	install -D -m 0755 build/release/pyrycode-relay $(DESTDIR)$(PREFIX)/bin/pyrycode-relay
+	install -D -m 0644 packaging/pyrycode-relay.service $(DESTDIR)/etc/systemd/system/pyrycode-relay.service
 
 asan: deps
 	@CC=$${CC:-gcc} cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DRELAY_SANITIZE=ON >/dev/null

@@ -4,6 +4,7 @@
  * know what a request means (relay.c) or how a socket is pumped (conn.c). */
 #include "server.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -155,6 +156,10 @@ static void finish(struct server *srv)
         LOG0(LOG_INFO, "shutdown complete");
     uv_timer_stop(&srv->drain_timer);
     uv_walk(srv->loop, close_walk, NULL);
+    /* Closing the signal handles restores the default action; a late
+     * signal must still be ignored (spec §11: only the first counts). */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
 }
 
 int server_run(struct server *srv)

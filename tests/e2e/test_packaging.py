@@ -1,0 +1,49 @@
+"""Packaging artefacts that cannot run here (no Docker engine, no systemd
+as PID 1) checked as far as possible: the unit file verifies with
+systemd-analyze against the real binary, and the Dockerfile's runtime stage
+has the shape operators rely on."""
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import RELAY_BIN, ROOT
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_systemd_unit_verifies():
+    with open(os.path.join(ROOT, "packaging", "pyrycode-relay.service")) as f:
+        unit = f.read()
+    for key in ("DynamicUser=yes", "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+                "NoNewPrivileges=yes", "ProtectSystem=strict", "StateDirectory=pyrycode-relay",
+                "LimitNOFILE="):
+        assert key in unit
+    unit = re.sub(r"ExecStart=\S+", "ExecStart=" + RELAY_BIN, unit)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "pyrycode-relay.service")
+        with open(path, "w") as f:
+            f.write(unit)
+        r = subprocess.run(["systemd-analyze", "verify", path], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+
+
+def test_dockerfile_shape():
+    with open(os.path.join(ROOT, "Dockerfile")) as f:
+        text = f.read()
+    stages = re.findall(r"^FROM (\S+)", text, re.M)
+    assert stages[0].startswith("debian:12") and stages[-1] == "debian:12-slim"
+    runtime = text.split("FROM debian:12-slim", 1)[1]
+    assert "USER 65532:65532" in runtime
+    assert 'VOLUME ["/var/lib/relay/autocert"]' in runtime
+    assert "EXPOSE 80 443" in runtime
+    assert 'ENTRYPOINT ["/pyrycode-relay"]' in runtime
+    assert "-dev" not in runtime  # only shared libraries at run time
+    # every library the binary links is installed in the runtime stage
+    out = subprocess.run(["ldd", RELAY_BIN], capture_output=True, text=True).stdout
+    for lib, pkg in (("libuv.so.1", "libuv1"), ("libhttp_parser.so", "libhttp-parser2.9"),
+                     ("libjansson.so", "libjansson4"), ("libcrypto.so.3", "libssl3")):
+        if lib in out:
+            assert pkg in runtime, lib
