@@ -348,8 +348,8 @@ static void test_usage_layout(void **state)
     }
     for (size_t i = 0; i < len; i++)
         lines += buf[i] == '\n';
-    assert_int_equal(count, 28);
-    assert_int_equal(lines, 1 + 2 * 28);
+    assert_int_equal(count, 30);
+    assert_int_equal(lines, 1 + 2 * 30);
     free(buf);
 
     config_defaults(&c, NULL);
