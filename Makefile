@@ -12,7 +12,7 @@ deps:
 
 build: deps
 	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
-	@cmake --build build/release -j $(JOBS) --target pyrycode-relay
+	@cmake --build build/release -j $(JOBS) --target pyrycode-relay >/dev/null
 
 # The relay refuses Linux capabilities beyond NET_BIND_SERVICE (spec §6.4);
 # as root, dev mode drops them with setpriv the way a deployment would.
@@ -29,7 +29,7 @@ install: build
 
 asan: deps
 	@CC=$${CC:-gcc} cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DRELAY_SANITIZE=ON >/dev/null
-	@cmake --build build/asan -j $(JOBS)
+	@cmake --build build/asan -j $(JOBS) >/dev/null
 
 test: deps fmt-check asan
 	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
