@@ -584,14 +584,33 @@ static void ws_input(struct conn *c, uint8_t *buf, size_t len)
 
 /* ---- HTTP input -------------------------------------------------------- */
 
-static void reply_error(struct conn *c, int status)
+void conn_http_respond(struct conn *c, int status, const char *type, const char *extra,
+                       const char *body, size_t body_len, bool keep_alive)
 {
-    char buf[512];
-    ssize_t n = http_error_response(buf, sizeof buf, status, false);
-    if (n > 0)
-        conn_http_reply(c, buf, (size_t)n, false);
-    else
+    char small[1024];
+    size_t cap = body_len + 512;
+    char *buf = cap <= sizeof small ? small : xmalloc(cap);
+    ssize_t n = http_response(buf, cap <= sizeof small ? sizeof small : cap, status, type, extra,
+                              body, body_len, keep_alive);
+    if (n < 0)
         conn_abort(c);
+    else
+        conn_http_reply(c, buf, (size_t)n, keep_alive);
+    if (buf != small)
+        free(buf);
+}
+
+void conn_http_error(struct conn *c, int status, bool keep_alive)
+{
+    conn_http_respond(c, status, "text/plain; charset=utf-8", "X-Content-Type-Options: nosniff\r\n",
+                      "\n", 1, keep_alive);
+}
+
+void conn_http_not_found(struct conn *c)
+{
+    static const char body[] = "404 page not found\n";
+    conn_http_respond(c, 404, "text/plain; charset=utf-8", "X-Content-Type-Options: nosniff\r\n",
+                      body, sizeof body - 1, true);
 }
 
 static void http_input(struct conn *c, uint8_t *buf, size_t len)
@@ -603,7 +622,7 @@ static void http_input(struct conn *c, uint8_t *buf, size_t len)
             return;
         ssize_t n = http_req_feed(c->req, (const char *)buf, len);
         if (n < 0) {
-            reply_error(c, n == HTTP_E_TOO_LARGE ? 431 : 400);
+            conn_http_error(c, n == HTTP_E_TOO_LARGE ? 431 : 400, false);
             return;
         }
         buf += n;

@@ -113,6 +113,17 @@ struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn
  * is a wish: it is honoured only if the request allows it. */
 void conn_http_reply(struct conn *c, const char *resp, size_t len, bool keep_alive);
 
+/* Builds and sends a complete response (status line, Content-Type when
+ * type is not NULL, extra header lines, body); keep_alive as above. */
+void conn_http_respond(struct conn *c, int status, const char *type, const char *extra,
+                       const char *body, size_t body_len, bool keep_alive);
+
+/* Sends Go's http.Error reply for status (text/plain, nosniff, body "\n"). */
+void conn_http_error(struct conn *c, int status, bool keep_alive);
+
+/* Sends Go's http.NotFound reply ("404 page not found\n"). */
+void conn_http_not_found(struct conn *c);
+
 /* Sends the 101 response resp and switches to WebSocket: heartbeat armed,
  * bytes already read after the head are decoded at once. */
 void conn_ws_accept(struct conn *c, const char *resp, size_t len);

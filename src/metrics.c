@@ -187,25 +187,15 @@ static struct metrics *g_metrics; /* one metrics listener per process */
 
 static void on_request(struct conn *c, const struct http_req *r)
 {
-    size_t plen;
+    size_t plen, blen;
     const char *path = http_req_path(r, &plen);
-    char head[512];
     if (!str_eq(path, plen, "/metrics")) {
-        ssize_t n =
-            http_response(head, sizeof head, 404, "text/plain; charset=utf-8",
-                          "X-Content-Type-Options: nosniff\r\n", "404 page not found\n", 19, true);
-        conn_http_reply(c, head, (size_t)n, true);
+        conn_http_not_found(c);
         return;
     }
     g_metrics->requests[0]++; /* counted before rendering, as promhttp does */
-    size_t blen;
     char *body = metrics_render(g_metrics, &blen);
-    size_t cap = blen + 512;
-    char *resp = xmalloc(cap);
-    ssize_t n = http_response(resp, cap, 200, "text/plain; version=0.0.4; charset=utf-8", NULL,
-                              body, blen, true);
-    conn_http_reply(c, resp, (size_t)n, true);
-    free(resp);
+    conn_http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, body, blen, true);
     free(body);
 }
 

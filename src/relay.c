@@ -78,32 +78,12 @@ size_t relay_healthz_body(const struct relay *r, char *out, size_t cap)
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
-static void reply(struct conn *c, int status, const char *type, const char *extra, const char *body,
-                  size_t body_len)
-{
-    char buf[1024];
-    ssize_t n = http_response(buf, sizeof buf, status, type, extra, body, body_len, true);
-    if (n < 0)
-        conn_abort(c);
-    else
-        conn_http_reply(c, buf, (size_t)n, true);
-}
-
-static void reply_error(struct conn *c, int status)
-{
-    char buf[512];
-    ssize_t n = http_error_response(buf, sizeof buf, status, true);
-    if (n < 0)
-        conn_abort(c);
-    else
-        conn_http_reply(c, buf, (size_t)n, true);
-}
-
 static void healthz(struct conn *c)
 {
     char body[256];
     size_t n = relay_healthz_body(relay_of(c), body, sizeof body);
-    reply(c, 200, "application/json; charset=utf-8", "Cache-Control: no-store\r\n", body, n);
+    conn_http_respond(c, 200, "application/json; charset=utf-8", "Cache-Control: no-store\r\n",
+                      body, n, true);
 }
 
 /* ---- peers ------------------------------------------------------------- */
@@ -476,7 +456,7 @@ static bool admitted(struct conn *c, const struct http_req *req, enum relay_endp
         r->stats.failures[KIND_RATELIMIT]++;
         log_go_quote(quoted, sizeof quoted, ip, n);
         LOGF(LOG_WARN, "rate_limited", LOG_STR("remote", quoted));
-        reply_error(c, 429);
+        conn_http_error(c, 429, true);
         return false;
     }
     if (r->live_ws >= (size_t)c->shard->cfg->max_connections) {
@@ -484,7 +464,7 @@ static bool admitted(struct conn *c, const struct http_req *req, enum relay_endp
         const char *path = http_req_path(req, &plen);
         conn_remote(c, remote, sizeof remote);
         LOGF(LOG_WARN, "conn_cap_reached", LOG_STRN("path", path, plen), LOG_STR("remote", remote));
-        reply_error(c, 503);
+        conn_http_error(c, 503, true);
         return false;
     }
     return true;
@@ -497,11 +477,11 @@ static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpo
         return;
     if (!gate_passes(req, ep)) {
         r->stats.upgrades[ep][OUT_REJECT_HEADERS]++;
-        reply_error(c, 400); /* no log line: spec §2.1 step 2 */
+        conn_http_error(c, 400, true); /* no log line: spec §2.1 step 2 */
         return;
     }
     if (c->shard->draining) {
-        reply_error(c, 503);
+        conn_http_error(c, 503, true);
         return;
     }
     char resp[512];
@@ -537,8 +517,7 @@ static void on_request(struct conn *c, const struct http_req *r)
     else if (str_eq(path, plen, "/v1/client"))
         upgrade(c, r, EP_CLIENT);
     else
-        reply(c, 404, "text/plain; charset=utf-8", "X-Content-Type-Options: nosniff\r\n",
-              "404 page not found\n", 19);
+        conn_http_not_found(c);
 }
 
 static void on_message(struct conn *c, uint8_t *data, size_t len)
