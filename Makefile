@@ -59,5 +59,8 @@ fmt:
 fmt-check:
 	@clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c fuzz/*.c $(wildcard bench/*.c bench/*.h)
 
+bench: build
+	@bench/run.sh
+
 clean:
 	rm -rf build

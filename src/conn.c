@@ -758,8 +758,8 @@ struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn
     }
     uv_tcp_nodelay(&c->tcp, 1);
     int namelen = sizeof c->peer;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &namelen) != 0)
-        c->peer.ss_family = AF_UNSPEC;
+    if (uv_tcp_getpeername(&c->tcp, &c->peer.sa, &namelen) != 0)
+        c->peer.sa.sa_family = AF_UNSPEC;
     c->req = xmalloc(sizeof *c->req);
     http_req_init(c->req, (size_t)s->cfg->max_header_bytes);
     c->notify_below = SIZE_MAX;
@@ -775,8 +775,8 @@ struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn
 void conn_remote(const struct conn *c, char *out, size_t cap)
 {
     out[0] = '\0';
-    if (c->peer.ss_family == AF_INET)
-        uv_ip4_name((const struct sockaddr_in *)&c->peer, out, cap);
-    else if (c->peer.ss_family == AF_INET6)
-        uv_ip6_name((const struct sockaddr_in6 *)&c->peer, out, cap);
+    if (c->peer.sa.sa_family == AF_INET)
+        uv_ip4_name(&c->peer.v4, out, cap);
+    else if (c->peer.sa.sa_family == AF_INET6)
+        uv_ip6_name(&c->peer.v6, out, cap);
 }

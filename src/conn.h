@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <uv.h>
 
@@ -100,7 +101,11 @@ struct conn {
     bool upgraded;
     bool heartbeat_on;
     bool ws_end_reported;
-    struct sockaddr_storage peer;
+    union { /* the TCP peer; sockaddr_storage would cost 100 more bytes per connection */
+        struct sockaddr sa;
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } peer;
     void *owner; /* the hooks' per-connection object */
 };
 

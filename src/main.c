@@ -1,6 +1,7 @@
 /* main.c — argv → config → startup checks → listeners → run → drain → exit
  * code. Boot refusals are logged by boot.c and exit 2; a listener that
  * cannot be bound exits 1; after that server.c owns the process. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <uv.h>
@@ -42,6 +43,9 @@ int main(int argc, char **argv)
     if (code != 0 || cfg.check_config)
         return code;
 
+    /* A peer that vanishes mid-write must cost one connection, not the
+     * process: writes then fail with EPIPE instead of raising SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
     uv_loop_t loop;
     uv_loop_init(&loop);
     static struct server srv;

@@ -92,18 +92,24 @@ static struct peer *peer_new(struct conn *c, enum relay_endpoint ep, const char 
                              size_t sid_len)
 {
     struct relay *r = relay_of(c);
-    struct peer *p = xcalloc(1, sizeof *p);
+    const char *prefix = ep == EP_SERVER ? "server-" : "client-";
+    size_t id_len = strlen(prefix) + sid_len + 17;
+    /* One allocation: the conn id lives after the struct and the server-id
+     * is the slice of it between the prefix and the random suffix. */
+    struct peer *p = xcalloc(1, sizeof *p + id_len + 1);
+    uint64_t key;
+    random_bytes(&key, sizeof key);
     p->relay = r;
     p->conn = c;
     p->role = ep;
-    random_bytes(&p->key, sizeof p->key);
-    p->server_id = xstrndup(sid, sid_len);
+    p->key = key;
+    p->conn_id = p->id_buf;
+    p->conn_id_len = id_len;
+    memcpy(p->id_buf, prefix, 7);
+    memcpy(p->id_buf + 7, sid, sid_len);
+    snprintf(p->id_buf + 7 + sid_len, 18, "-%016llx", (unsigned long long)key);
+    p->server_id = p->id_buf + 7;
     p->server_id_len = sid_len;
-    const char *prefix = ep == EP_SERVER ? "server-" : "client-";
-    p->conn_id_len = strlen(prefix) + sid_len + 17;
-    p->conn_id = xmalloc(p->conn_id_len + 1);
-    snprintf(p->conn_id, p->conn_id_len + 1, "%s%s-%016llx", prefix, p->server_id,
-             (unsigned long long)p->key);
     list_init(&p->probes);
     list_init(&p->rp.link);
     p->rp.key = p->key;
@@ -118,8 +124,6 @@ static struct peer *peer_new(struct conn *c, enum relay_endpoint ep, const char 
 
 static void peer_free(struct peer *p)
 {
-    free(p->server_id);
-    free(p->conn_id);
     free(p->version);
     free(p->wrap);
     free(p);

@@ -61,10 +61,10 @@ struct peer {
     struct conn *conn;
     enum relay_endpoint role;
     enum peer_state state;
-    uint64_t key; /* random 64 bits of the conn id */
-    char *server_id;
+    uint64_t key;          /* random 64 bits of the conn id */
+    const char *server_id; /* not NUL-terminated: a slice of conn_id */
     size_t server_id_len;
-    char *conn_id; /* "server-<sid>-<16hex>" / "client-<sid>-<16hex>" */
+    char *conn_id; /* "server-<sid>-<16hex>" / "client-<sid>-<16hex>" (in id_buf) */
     size_t conn_id_len;
     char *version; /* binary: X-Pyrycode-Version until server_claimed is logged */
     char *wrap;    /* phone: the envelope prefix {"conn_id":"…","frame": */
@@ -78,6 +78,7 @@ struct peer {
     struct reg_phone rp;
     uint64_t bound_binary; /* key of the binary holding the id at registration */
     bool binary_closed;    /* the binary asked to close this phone (no notice) */
+    char id_buf[];         /* conn_id, NUL-terminated */
 };
 
 struct relay {

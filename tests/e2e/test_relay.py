@@ -349,3 +349,23 @@ def test_phone_send_during_grace_closed_1000(relay_factory):
         assert await closed(p) == (1000, "")
     run(go())
     assert "msg=phone_forwarder_send_failed" in relay.logs()
+
+
+def test_peer_vanishing_mid_write_does_not_kill_relay(relay):
+    """Writes to a reset socket must fail with EPIPE, not raise SIGPIPE."""
+    import socket
+    import struct as st
+    b = Raw(relay.port, "/v1/server", server_headers("s1"))
+    relay.wait_log("msg=server_claimed")
+    for _ in range(5):
+        p = Raw(relay.port, "/v1/client", client_headers("s1"))
+        p.send_frame(1, b"0")
+        cid = json.loads(b.recv_frame()[2])["conn_id"]
+        p.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, st.pack("ii", 1, 0))
+        p.sock.close()  # RST
+        blob = json.dumps({"conn_id": cid, "frame": "x" * 4000}).encode()
+        for _ in range(100):
+            b.send_frame(1, blob)
+    time.sleep(0.3)
+    assert relay.proc.poll() is None, relay.logs()
+    assert healthz(relay)["status"] == "ok"

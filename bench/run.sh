@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Runs the default benchmark suite (under 5 minutes) and writes a dated
+# report to bench/results/. The relay (or the baseline forwarder) runs on
+# CPU 0 and the load generator on CPU 1, so they never share a core.
+# Usage: bench/run.sh [QUICK=1 for a shorter smoke run]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=build/release
+OUT=bench/results/$(date -u +%Y-%m-%d).md
+SECS=${SECS:-8}
+IDLE_CONNS=${IDLE_CONNS:-"10000 19000"}
+[[ "${QUICK:-0}" == 1 ]] && SECS=2 && IDLE_CONNS=2000
+
+gcc -O2 -Wall -Wextra -o $BUILD/loadgen bench/loadgen.c
+gcc -O2 -Wall -Wextra -o $BUILD/forwarder bench/forwarder.c
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+RELAY_PORT=18700 FWD_PORT=18701
+DROP=(); [[ $(id -u) == 0 ]] && DROP=(setpriv --bounding-set=-all,+net_bind_service --)
+LG=(taskset -c 1 $BUILD/loadgen)
+
+start_relay() {  # extra flags...
+    taskset -c 0 "${DROP[@]}" $BUILD/pyrycode-relay --insecure-listen 127.0.0.1:$RELAY_PORT \
+        --metrics-listen= --rate-limit-burst 0 --max-connections 2000000 \
+        --max-phones-per-server 0 --log-format json "$@" 2>/tmp/bench-relay.log &
+    RELAY_PID=$!
+    for _ in $(seq 100); do
+        curl -sf http://127.0.0.1:$RELAY_PORT/healthz >/dev/null && return
+        sleep 0.05
+    done
+    echo "relay did not start" >&2; cat /tmp/bench-relay.log >&2; exit 1
+}
+stop_relay() { kill -TERM "$RELAY_PID" 2>/dev/null; wait "$RELAY_PID" 2>/dev/null || true; }
+start_fwd() { taskset -c 0 $BUILD/forwarder $FWD_PORT & FWD_PID=$!; sleep 0.2; }
+stop_fwd() { kill "$FWD_PID" 2>/dev/null; wait "$FWD_PID" 2>/dev/null || true; }
+val() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f %%", 100 * a / b; else print "n/a" }'; }
+
+{
+echo "# Benchmark report $(date -u +%Y-%m-%dT%H:%MZ)"
+echo
+echo "Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
+echo "$(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -sr). Relay/forwarder pinned to CPU 0,"
+echo "load generator to CPU 1. Relay: release build, one shard. ${SECS}s per run."
+echo
+echo "## rtt (closed loop, 16 phones on 4 binaries; baseline: 16 forwarded pairs)"
+echo
+echo "| frame | relay round trips/s | relay msgs/s | relay MB/s | baseline msgs/s | baseline MB/s | msgs ratio | bytes ratio | relay p50 / p99 / p99.9 µs | baseline p50 / p99 µs |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+} > "$OUT"
+
+PEAK64=0
+for size in 64 1024 16384; do
+    start_relay
+    r=$("${LG[@]}" --scenario rtt --port $RELAY_PORT --binaries 4 --phones 4 --size $size --duration "$SECS")
+    stop_relay
+    start_fwd
+    b=$("${LG[@]}" --mode baseline --scenario rtt --port $FWD_PORT --binaries 4 --phones 4 --size $size --duration "$SECS")
+    stop_fwd
+    [[ $size == 64 ]] && PEAK64=$(val msgs_per_s "$r")
+    printf '| %s B | %s | %s | %.1f | %s | %.1f | %s | %s | %s / %s / %s | %s / %s |\n' "$size" \
+        "$(val rtt_per_s "$r")" "$(val msgs_per_s "$r")" "$(awk -v x="$(val bytes_per_s "$r")" 'BEGIN{print x/1e6}')" \
+        "$(val msgs_per_s "$b")" "$(awk -v x="$(val bytes_per_s "$b")" 'BEGIN{print x/1e6}')" \
+        "$(ratio "$(val msgs_per_s "$r")" "$(val msgs_per_s "$b")")" \
+        "$(ratio "$(val bytes_per_s "$r")" "$(val bytes_per_s "$b")")" \
+        "$(val p50_us "$r")" "$(val p99_us "$r")" "$(val p999_us "$r")" \
+        "$(val p50_us "$b")" "$(val p99_us "$b")" >> "$OUT"
+done
+
+{
+echo
+echo "## fixed-rate (open loop, 64 B, 16 phones): latency at a fraction of the relay's rtt peak"
+echo
+echo "| load | offered msgs/s | relay p50 / p99 / p99.9 µs | baseline p50 / p99 / p99.9 µs |"
+echo "|---|---|---|---|"
+} >> "$OUT"
+for frac in 25 50 75; do
+    rate=$(awk -v p="$PEAK64" -v f=$frac 'BEGIN { printf "%d", p / 2 * f / 100 }')
+    start_relay
+    r=$("${LG[@]}" --scenario rtt --port $RELAY_PORT --binaries 4 --phones 4 --size 64 --duration "$SECS" --rate "$rate")
+    stop_relay
+    start_fwd
+    b=$("${LG[@]}" --mode baseline --scenario rtt --port $FWD_PORT --binaries 4 --phones 4 --size 64 --duration "$SECS" --rate "$rate")
+    stop_fwd
+    echo "| $frac % | $((rate * 2)) | $(val p50_us "$r") / $(val p99_us "$r") / $(val p999_us "$r") | $(val p50_us "$b") / $(val p99_us "$b") / $(val p999_us "$b") |" >> "$OUT"
+done
+
+{
+echo
+echo "## idle (held across heartbeats: --heartbeat-interval 1s)"
+echo
+echo "| connections | open | alive after | relay RSS before → after | RSS per connection |"
+echo "|---|---|---|---|---|"
+} >> "$OUT"
+for n in $IDLE_CONNS; do
+    start_relay --heartbeat-interval 1s --heartbeat-timeout 5s
+    r=$("${LG[@]}" --scenario idle --port $RELAY_PORT --conns "$n" --duration 3 --pid "$RELAY_PID")
+    stop_relay
+    echo "| $n | $(val open "$r") | $(val alive_after "$r") | $(val rss_before_kib "$r") KiB → $(val rss_after_kib "$r") KiB | $(val bytes_per_conn "$r") B |" >> "$OUT"
+done
+
+start_relay
+c=$("${LG[@]}" --scenario churn --port $RELAY_PORT --duration "$SECS")
+stop_relay
+start_relay
+f0=$("${LG[@]}" --scenario fanout --port $RELAY_PORT --size 1024 --duration "$SECS")
+stop_relay
+start_relay
+f1=$("${LG[@]}" --scenario fanout --port $RELAY_PORT --size 1024 --duration "$SECS" --rate 1)
+stop_relay
+{
+echo
+echo "## churn and fanout"
+echo
+echo "- churn (32 phones cycling connect → upgrade → one message through the binary → close): **$(val upgrades_per_s "$c") upgrades/s**"
+echo "- fanout, one binary → 16 phones, 1 KiB frames: $(val sibling_msgs_per_s "$f0") msgs/s per phone with every phone reading;"
+echo "  $(val sibling_msgs_per_s "$f1") msgs/s per reading phone while one phone never reads (ratio $(ratio "$(val sibling_msgs_per_s "$f1")" "$(val sibling_msgs_per_s "$f0")"))."
+} >> "$OUT"
+echo "report: $OUT"
