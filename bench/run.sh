@@ -14,24 +14,32 @@ IDLE_CONNS=${IDLE_CONNS:-"10000 19000"}
 gcc -O2 -Wall -Wextra -o $BUILD/loadgen bench/loadgen.c
 gcc -O2 -Wall -Wextra -o $BUILD/forwarder bench/forwarder.c
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+set +e # a failed run is reported as a blank figure, not a missing report
 
-RELAY_PORT=18700 FWD_PORT=18701
+RELAY_PORT=18700 FWD_PORT=18800
 DROP=(); [[ $(id -u) == 0 ]] && DROP=(setpriv --bounding-set=-all,+net_bind_service --)
 LG=(taskset -c 1 $BUILD/loadgen)
 
 start_relay() {  # extra flags...
+    RELAY_PORT=$((RELAY_PORT + 1)) # a fresh port: a draining predecessor never answers for us
     taskset -c 0 "${DROP[@]}" $BUILD/pyrycode-relay --insecure-listen 127.0.0.1:$RELAY_PORT \
         --metrics-listen= --rate-limit-burst 0 --max-connections 2000000 \
         --max-phones-per-server 0 --log-format json "$@" 2>/tmp/bench-relay.log &
     RELAY_PID=$!
     for _ in $(seq 100); do
+        kill -0 "$RELAY_PID" 2>/dev/null || break
         curl -sf http://127.0.0.1:$RELAY_PORT/healthz >/dev/null && return
         sleep 0.05
     done
     echo "relay did not start" >&2; cat /tmp/bench-relay.log >&2; exit 1
 }
-stop_relay() { kill -TERM "$RELAY_PID" 2>/dev/null; wait "$RELAY_PID" 2>/dev/null || true; }
-start_fwd() { taskset -c 0 $BUILD/forwarder $FWD_PORT & FWD_PID=$!; sleep 0.2; }
+stop_relay() {
+    kill -TERM "$RELAY_PID" 2>/dev/null
+    for _ in $(seq 300); do kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$RELAY_PID" 2>/dev/null
+    wait "$RELAY_PID" 2>/dev/null || true
+}
+start_fwd() { FWD_PORT=$((FWD_PORT + 1)); taskset -c 0 $BUILD/forwarder $FWD_PORT & FWD_PID=$!; sleep 0.2; }
 stop_fwd() { kill "$FWD_PID" 2>/dev/null; wait "$FWD_PID" 2>/dev/null || true; }
 val() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f %%", 100 * a / b; else print "n/a" }'; }
@@ -41,7 +49,8 @@ echo "# Benchmark report $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
 echo "$(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -sr). Relay/forwarder pinned to CPU 0,"
-echo "load generator to CPU 1. Relay: release build, one shard. ${SECS}s per run."
+echo "load generator to CPU 1. Relay: release build, one shard. ${SECS}s per run.
+File descriptors: soft/hard limit $(ulimit -n)/$(ulimit -Hn) (caps the idle run)."
 echo
 echo "## rtt (closed loop, 16 phones on 4 binaries; baseline: 16 forwarded pairs)"
 echo
@@ -94,7 +103,8 @@ echo "|---|---|---|---|---|"
 } >> "$OUT"
 for n in $IDLE_CONNS; do
     start_relay --heartbeat-interval 1s --heartbeat-timeout 5s
-    r=$("${LG[@]}" --scenario idle --port $RELAY_PORT --conns "$n" --duration 3 --pid "$RELAY_PID")
+    r=$("${LG[@]}" --scenario idle --port $RELAY_PORT --conns "$n" --duration 3 --pid "$RELAY_PID" 2>&1)
+    [[ -n "$r" ]] || r="open=failed(rc=$?)"
     stop_relay
     echo "| $n | $(val open "$r") | $(val alive_after "$r") | $(val rss_before_kib "$r") KiB → $(val rss_after_kib "$r") KiB | $(val bytes_per_conn "$r") B |" >> "$OUT"
 done

@@ -1,9 +1,10 @@
-/* envelope.c — the routing envelope. The input is first validated by the
- * JSON scanner; the walk that follows can then trust the syntax and only
- * tracks strings and nesting to find each top-level value's byte span.
- * Field rules follow Go's encoding/json for the reference's struct (keys
- * case-insensitive, last duplicate wins, null leaves a field unchanged).
- * It never copies the frame: spans point into the caller's buffer. */
+/* envelope.c — the routing envelope. The whole input is validated by the
+ * JSON scanner first; the walk that follows trusts the syntax and only
+ * finds each top-level value's byte span (strings by memchr). Field rules
+ * are Go encoding/json's for the reference's struct: keys matched with Go's
+ * case folding, last duplicate wins, null leaves conn_id/close_code as they
+ * were, close_code is a uint16. It never copies or looks inside frame or
+ * push_wake: their spans point into the caller's buffer. */
 #include "envelope.h"
 
 #include <stdarg.h>
@@ -14,64 +15,95 @@
 
 enum field { F_NONE, F_CONN_ID, F_FRAME, F_CLOSE_CODE, F_PUSH_WAKE };
 
-struct walk {
-    const uint8_t *p, *end;
+static const char *const field_names[] = {NULL, "conn_id", "frame", "close_code", "push_wake"};
+
+#define MAX_NAME 10 /* strlen("close_code") */
+
+struct out_buf {
+    char *detail;
+    size_t detail_cap;
+    char *scratch;
+    size_t scratch_cap;
 };
 
-static void skip_ws(struct walk *w)
+__attribute__((format(printf, 2, 3))) static void set_detail(const struct out_buf *o,
+                                                             const char *fmt, ...)
 {
-    while (w->p < w->end && (*w->p == ' ' || *w->p == '\t' || *w->p == '\n' || *w->p == '\r'))
-        w->p++;
+    va_list ap;
+    if (!o->detail || !o->detail_cap)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(o->detail, o->detail_cap, fmt, ap);
+    va_end(ap);
 }
 
-/* Skips a string starting at its opening quote (input already valid).
- * Sets *escaped when it contains a backslash. */
-static void skip_string(struct walk *w, bool *escaped)
+/* ---- walking input the scanner has accepted ------------------------------ */
+
+static const uint8_t *skip_ws(const uint8_t *p, const uint8_t *end)
 {
-    w->p++;
-    while (*w->p != '"') {
-        if (*w->p == '\\') {
-            *escaped = true;
-            w->p++;
-        }
-        w->p++;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* p is at an opening quote; returns the byte after the closing one. A quote
+ * is escaped exactly when an odd run of backslashes precedes it. */
+static const uint8_t *skip_string(const uint8_t *p, const uint8_t *end)
+{
+    const uint8_t *open = p;
+    for (;;) {
+        p = memchr(p + 1, '"', (size_t)(end - p - 1));
+        size_t slashes = 0;
+        while (p - slashes - 1 > open && p[-(ptrdiff_t)slashes - 1] == '\\')
+            slashes++;
+        if (slashes % 2 == 0)
+            return p + 1;
     }
-    w->p++;
 }
 
-/* Skips one value (input already valid). */
-static void skip_value(struct walk *w)
+static const uint8_t *skip_container(const uint8_t *p, const uint8_t *end)
 {
-    bool esc = false;
     size_t depth = 0;
     do {
-        uint8_t c = *w->p;
-        if (c == '"') {
-            skip_string(w, &esc);
+        switch (*p) {
+        case '"':
+            p = skip_string(p, end);
             continue;
-        }
-        if (c == '{' || c == '[')
+        case '{':
+        case '[':
             depth++;
-        else if (c == '}' || c == ']')
+            break;
+        case '}':
+        case ']':
             depth--;
-        w->p++;
-        if (depth == 0 && c != '{' && c != '[' && c != '}' && c != ']') {
-            /* a scalar: numbers and literals run to the next delimiter */
-            while (w->p < w->end && !strchr(",}] \t\r\n", *w->p))
-                w->p++;
-            return;
+            break;
         }
+        p++;
     } while (depth > 0);
+    return p;
 }
 
-static int hexval(uint8_t c)
+/* p is at the first byte of a value; returns the byte after its last. */
+static const uint8_t *skip_value(const uint8_t *p, const uint8_t *end)
 {
-    return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+    if (*p == '"')
+        return skip_string(p, end);
+    if (*p == '{' || *p == '[')
+        return skip_container(p, end);
+    /* a number or literal runs to the next delimiter */
+    while (p < end && !memchr(",}] \t\r\n", *p, 7))
+        p++;
+    return p;
 }
 
-static uint32_t read_u4(const uint8_t *p)
+/* ---- strings: decoding and key folding ----------------------------------- */
+
+static uint32_t hex4(const uint8_t *p)
 {
-    return (uint32_t)(hexval(p[0]) << 12 | hexval(p[1]) << 8 | hexval(p[2]) << 4 | hexval(p[3]));
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v = v << 4 | (uint32_t)(p[i] <= '9' ? p[i] - '0' : (p[i] | 0x20) - 'a' + 10);
+    return v;
 }
 
 static size_t put_utf8(char *out, uint32_t cp)
@@ -87,71 +119,104 @@ static size_t put_utf8(char *out, uint32_t cp)
     }
     if (cp < 0x10000) {
         out[0] = (char)(0xE0 | cp >> 12);
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[1] = (char)(0x80 | (cp >> 6 & 0x3F));
         out[2] = (char)(0x80 | (cp & 0x3F));
         return 3;
     }
     out[0] = (char)(0xF0 | cp >> 18);
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    out[2] = (char)(0x80 | (cp >> 6 & 0x3F));
     out[3] = (char)(0x80 | (cp & 0x3F));
     return 4;
 }
 
-/* Decodes the body of a valid JSON string (between the quotes) into out,
- * which must hold at least len bytes (decoding never grows). Lone
- * surrogates become U+FFFD, as in Go. Returns the decoded length. */
+/* Decodes a \uXXXX escape at s[i] (and a following low surrogate, when it
+ * pairs) into out. Unpaired surrogates become U+FFFD, as in Go. Returns the
+ * escape bytes consumed; *o advances by the bytes written. */
+static size_t unescape_u(const uint8_t *s, size_t i, size_t len, char *out, size_t *o)
+{
+    uint32_t cp = hex4(s + i + 2);
+    size_t used = 6;
+    if (cp >= 0xD800 && cp < 0xDC00 && i + 12 <= len && s[i + 6] == '\\' && s[i + 7] == 'u') {
+        uint32_t lo = hex4(s + i + 8);
+        if (lo >= 0xDC00 && lo < 0xE000) {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            used = 12;
+        }
+    }
+    if (cp >= 0xD800 && cp < 0xE000)
+        cp = 0xFFFD;
+    *o += put_utf8(out + *o, cp);
+    return used;
+}
+
+/* Decodes the body of a valid JSON string into out (room for len bytes:
+ * decoding never grows). Returns the decoded length. */
 static size_t unescape(const uint8_t *s, size_t len, char *out)
 {
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
     size_t o = 0;
     for (size_t i = 0; i < len;) {
         if (s[i] != '\\') {
             out[o++] = (char)s[i++];
-            continue;
+        } else if (s[i + 1] == 'u') {
+            i += unescape_u(s, i, len, out, &o);
+        } else {
+            out[o++] = to[strchr(from, s[i + 1]) - from];
+            i += 2;
         }
-        uint8_t e = s[i + 1];
-        i += 2;
-        if (e != 'u') {
-            static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
-            out[o++] = to[strchr(from, e) - from];
-            continue;
-        }
-        uint32_t cp = read_u4(s + i);
-        i += 4;
-        if (cp >= 0xD800 && cp < 0xDC00 && i + 6 <= len && s[i] == '\\' && s[i + 1] == 'u') {
-            uint32_t lo = read_u4(s + i + 2);
-            if (lo >= 0xDC00 && lo < 0xE000) {
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                i += 6;
-            }
-        }
-        if (cp >= 0xD800 && cp < 0xE000)
-            cp = 0xFFFD;
-        o += put_utf8(out + o, cp);
     }
     return o;
 }
 
-static enum field match_key(const uint8_t *s, size_t len, bool escaped)
+/* Folds a decoded key the way Go matches field names (each rune to the
+ * smallest of its simple case-folding orbit): ASCII letters, and the two
+ * non-ASCII runes whose orbit holds a letter of our names, U+212A KELVIN
+ * SIGN (k) and U+017F LONG S (s). Anything else cannot match. Writes at
+ * most MAX_NAME bytes to f; returns the folded length or MAX_NAME + 1. */
+static size_t fold_key(const uint8_t *k, size_t n, char *f)
 {
-    static const char *const names[] = {NULL, "conn_id", "frame", "close_code", "push_wake"};
-    char buf[16];
-    if (len > sizeof buf)
-        return F_NONE; /* an escaped key decodes no longer than it is written */
-    size_t n = escaped ? unescape(s, len, buf) : len;
-    if (!escaped)
-        memcpy(buf, s, len);
-    for (int f = F_CONN_ID; f <= F_PUSH_WAKE; f++) {
-        size_t k = strlen(names[f]);
-        bool eq = k == n;
-        for (size_t i = 0; eq && i < k; i++)
-            eq = (buf[i] | (buf[i] >= 'A' && buf[i] <= 'Z' ? 0x20 : 0)) == names[f][i];
-        if (eq)
-            return (enum field)f;
+    size_t len = 0;
+    for (size_t i = 0; i < n && len <= MAX_NAME; len++) {
+        char c;
+        if (k[i] < 0x80) {
+            c = (char)(k[i] >= 'A' && k[i] <= 'Z' ? k[i] | 0x20 : k[i]);
+            i++;
+        } else if (n - i >= 2 && k[i] == 0xC5 && k[i + 1] == 0xBF) {
+            c = 's';
+            i += 2;
+        } else if (n - i >= 3 && k[i] == 0xE2 && k[i + 1] == 0x84 && k[i + 2] == 0xAA) {
+            c = 'k';
+            i += 3;
+        } else {
+            return MAX_NAME + 1;
+        }
+        if (len < MAX_NAME)
+            f[len] = c;
     }
+    return len;
+}
+
+/* k[0..n) is a key as written, between its quotes. */
+static enum field match_key(const uint8_t *k, size_t n)
+{
+    char decoded[6 * MAX_NAME], folded[MAX_NAME];
+    if (memchr(k, '\\', n)) {
+        if (n > sizeof decoded)
+            return F_NONE; /* even fully \u-escaped, no name is this long */
+        n = unescape(k, n, decoded);
+        k = (const uint8_t *)decoded;
+    }
+    size_t len = fold_key(k, n, folded);
+    for (int f = F_CONN_ID; f <= F_PUSH_WAKE; f++)
+        if (strlen(field_names[f]) == len && memcmp(field_names[f], folded, len) == 0)
+            return (enum field)f;
     return F_NONE;
 }
 
+/* ---- fields -------------------------------------------------------------- */
+
+/* Go's name for the JSON type of a value starting with c. */
 static const char *type_name(uint8_t c)
 {
     switch (c) {
@@ -169,120 +234,182 @@ static const char *type_name(uint8_t c)
     }
 }
 
-__attribute__((format(printf, 3, 4))) static void set_detail(char *detail, size_t cap,
-                                                             const char *fmt, ...)
+static bool set_conn_id(struct envelope *env, const uint8_t *v, size_t n, const struct out_buf *o)
 {
-    va_list ap;
-    if (!detail || !cap)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(detail, cap, fmt, ap);
-    va_end(ap);
+    if (*v == 'n')
+        return true; /* null leaves a Go string as it was */
+    if (*v != '"') {
+        set_detail(o,
+                   "json: cannot unmarshal %s into Go struct field Envelope.conn_id of type string",
+                   type_name(*v));
+        return false;
+    }
+    if (!memchr(v, '\\', n)) {
+        env->conn_id = (const char *)v + 1;
+        env->conn_id_len = n - 2;
+        return true;
+    }
+    if (o->scratch_cap < n - 2) {
+        set_detail(o, "conn_id does not fit the scratch buffer");
+        return false;
+    }
+    env->conn_id = o->scratch;
+    env->conn_id_len = unescape(v + 1, n - 2, o->scratch);
+    return true;
 }
 
-/* close_code: an integer literal 0..65535 (Go's uint16). */
-static bool parse_code(const uint8_t *p, const uint8_t *end, uint16_t *out)
+/* Go's uint16 decode: strconv.ParseUint on the literal, so no sign,
+ * fraction or exponent, and at most 65535. */
+static bool set_close_code(struct envelope *env, const uint8_t *v, size_t n,
+                           const struct out_buf *o)
 {
-    uint32_t v = 0;
-    if (p == end)
-        return false;
-    for (const uint8_t *q = p; q < end; q++) {
-        if (*q < '0' || *q > '9')
-            return false;
-        v = v * 10 + (uint32_t)(*q - '0');
-        if (v > 65535)
-            return false;
+    uint32_t code = 0;
+    size_t i = 0;
+    if (*v == 'n')
+        return true; /* null leaves it as it was */
+    while (i < n && v[i] >= '0' && v[i] <= '9' && code <= 65535)
+        code = code * 10 + (uint32_t)(v[i++] - '0');
+    if (i == n && code <= 65535) {
+        env->close_code = (uint16_t)code;
+        return true;
     }
-    *out = (uint16_t)v;
+    if (type_name(*v)[0] == 'n')
+        set_detail(o,
+                   "json: cannot unmarshal number %.*s into Go struct field "
+                   "Envelope.close_code of type uint16",
+                   (int)(n < 40 ? n : 40), (const char *)v);
+    else
+        set_detail(o,
+                   "json: cannot unmarshal %s into Go struct field Envelope.close_code of "
+                   "type uint16",
+                   type_name(*v));
+    return false;
+}
+
+/* A json.RawMessage field: any value; a later duplicate replaces it. */
+static void set_raw(const uint8_t **field, size_t *field_len, const uint8_t *v, size_t n)
+{
+    bool null = *v == 'n';
+    *field = null ? NULL : v;
+    *field_len = null ? 0 : n;
+}
+
+static bool set_field(struct envelope *env, enum field f, const uint8_t *v, size_t n,
+                      const struct out_buf *o)
+{
+    switch (f) {
+    case F_CONN_ID:
+        return set_conn_id(env, v, n, o);
+    case F_FRAME:
+        set_raw(&env->frame, &env->frame_len, v, n);
+        return true;
+    case F_CLOSE_CODE:
+        return set_close_code(env, v, n, o);
+    case F_PUSH_WAKE:
+        set_raw(&env->push_wake, &env->push_wake_len, v, n);
+        return true;
+    default:
+        return true; /* unknown keys are ignored */
+    }
+}
+
+/* Walks the members of the top-level object at p (input already valid).
+ * Like Go, a field of the wrong type fails the whole envelope. */
+static bool walk_object(struct envelope *env, const uint8_t *p, const uint8_t *end,
+                        const struct out_buf *o)
+{
+    p = skip_ws(p + 1, end);
+    while (*p != '}') {
+        if (*p == ',')
+            p = skip_ws(p + 1, end);
+        const uint8_t *key = p;
+        p = skip_string(p, end);
+        enum field f = match_key(key + 1, (size_t)(p - key - 2));
+        p = skip_ws(skip_ws(p, end) + 1, end); /* past ':' */
+        const uint8_t *v = p;
+        p = skip_value(p, end);
+        if (!set_field(env, f, v, (size_t)(p - v), o))
+            return false;
+        p = skip_ws(p, end);
+    }
     return true;
+}
+
+/* ---- parse ---------------------------------------------------------------- */
+
+/* Where the scanner first refuses data: re-fed in blocks, then the failing
+ * block byte by byte, so this error path stays linear. len when the input
+ * merely ended too early. */
+static size_t error_offset(const uint8_t *data, size_t len)
+{
+    struct json_scanner s, before;
+    size_t at = 0;
+    json_scanner_init(&s);
+    while (at < len) {
+        size_t n = len - at < 4096 ? len - at : 4096;
+        before = s;
+        if (!json_scanner_feed(&s, data + at, n)) {
+            s = before;
+            break;
+        }
+        at += n;
+    }
+    while (at < len && json_scanner_feed(&s, data + at, 1))
+        at++;
+    return at;
+}
+
+static void syntax_detail(const uint8_t *data, size_t len, const struct out_buf *o)
+{
+    size_t at = error_offset(data, len);
+    if (at == len)
+        set_detail(o, "unexpected end of JSON input");
+    else if (data[at] >= 0x20 && data[at] < 0x7F)
+        set_detail(o, "invalid character '%c' at offset %zu", data[at], at);
+    else
+        set_detail(o, "invalid byte 0x%02x at offset %zu", data[at], at);
+}
+
+static enum envelope_kind classify(const struct envelope *env)
+{
+    if (env->conn_id_len == 0)
+        return env->push_wake ? ENVELOPE_WAKE : ENVELOPE_MISSING_CONN_ID;
+    if (env->close_code == 0 && !env->frame)
+        return ENVELOPE_MISSING_FRAME;
+    return ENVELOPE_ROUTE;
+}
+
+static void clear(struct envelope *env)
+{
+    memset(env, 0, sizeof *env);
+    env->conn_id = "";
 }
 
 enum envelope_kind envelope_parse(const uint8_t *data, size_t len, struct envelope *env,
                                   char *scratch, size_t scratch_cap, char *detail,
                                   size_t detail_cap)
 {
-    struct walk w = {data, data + len};
-    memset(env, 0, sizeof *env);
-    env->conn_id = "";
+    const struct out_buf o = {detail, detail_cap, scratch, scratch_cap};
+    clear(env);
+    if (detail && detail_cap)
+        detail[0] = '\0';
     if (!json_valid(data, len)) {
-        set_detail(detail, detail_cap, "invalid JSON");
+        syntax_detail(data, len, &o);
         return ENVELOPE_MALFORMED;
     }
-    skip_ws(&w);
-    if (*w.p == 'n')
+    const uint8_t *end = data + len, *p = skip_ws(data, end);
+    if (*p == 'n')
         return ENVELOPE_MISSING_CONN_ID; /* top-level null: an empty envelope */
-    if (*w.p != '{') {
-        set_detail(detail, detail_cap, "json: cannot unmarshal %s into Go value of type %s",
-                   type_name(*w.p), "relay.Envelope");
+    if (*p != '{') {
+        set_detail(&o, "json: cannot unmarshal %s into Go value of type relay.Envelope",
+                   type_name(*p));
         return ENVELOPE_MALFORMED;
     }
-    w.p++;
-    for (;;) {
-        skip_ws(&w);
-        if (*w.p == '}')
-            break;
-        if (*w.p == ',') {
-            w.p++;
-            skip_ws(&w);
-        }
-        bool kesc = false;
-        const uint8_t *k = w.p + 1;
-        skip_string(&w, &kesc);
-        enum field f = match_key(k, (size_t)(w.p - 1 - k), kesc);
-        skip_ws(&w);
-        w.p++; /* ':' */
-        skip_ws(&w);
-        const uint8_t *v = w.p;
-        skip_value(&w);
-        size_t vlen = (size_t)(w.p - v);
-        bool is_null = *v == 'n';
-        switch (f) {
-        case F_CONN_ID:
-            if (is_null)
-                break; /* null leaves a Go string unchanged */
-            if (*v != '"') {
-                set_detail(detail, detail_cap,
-                           "json: cannot unmarshal %s into Go struct field %s of type string",
-                           type_name(*v), "Envelope.conn_id");
-                return ENVELOPE_MALFORMED;
-            }
-            if (memchr(v, '\\', vlen)) {
-                if (scratch_cap < vlen)
-                    return ENVELOPE_MALFORMED;
-                env->conn_id_len = unescape(v + 1, vlen - 2, scratch);
-                env->conn_id = scratch;
-            } else {
-                env->conn_id = (const char *)v + 1;
-                env->conn_id_len = vlen - 2;
-            }
-            break;
-        case F_FRAME:
-            env->frame = is_null ? NULL : v;
-            env->frame_len = is_null ? 0 : vlen;
-            break;
-        case F_CLOSE_CODE:
-            if (is_null)
-                break;
-            if (!parse_code(v, v + vlen, &env->close_code)) {
-                set_detail(detail, detail_cap,
-                           "json: cannot unmarshal %s into Go struct field %s of type uint16",
-                           *v == '"' ? "string" : type_name(*v), "Envelope.close_code");
-                return ENVELOPE_MALFORMED;
-            }
-            break;
-        case F_PUSH_WAKE:
-            env->push_wake = is_null ? NULL : v;
-            env->push_wake_len = is_null ? 0 : vlen;
-            break;
-        case F_NONE:
-            break;
-        }
+    if (!walk_object(env, p, end, &o)) {
+        clear(env);
+        return ENVELOPE_MALFORMED;
     }
-    if (env->conn_id_len == 0)
-        return env->push_wake ? ENVELOPE_WAKE : ENVELOPE_MISSING_CONN_ID;
-    if (env->close_code == 0 && !env->frame)
-        return ENVELOPE_MISSING_FRAME;
-    return ENVELOPE_ROUTE;
+    return classify(env);
 }
 
 const char *envelope_error(enum envelope_kind kind)
@@ -299,30 +426,31 @@ const char *envelope_error(enum envelope_kind kind)
     }
 }
 
+/* ---- building -------------------------------------------------------------- */
+
+/* Writes head, the escaped conn_id and tail into out; 0 when cap is short. */
+static size_t build(char *out, size_t cap, const char *head, const char *conn_id,
+                    size_t conn_id_len, const char *tail)
+{
+    size_t h = strlen(head), t = strlen(tail);
+    size_t esc = json_escape(NULL, 0, (const uint8_t *)conn_id, conn_id_len);
+    if (h + esc + t > cap)
+        return 0;
+    memcpy(out, head, h);
+    json_escape(out + h, esc, (const uint8_t *)conn_id, conn_id_len);
+    memcpy(out + h + esc, tail, t);
+    return h + esc + t;
+}
+
 size_t envelope_wrap_prefix(char *out, size_t cap, const char *conn_id, size_t conn_id_len)
 {
-    static const char head[] = "{\"conn_id\":\"", tail[] = "\",\"frame\":";
-    size_t esc = json_escape(NULL, 0, (const uint8_t *)conn_id, conn_id_len);
-    size_t n = sizeof head - 1 + esc + sizeof tail - 1;
-    if (n > cap)
-        return 0;
-    memcpy(out, head, sizeof head - 1);
-    json_escape(out + sizeof head - 1, esc, (const uint8_t *)conn_id, conn_id_len);
-    memcpy(out + sizeof head - 1 + esc, tail, sizeof tail - 1);
-    return n;
+    return build(out, cap, "{\"conn_id\":\"", conn_id, conn_id_len, "\",\"frame\":");
 }
 
 size_t envelope_close_notice(char *out, size_t cap, const char *conn_id, size_t conn_id_len,
                              uint16_t code)
 {
-    char num[32];
-    size_t pre = envelope_wrap_prefix(out, cap, conn_id, conn_id_len);
-    if (!pre)
-        return 0;
-    pre -= strlen("\"frame\":");
-    int k = snprintf(num, sizeof num, "\"close_code\":%u}", code);
-    if (pre + (size_t)k > cap)
-        return 0;
-    memcpy(out + pre, num, (size_t)k);
-    return pre + (size_t)k;
+    char tail[32];
+    snprintf(tail, sizeof tail, "\",\"close_code\":%u}", (unsigned)code);
+    return build(out, cap, "{\"conn_id\":\"", conn_id, conn_id_len, tail);
 }

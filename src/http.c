@@ -1,18 +1,23 @@
-/* http.c — request heads on libhttp-parser. The head is copied into the
- * request's own buffer (header spans are offsets into it, so growing it is
- * safe); body bytes are parsed straight from the caller's data and dropped.
- * Parsing pauses at the end of each request, so pipelined requests and the
- * bytes after an upgrade head are left to the caller. Also builds the few
- * responses the relay sends, including the RFC 6455 handshake. */
+/* http.c — request heads on libhttp-parser. The head, and only the head, is
+ * copied into the request's own buffer (header spans are offsets into it, so
+ * growing it is safe); body bytes are parsed straight from the caller's data
+ * and dropped. Parsing pauses at the end of the head and of each request, so
+ * pipelined requests and the bytes after an upgrade head are left to the
+ * caller. Obsolete line folding and header names with spaces are refused, not
+ * repaired. Also builds the few responses the relay sends, including the
+ * RFC 6455 handshake; routing and the relay's own header rules live elsewhere. */
 #include "http.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "util.h"
 #include "ws.h"
+
+/* Idle keep-alive connections give back buffers bigger than this. */
+#define KEEP_BUF_MAX 4096
+#define FIRST_BUF    1024
 
 static const char *const tracked[HDR__COUNT] = {
     [HDR_HOST] = "host",
@@ -33,45 +38,57 @@ static struct http_req *req_of(http_parser *p)
     return p->data;
 }
 
-/* Extends span s to cover [at, at+n) of r->buf. */
-static void span_extend(struct http_req *r, struct http_span *s, const char *at, size_t n)
-{
-    uint32_t off = (uint32_t)(at - r->buf);
-    if (s->len == 0)
-        s->off = off;
-    s->len = off + (uint32_t)n - s->off;
-}
-
 static bool is_ows(char c)
 {
     return c == ' ' || c == '\t';
 }
 
-/* True when a comma-separated list contains token (case-insensitive). */
+/* Appends [at, at+n) of r->buf to span s. Pieces of one field, value or URL
+ * arrive in order and touch each other, because every byte of the head is
+ * parsed from r->buf; a gap means the parser skipped bytes inside the item
+ * (an obs-fold continuation line), which we refuse. Returns false on a gap. */
+static bool span_append(struct http_req *r, struct http_span *s, bool started, const char *at,
+                        size_t n)
+{
+    uint32_t off = (uint32_t)(at - r->buf);
+    if (!started) {
+        s->off = off;
+        s->len = (uint32_t)n;
+        return true;
+    }
+    if (off != s->off + s->len)
+        return false;
+    s->len += (uint32_t)n;
+    return true;
+}
+
+/* True when the comma-separated list v contains token (case-insensitive,
+ * OWS around each element ignored). */
 static bool has_token(const char *v, size_t len, const char *token)
 {
     size_t tlen = strlen(token), i = 0;
     while (i < len) {
-        size_t start = i;
+        size_t a = i;
         while (i < len && v[i] != ',')
             i++;
-        size_t a = start, b = i;
+        size_t b = i;
         while (a < b && is_ows(v[a]))
             a++;
         while (b > a && is_ows(v[b - 1]))
             b--;
         if (str_ieq(v + a, b - a, token, tlen))
             return true;
-        i++;
+        i++; /* past the comma */
     }
     return false;
 }
 
+/* Files the header whose field and value have just been read. */
 static void finish_header(struct http_req *r)
 {
     struct http_span f = r->cur_field, v = r->cur_value;
     r->cur_field = r->cur_value = (struct http_span){0, 0};
-    r->in_value = false;
+    r->in_field = r->in_value = false;
     if (f.len == 0)
         return;
     while (v.len && is_ows(r->buf[v.off])) {
@@ -99,39 +116,46 @@ static void finish_header(struct http_req *r)
 static int on_url(http_parser *p, const char *at, size_t n)
 {
     struct http_req *r = req_of(p);
-    span_extend(r, &r->path, at, n); /* the whole target; trimmed to the path later */
-    return 0;
+    /* The whole target for now; trimmed to the path at the end of the head. */
+    return span_append(r, &r->path, r->path.len > 0, at, n) ? 0 : 1;
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     struct http_req *r = req_of(p);
+    if (r->head_done)
+        return 0; /* a chunked trailer, parsed from the caller's data: ignored */
     if (r->in_value)
         finish_header(r);
-    span_extend(r, &r->cur_field, at, n);
-    return 0;
+    /* libhttp-parser lets spaces into names ("Content-Length : 1"); Go does not. */
+    if (memchr(at, ' ', n))
+        return 1;
+    bool started = r->in_field;
+    r->in_field = true;
+    return span_append(r, &r->cur_field, started, at, n) ? 0 : 1;
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     struct http_req *r = req_of(p);
+    if (r->head_done)
+        return 0;
+    bool started = r->in_value;
     r->in_value = true;
-    if (r->cur_value.len == 0)
-        r->cur_value.off = (uint32_t)(at - r->buf);
-    r->cur_value.len = (uint32_t)(at - r->buf) + (uint32_t)n - r->cur_value.off;
-    return 0;
+    return span_append(r, &r->cur_value, started, at, n) ? 0 : 1;
 }
 
 /* Reduces the request target to its path ("/x" of "/x?y", or of
- * "http://host/x" in absolute form). */
+ * "http://host/x" in absolute form; "" for "http://host"). */
 static void trim_target(struct http_req *r)
 {
     const char *t = r->buf + r->path.off;
     size_t n = r->path.len, start = 0, end;
     if (n && t[0] != '/') {
-        const char *scheme = memchr(t, ':', n);
-        if (scheme && (size_t)(scheme - t) + 3 <= n && scheme[1] == '/' && scheme[2] == '/') {
-            const char *slash = memchr(scheme + 3, '/', n - (size_t)(scheme + 3 - t));
+        const char *colon = memchr(t, ':', n);
+        size_t c = colon ? (size_t)(colon - t) : n;
+        if (c + 3 <= n && t[c + 1] == '/' && t[c + 2] == '/') {
+            const char *slash = memchr(t + c + 3, '/', n - (c + 3));
             start = slash ? (size_t)(slash - t) : n;
         }
     }
@@ -151,14 +175,21 @@ static int on_headers_complete(http_parser *p)
     r->http_major = p->http_major;
     r->http_minor = p->http_minor;
     r->keep_alive = http_should_keep_alive(p);
-    return 0;
+    /* Whatever the parser thinks of a body, a request asking to switch
+     * protocols ends at its head: what follows is the new protocol's. */
+    r->upgrade = p->upgrade || (r->conn_has_upgrade && r->hdr_present[HDR_UPGRADE]);
+    /* Stop just before the head's final LF so the caller can tell where the
+     * head ends; http_req_feed resumes at once. */
+    http_parser_pause(p, 1);
+    return r->upgrade ? 1 : 0; /* 1: no body */
 }
 
 static int on_message_complete(http_parser *p)
 {
     struct http_req *r = req_of(p);
     r->msg_done = true;
-    r->keep_alive = r->keep_alive && http_should_keep_alive(p);
+    if (!r->upgrade)
+        r->keep_alive = r->keep_alive && http_should_keep_alive(p);
     http_parser_pause(p, 1); /* the next request is the caller's business */
     return 0;
 }
@@ -171,7 +202,7 @@ static void parser_start(struct http_req *r)
 
 void http_req_init(struct http_req *r, size_t max_head)
 {
-    static uint32_t configured;
+    static size_t configured;
     memset(r, 0, sizeof *r);
     r->max_head = max_head;
     r->settings.on_url = on_url;
@@ -179,11 +210,15 @@ void http_req_init(struct http_req *r, size_t max_head)
     r->settings.on_header_value = on_header_value;
     r->settings.on_headers_complete = on_headers_complete;
     r->settings.on_message_complete = on_message_complete;
-    if (configured != max_head) { /* process-wide in libhttp-parser; one value per process */
-        http_parser_set_max_header_size((uint32_t)max_head);
-        configured = (uint32_t)max_head;
+    /* The parser's own limit is process-wide and also bounds chunked
+     * trailers, which are never stored; the head itself is capped in
+     * feed_head. +1: resuming after the pause on the head's final LF makes
+     * the parser count that byte twice. */
+    if (configured != max_head) {
+        http_parser_set_max_header_size(max_head >= UINT32_MAX ? UINT32_MAX
+                                                               : (uint32_t)max_head + 1);
+        configured = max_head;
     }
-    r->cur_hdr = -1;
     parser_start(r);
 }
 
@@ -192,7 +227,7 @@ void http_req_reset(struct http_req *r)
     char *buf = r->buf;
     size_t cap = r->buf_cap, max_head = r->max_head;
     http_parser_settings settings = r->settings;
-    if (cap > 4096) { /* keep small buffers for keep-alive, give big ones back */
+    if (cap > KEEP_BUF_MAX) {
         free(buf);
         buf = NULL;
         cap = 0;
@@ -202,7 +237,6 @@ void http_req_reset(struct http_req *r)
     r->buf_cap = cap;
     r->max_head = max_head;
     r->settings = settings;
-    r->cur_hdr = -1;
     parser_start(r);
 }
 
@@ -213,7 +247,7 @@ void http_req_free(struct http_req *r)
     r->buf_cap = r->buf_len = 0;
 }
 
-static ssize_t parse_status(struct http_req *r)
+static ssize_t parse_status(const struct http_req *r)
 {
     enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
     if (e == HPE_OK || e == HPE_PAUSED)
@@ -221,11 +255,55 @@ static ssize_t parse_status(struct http_req *r)
     return e == HPE_HEADER_OVERFLOW ? HTTP_E_TOO_LARGE : HTTP_E_BAD;
 }
 
+/* Runs the parser on len > 0 bytes (zero bytes would mean EOF to it). */
 static size_t execute(struct http_req *r, const char *data, size_t len)
 {
     if (HTTP_PARSER_ERRNO(&r->parser) == HPE_PAUSED)
         http_parser_pause(&r->parser, 0);
     return http_parser_execute(&r->parser, &r->settings, data, len);
+}
+
+/* Makes room for need bytes: doubling, but never past max_head. */
+static void reserve(struct http_req *r, size_t need)
+{
+    if (need <= r->buf_cap)
+        return;
+    size_t cap = r->buf_cap ? r->buf_cap : FIRST_BUF;
+    while (cap < need)
+        cap *= 2;
+    if (cap > r->max_head)
+        cap = r->max_head;
+    r->buf = xrealloc(r->buf, cap);
+    r->buf_cap = cap;
+}
+
+/* Copies what may still belong to the head into buf and parses it there.
+ * Returns the bytes of data that were head (>= 0) or an error. */
+static ssize_t feed_head(struct http_req *r, const char *data, size_t len)
+{
+    if (r->buf_len >= r->max_head)
+        return HTTP_E_TOO_LARGE;
+    size_t take = len < r->max_head - r->buf_len ? len : r->max_head - r->buf_len;
+    reserve(r, r->buf_len + take);
+    char *at = r->buf + r->buf_len;
+    memcpy(at, data, take);
+    size_t n = execute(r, at, take);
+    ssize_t err = parse_status(r);
+    if (err)
+        return err;
+    if (!r->head_done) {
+        r->buf_len += n; /* n == take: the parser only stops early at the head's end */
+        return r->buf_len >= r->max_head ? HTTP_E_TOO_LARGE : (ssize_t)n;
+    }
+    /* Paused on the head's final LF: it is head, anything after it is not
+     * (and stays in buf only until overwritten; buf_len excludes it). */
+    r->buf_len += n + 1;
+    r->head_end = r->buf_len;
+    size_t lf = execute(r, at + n, 1);
+    err = parse_status(r);
+    if (err)
+        return err;
+    return lf == 1 ? (ssize_t)(n + 1) : HTTP_E_BAD;
 }
 
 ssize_t http_req_feed(struct http_req *r, const char *data, size_t len)
@@ -234,36 +312,10 @@ ssize_t http_req_feed(struct http_req *r, const char *data, size_t len)
     if (r->msg_done || len == 0)
         return 0;
     if (!r->head_done) {
-        if (r->buf_len >= r->max_head)
-            return HTTP_E_TOO_LARGE;
-        size_t take = len < r->max_head - r->buf_len ? len : r->max_head - r->buf_len;
-        if (r->buf_len + take > r->buf_cap) {
-            size_t cap = r->buf_cap ? r->buf_cap : 1024;
-            while (cap < r->buf_len + take)
-                cap *= 2;
-            r->buf = xrealloc(r->buf, cap);
-            r->buf_cap = cap;
-        }
-        memcpy(r->buf + r->buf_len, data, take);
-        size_t n = execute(r, r->buf + r->buf_len, take);
-        ssize_t err = parse_status(r);
-        if (err)
-            return err;
-        r->buf_len += n; /* bytes after what the parser took are not ours */
-        used = n;
-        if (!r->head_done) {
-            if (r->buf_len >= r->max_head)
-                return HTTP_E_TOO_LARGE;
-            return (ssize_t)used;
-        }
-        r->head_end = r->buf_len;
-        if (r->parser.upgrade) {
-            r->upgrade = true;
-            r->msg_done = true;
-            return (ssize_t)used;
-        }
-        if (r->msg_done || used < take || used == len)
-            return (ssize_t)used; /* never execute() zero bytes: that means EOF */
+        ssize_t n = feed_head(r, data, len);
+        if (n < 0 || !r->head_done || r->msg_done || (size_t)n == len)
+            return n;
+        used = (size_t)n;
     }
     /* Body bytes: parsed from the caller's buffer, never stored. */
     size_t n = execute(r, data + used, len - used);
@@ -282,7 +334,7 @@ const char *http_req_header(const struct http_req *r, enum http_hdr h, size_t *l
 const char *http_req_path(const struct http_req *r, size_t *len)
 {
     *len = r->path.len;
-    return r->buf ? r->buf + r->path.off : "";
+    return r->buf && r->path.len ? r->buf + r->path.off : "";
 }
 
 const char *http_status_text(int status)
@@ -292,8 +344,16 @@ const char *http_status_text(int status)
         return "Switching Protocols";
     case 200:
         return "OK";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
     case 403:
         return "Forbidden";
     case 404:
@@ -302,6 +362,8 @@ const char *http_status_text(int status)
         return "Method Not Allowed";
     case 408:
         return "Request Timeout";
+    case 413:
+        return "Request Entity Too Large";
     case 421:
         return "Misdirected Request";
     case 426:
@@ -312,8 +374,14 @@ const char *http_status_text(int status)
         return "Request Header Fields Too Large";
     case 500:
         return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
     case 503:
         return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
     default:
         return "Unknown";
     }
@@ -322,13 +390,11 @@ const char *http_status_text(int status)
 ssize_t http_response(char *out, size_t cap, int status, const char *content_type,
                       const char *extra_headers, const char *body, size_t body_len, bool keep_alive)
 {
-    char ct[160] = "";
-    if (content_type)
-        snprintf(ct, sizeof ct, "Content-Type: %s\r\n", content_type);
-    int n = snprintf(out, cap, "HTTP/1.1 %d %s\r\n%sContent-Length: %zu\r\n%s%s\r\n", status,
-                     http_status_text(status), ct, body_len,
+    int n = snprintf(out, cap, "HTTP/1.1 %d %s\r\n%s%s%sContent-Length: %zu\r\n%s%s\r\n", status,
+                     http_status_text(status), content_type ? "Content-Type: " : "",
+                     content_type ? content_type : "", content_type ? "\r\n" : "", body_len,
                      keep_alive ? "" : "Connection: close\r\n", extra_headers ? extra_headers : "");
-    if (n < 0 || (size_t)n + body_len > cap)
+    if (n < 0 || (size_t)n >= cap || body_len > cap - (size_t)n)
         return -1;
     if (body_len)
         memcpy(out + n, body, body_len);

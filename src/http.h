@@ -55,8 +55,8 @@ struct http_req {
     bool conn_has_upgrade;            /* some Connection value lists the token "upgrade" */
     bool upgrade_has_websocket;       /* some Upgrade value lists the token "websocket" */
     /* private parse state */
-    int cur_hdr; /* header whose value is being read, or -1 */
-    bool in_value;
+    bool in_field; /* a header name is being read */
+    bool in_value; /* its value is being read */
     struct http_span cur_field, cur_value;
     size_t head_end; /* offset in buf just past the head, once head_done */
 };
@@ -64,8 +64,9 @@ struct http_req {
 /* Prepares r for a new connection; max_head caps the request head in bytes. */
 void http_req_init(struct http_req *r, size_t max_head);
 
-/* Forgets the current request (keeping the allocation) so the next request
- * on a keep-alive connection can be read. */
+/* Forgets the current request so the next request on a keep-alive
+ * connection can be read. A small head buffer is kept for reuse; a large one
+ * is freed, so idle connections hold little memory. */
 void http_req_reset(struct http_req *r);
 
 /* Releases the head buffer. r may be reused only after http_req_init. */

@@ -15,12 +15,13 @@ struct json_scanner {
     /* private */
     uint32_t state;
     uint32_t depth;
-    uint32_t sub;  /* position inside a literal, escape or number */
-    uint32_t utf8; /* UTF-8 validation state inside strings */
-    uint16_t hex;  /* \uXXXX accumulator (surrogate pairs are not paired-checked:
-                      Go accepts lone surrogates, so we do too) */
-    bool done;     /* a complete top-level value has been seen */
-    bool failed;
+    uint32_t sub;  /* next byte of a literal, or bytes still due in a \uXXXX
+                      escape or a UTF-8 sequence */
+    uint32_t utf8; /* inside a UTF-8 sequence: allowed range of the next byte,
+                      lo << 8 | hi (narrowed after the lead byte to rule out
+                      overlongs, surrogates and code points past U+10FFFF) */
+    bool key;      /* the string being scanned is an object key */
+    bool failed;   /* sticky: nothing fed later can make the document valid */
     uint8_t stack[(JSON_MAX_DEPTH + 7) / 8]; /* 1 = object, 0 = array */
 };
 
@@ -40,10 +41,11 @@ bool json_scanner_finish(struct json_scanner *s);
 bool json_valid(const uint8_t *data, size_t len);
 
 /* Appends s[0..len) to out as a JSON string body (no surrounding quotes),
- * escaped as Go's encoding/json does by default: \" \\ \n \r \t, other
- * controls as \u00XX, < > & as \u003c \u003e \u0026, U+2028/U+2029 as
- * \u2028/\u2029, invalid UTF-8 as \ufffd. Returns the number of bytes
- * needed; writes nothing past cap. */
+ * escaped as Go's encoding/json (Go >= 1.22) does by default: \" \\ \b \f
+ * \n \r \t, other controls as \u00XX, < > & as \u003c \u003e \u0026,
+ * U+2028/U+2029 as \u2028/\u2029, each byte of invalid UTF-8 as \ufffd.
+ * Returns the number of bytes needed, like snprintf; writes nothing past
+ * cap (a short buffer receives a truncated prefix). */
 size_t json_escape(char *out, size_t cap, const uint8_t *s, size_t len);
 
 #endif
