@@ -324,6 +324,9 @@ static void run_loop(uint64_t until_ns, bool (*done)(void))
 
 static struct lc **all;
 static size_t nall;
+/* Each run takes fresh source addresses, so ports left in TIME_WAIT by
+ * the previous run never run this one out of ephemeral ports. */
+static long ip_base;
 
 static bool all_open(void)
 {
@@ -346,11 +349,11 @@ static void setup(int binaries, int phones_per)
         struct lc *bin = NULL;
         for (int p = 0; p < phones_per; p++) {
             if (!bin || baseline()) {
-                bin = dial(BINARY, b, sid, (long)nall / 20000);
+                bin = dial(BINARY, b, sid, ip_base + (long)nall / 20000);
                 all[nall++] = bin;
                 run_loop(now_ns() + 2000000000ULL, all_open);
             }
-            struct lc *ph = dial(PHONE, b * phones_per + p, sid, (long)nall / 20000);
+            struct lc *ph = dial(PHONE, b * phones_per + p, sid, ip_base + (long)nall / 20000);
             ph->bin = bin;
             all[nall++] = ph;
             /* clients arrive in waves, not all at once: at most 128
@@ -599,6 +602,7 @@ int main(int argc, char **argv)
     struct rlimit rl = {1 << 20, 1 << 20};
     setrlimit(RLIMIT_NOFILE, &rl);
     ep = epoll_create1(0);
+    ip_base = 1 + (long)(getpid() % 4096) * 64;
     /* an S-byte JSON object: {"seq":0,"pad":"xxxx…"} */
     payload_len = (size_t)(opt.size < 24 ? 24 : opt.size);
     payload = malloc(payload_len + 1);
