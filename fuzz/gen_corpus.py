@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora for the ws, http, json and envelope fuzz targets.
-Run from the repository root; the files it writes are committed."""
+"""Writes the seed corpora for the http, json and envelope fuzz targets
+(fuzz/gen_ws_corpus.py writes the frame decoder's). Run from the repository
+root; the files it writes are committed."""
 import os
 import struct
 
@@ -27,32 +28,6 @@ def write(target, name, data):
     with open(os.path.join(d, name), "wb") as f:
         f.write(data)
 
-
-ws = {
-    "text": frame(1, b'{"a":1}'),
-    "binary": frame(2, b"\x00\xff"),
-    "empty": frame(1, b""),
-    "fragmented": frame(1, b"ab", fin=False) + frame(9, b"p") + frame(0, b"\xc3", fin=False)
-    + frame(0, b"\xa9", fin=True),
-    "ping_pong": frame(9, b"hello") + frame(10, b""),
-    "close_code": frame(8, b"\x03\xe8bye"),
-    "close_empty": frame(8),
-    "close_bad_code": frame(8, b"\x03\xed"),
-    "close_one_byte": frame(8, b"\x03"),
-    "rsv": frame(1, b"x", rsv=4),
-    "unmasked": frame(1, b"x", mask=False),
-    "bad_opcode": frame(3, b""),
-    "long_ping": frame(9, b"x" * 126),
-    "len16": frame(2, b"y" * 300),
-    "len64": frame(2, b"z" * 70000),
-    "bad_utf8": frame(1, b"\xff"),
-    "trunc_utf8": frame(1, b"\xe2\x82"),
-    "cont_without_start": frame(0, b"x"),
-    "nested_message": frame(1, b"a", fin=False) + frame(1, b"b"),
-    "top_bit_len": b"\x82\xff\x80\x00\x00\x00\x00\x00\x00\x01" + MASK,
-}
-for i, (name, data) in enumerate(ws.items()):
-    write("fuzz_ws", name, bytes([i * 7 % 64]) + data)
 
 upgrade = (b"GET /v1/server HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"

@@ -2,10 +2,13 @@
  * arbitrary slices: it gathers a frame header (at most 14 bytes) and
  * control payloads (at most 125) itself, and streams data payload back as
  * unmasked slices of the caller's buffer, checking the size cap and UTF-8
- * as it goes. It performs no I/O and allocates nothing. */
+ * as it goes. It performs no I/O and allocates nothing of its own (SHA-1
+ * for the handshake goes through OpenSSL). It deliberately knows no
+ * extensions (any RSV bit is an error) and does not reassemble messages. */
 #include "ws.h"
 
 #include <openssl/evp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "utf8.h"
@@ -61,62 +64,98 @@ static size_t header_len(const uint8_t *h)
     return n;
 }
 
-/* Validates a complete header and sets up the frame. Returns 0 or the close
+/* Checks what the first two header bytes already decide, so a bad frame is
+ * refused without waiting for the rest of its header. Returns 0 or the close
  * code to fail with. */
-static uint16_t start_frame(struct ws_decoder *d)
+static uint16_t check_head(const struct ws_decoder *d, const uint8_t *h)
 {
-    const uint8_t *h = d->hdr;
-    bool fin = h[0] & 0x80, masked = h[1] & 0x80;
-    uint8_t op = h[0] & 0x0F, l7 = h[1] & 0x7F;
-    uint64_t len = l7;
-    size_t pos = 2;
+    uint8_t op = h[0] & 0x0F;
     if (h[0] & 0x70)
         return WS_CLOSE_PROTOCOL; /* no extension was negotiated */
     if ((op > WS_OP_BINARY && op < WS_OP_CLOSE) || op > WS_OP_PONG)
         return WS_CLOSE_PROTOCOL;
-    if (d->require_mask && !masked)
+    if (d->require_mask && !(h[1] & 0x80))
         return WS_CLOSE_PROTOCOL;
+    if (is_control(op))
+        /* 126/127 means an extended length: too long, or not minimally encoded. */
+        return (h[0] & 0x80) && (h[1] & 0x7F) <= WS_MAX_CONTROL ? 0 : WS_CLOSE_PROTOCOL;
+    if (op == WS_OP_CONT && !d->in_message)
+        return WS_CLOSE_PROTOCOL;
+    if (op != WS_OP_CONT && d->in_message)
+        return WS_CLOSE_PROTOCOL; /* a new message inside a fragmented one */
+    return 0;
+}
+
+/* Reads the payload length of a complete header; *pos is set to the offset of
+ * the masking key. */
+static uint64_t payload_len(const uint8_t *h, size_t *pos)
+{
+    uint8_t l7 = h[1] & 0x7F;
+    uint64_t len = l7;
+    *pos = 2;
     if (l7 == 126) {
         len = (uint64_t)h[2] << 8 | h[3];
-        pos = 4;
+        *pos = 4;
     } else if (l7 == 127) {
         len = 0;
         for (int i = 0; i < 8; i++)
             len = len << 8 | h[2 + i];
-        pos = 10;
-        if (len >> 63)
-            return WS_CLOSE_PROTOCOL;
+        *pos = 10;
     }
-    if (masked)
+    return len;
+}
+
+/* Sets up the frame of a complete header that passed check_head. Returns 0
+ * or the close code to fail with. */
+static uint16_t start_frame(struct ws_decoder *d)
+{
+    const uint8_t *h = d->hdr;
+    size_t pos;
+    uint64_t len = payload_len(h, &pos);
+    if (len >> 63)
+        return WS_CLOSE_PROTOCOL; /* RFC 6455 §5.2: the top bit must be 0 */
+    d->frame_op = h[0] & 0x0F;
+    d->frame_fin = h[0] & 0x80;
+    d->frame_masked = h[1] & 0x80;
+    if (d->frame_masked)
         memcpy(d->mask, h + pos, 4);
-    d->frame_masked = masked;
     d->mask_pos = 0;
-    d->frame_op = op;
-    d->frame_fin = fin;
     d->frame_left = len;
-    if (is_control(op)) {
-        if (!fin || len > WS_MAX_CONTROL)
-            return WS_CLOSE_PROTOCOL;
+    if (is_control(d->frame_op)) {
         d->ctl_have = 0;
         d->state = ST_CONTROL;
         return 0;
     }
-    if (op == WS_OP_CONT && !d->in_message)
-        return WS_CLOSE_PROTOCOL;
-    if (op != WS_OP_CONT) {
-        if (d->in_message)
-            return WS_CLOSE_PROTOCOL;
+    if (d->frame_op != WS_OP_CONT) {
         d->in_message = true;
         d->message_started = false;
-        d->msg_op = op;
+        d->msg_op = d->frame_op;
         d->msg_len = 0;
         d->utf8_state = UTF8_ACCEPT;
     }
-    if (d->max_message && (len > d->max_message || d->msg_len + len > d->max_message))
+    /* msg_len <= max_message here, so the subtraction cannot wrap. */
+    if (d->max_message && len > d->max_message - d->msg_len)
         return WS_CLOSE_TOO_BIG;
     d->msg_len += len;
     d->state = ST_PAYLOAD;
     return 0;
+}
+
+/* Copies header bytes from buf[*used..len) into d->hdr. Returns 0 when the
+ * header is complete, -1 when more bytes are needed, or a close code. */
+static int gather_header(struct ws_decoder *d, const uint8_t *buf, size_t len, size_t *used)
+{
+    size_t need = d->hdr_have < 2 ? 2 : header_len(d->hdr);
+    while (d->hdr_have < need && *used < len) {
+        d->hdr[d->hdr_have++] = buf[(*used)++];
+        if (d->hdr_have == 2) {
+            uint16_t err = check_head(d, d->hdr);
+            if (err)
+                return err;
+            need = header_len(d->hdr);
+        }
+    }
+    return d->hdr_have < need ? -1 : 0;
 }
 
 static void unmask(struct ws_decoder *d, uint8_t *p, size_t n)
@@ -197,8 +236,10 @@ size_t ws_decoder_feed(struct ws_decoder *d, uint8_t *buf, size_t len, struct ws
         }
         if (d->state == ST_CONTROL) {
             size_t n = d->frame_left < len - used ? (size_t)d->frame_left : len - used;
-            memcpy(d->ctl + d->ctl_have, buf + used, n);
-            unmask(d, d->ctl + d->ctl_have, n);
+            if (n > 0) { /* buf may be NULL when len is 0 */
+                memcpy(d->ctl + d->ctl_have, buf + used, n);
+                unmask(d, d->ctl + d->ctl_have, n);
+            }
             d->ctl_have = (uint8_t)(d->ctl_have + n);
             d->frame_left -= n;
             used += n;
@@ -206,21 +247,17 @@ size_t ws_decoder_feed(struct ws_decoder *d, uint8_t *buf, size_t len, struct ws
                 break;
             return control_done(d, used, ev);
         }
-        /* ST_HEADER: gather two bytes, then the rest of the header. */
+        /* ST_HEADER */
         if (used == len)
             break;
-        size_t need = d->hdr_have < 2 ? 2 : header_len(d->hdr);
-        while (d->hdr_have < need && used < len) {
-            d->hdr[d->hdr_have++] = buf[used++];
-            if (d->hdr_have == 2)
-                need = header_len(d->hdr);
-        }
-        if (d->hdr_have < need)
+        int r = gather_header(d, buf, len, &used);
+        if (r < 0)
             break;
+        if (r == 0)
+            r = start_frame(d);
         d->hdr_have = 0;
-        uint16_t err = start_frame(d);
-        if (err)
-            return fail(d, ev, err, used);
+        if (r > 0)
+            return fail(d, ev, (uint16_t)r, used);
     }
     memset(ev, 0, sizeof *ev);
     ev->type = WS_EV_NONE;
@@ -329,11 +366,12 @@ void ws_accept_key(const char *key, size_t len, char out[WS_ACCEPT_LEN + 1])
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int dlen = 0;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(ctx, EVP_sha1(), NULL);
-    EVP_DigestUpdate(ctx, key, len);
-    EVP_DigestUpdate(ctx, WS_GUID, sizeof WS_GUID - 1);
-    EVP_DigestFinal_ex(ctx, digest, &dlen);
+    /* Only allocation failure can make these fail; like xmalloc, give up. */
+    if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) || !EVP_DigestUpdate(ctx, key, len) ||
+        !EVP_DigestUpdate(ctx, WS_GUID, sizeof WS_GUID - 1) ||
+        !EVP_DigestFinal_ex(ctx, digest, &dlen))
+        abort();
     EVP_MD_CTX_free(ctx);
-    EVP_EncodeBlock((unsigned char *)out, digest, (int)dlen);
+    EVP_EncodeBlock((unsigned char *)out, digest, (int)dlen); /* 20 bytes -> 28 chars + NUL */
     out[WS_ACCEPT_LEN] = '\0';
 }

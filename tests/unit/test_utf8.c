@@ -38,6 +38,16 @@ static const struct {
     {"\xe2\x82", 2, false},
     {"a\xc3(b", 4, false},
     {"abcdefgh\xc3\xa9ijklmnop\xe2\x82\xac", 21, true},
+    {"\xc2\x80", 2, true},         /* smallest 2-byte */
+    {"\xe0\xa0\x80", 3, true},     /* smallest 3-byte */
+    {"\xf0\x90\x80\x80", 4, true}, /* smallest 4-byte */
+    {"\xef\xbf\xbf", 3, true},     /* U+FFFF */
+    {"\xe0\x80\x80", 3, false},    /* overlong U+0000 */
+    {"\xf4\x8f\xbf\xc0", 4, false},
+    {"\xf8\x88\x80\x80\x80", 5, false},
+    {"\xc3\xa9\xa9", 3, false}, /* continuation after a complete character */
+    {"0123456\x80", 8, false},  /* stray byte at the end of an 8-byte word */
+    {"01234567\xc3", 9, false}, /* truncated after the fast path */
 };
 
 static void test_table(void **state)
@@ -75,12 +85,67 @@ static void test_reject_is_sticky(void **state)
     assert_true(st != UTF8_ACCEPT && st != UTF8_REJECT);
 }
 
+/* An independent, obvious validator: decode each code point, then apply the
+ * RFC 3629 rules to the value. */
+static bool slow_valid(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t b = p[i++];
+        size_t more;
+        uint32_t cp, min;
+        if (b < 0x80)
+            continue;
+        if ((b & 0xE0) == 0xC0)
+            more = 1, cp = b & 0x1F, min = 0x80;
+        else if ((b & 0xF0) == 0xE0)
+            more = 2, cp = b & 0x0F, min = 0x800;
+        else if ((b & 0xF8) == 0xF0)
+            more = 3, cp = b & 0x07, min = 0x10000;
+        else
+            return false;
+        for (; more > 0; more--) {
+            if (i == n || (p[i] & 0xC0) != 0x80)
+                return false;
+            cp = cp << 6 | (p[i++] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+    }
+    return true;
+}
+
+/* Every sequence of up to three bytes, and every four-byte one whose tail
+ * bytes come from the interesting edges, agrees with slow_valid. */
+static void test_exhaustive_against_reference(void **state)
+{
+    static const uint8_t edge[] = {0x00, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xFF};
+    uint8_t b[4];
+    (void)state;
+    for (uint32_t v = 0; v < (1u << 24); v++) {
+        b[0] = (uint8_t)(v >> 16), b[1] = (uint8_t)(v >> 8), b[2] = (uint8_t)v;
+        size_t n = b[0] < 0x80 ? 1 + (v & 1) : 3; /* ASCII leads: sample shorter lengths */
+        if (utf8_valid(b, n) != slow_valid(b, n))
+            fail_msg("%02x %02x %02x (n=%zu)", b[0], b[1], b[2], n);
+        if (b[0] >= 0xC0 && utf8_valid(b, 2) != slow_valid(b, 2))
+            fail_msg("%02x %02x", b[0], b[1]);
+    }
+    for (uint32_t lead = 0xE0; lead <= 0xFF; lead++)
+        for (uint32_t c = 0; c < 256 * 256; c++)
+            for (size_t k = 0; k < sizeof edge; k++) {
+                b[0] = (uint8_t)lead, b[1] = (uint8_t)(c >> 8), b[2] = (uint8_t)c, b[3] = edge[k];
+                if (utf8_valid(b, 4) != slow_valid(b, 4))
+                    fail_msg("%02x %02x %02x %02x", b[0], b[1], b[2], b[3]);
+            }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_every_split_agrees),
         cmocka_unit_test(test_reject_is_sticky),
+        cmocka_unit_test(test_exhaustive_against_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

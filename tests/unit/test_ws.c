@@ -25,62 +25,86 @@ static size_t put_frame(uint8_t *buf, bool fin, uint8_t op, const void *payload,
     return h + len;
 }
 
-/* Decodes in[0..n) fed in chunks of `step` (0 = whole) and renders what
- * came out as text: complete messages, control frames, the error. */
-static void trace(const uint8_t *in, size_t n, size_t step, uint64_t cap, char *out, size_t outcap)
+/* Feeds one chunk, rendering what came out as text into out: complete
+ * messages, control frames, the error. Returns false after an error. */
+static bool feed_chunk(struct ws_decoder *d, uint8_t *p, size_t left, char *msg, size_t *mlen,
+                       char *out, size_t outcap, size_t *olen)
 {
+    for (;;) {
+        struct ws_event ev;
+        uint8_t *start = p;
+        size_t used = ws_decoder_feed(d, p, left, &ev);
+        assert_true(used <= left);
+        p += used;
+        left -= used;
+        if (ev.type == WS_EV_NONE) {
+            assert_int_equal(left, 0); /* NONE means everything was taken */
+            return true;
+        }
+        if (ev.type == WS_EV_ERROR) {
+            *olen += (size_t)snprintf(out + *olen, outcap - *olen, "E%u;", ev.close_code);
+            return false;
+        }
+        if (ev.type == WS_EV_CONTROL) {
+            *olen += (size_t)snprintf(out + *olen, outcap - *olen, "C%u:%u:%.*s;", ev.opcode,
+                                      ev.close_code, (int)ev.len, (const char *)ev.data);
+            continue;
+        }
+        /* A DATA slice is exactly the payload bytes this call consumed last. */
+        assert_true(ev.data >= start && ev.data + ev.len == p);
+        if (ev.first)
+            *mlen = 0;
+        memcpy(msg + *mlen, ev.data, ev.len);
+        *mlen += ev.len;
+        if (ev.last)
+            *olen += (size_t)snprintf(out + *olen, outcap - *olen, "M%u:%.*s;", ev.opcode,
+                                      (int)*mlen, msg);
+    }
+}
+
+/* Decodes in[0..n) cut at cuts[0..ncuts) (ascending) and renders the result. */
+static void trace_cuts(const uint8_t *in, size_t n, const size_t *cuts, size_t ncuts, uint64_t cap,
+                       char *out, size_t outcap)
+{
+    static char msg[70000];
     struct ws_decoder d;
     uint8_t *copy = malloc(n ? n : 1);
-    char msg[70000];
-    size_t mlen = 0, olen = 0;
+    size_t mlen = 0, olen = 0, off = 0;
     memcpy(copy, in, n);
     ws_decoder_init(&d, cap, true);
     out[0] = '\0';
-    for (size_t off = 0; off < n || n == 0;) {
-        size_t chunk = step ? (n - off < step ? n - off : step) : n - off;
-        uint8_t *p = copy + off;
-        size_t left = chunk;
-        for (;;) {
-            struct ws_event ev;
-            size_t used = ws_decoder_feed(&d, p, left, &ev);
-            p += used;
-            left -= used;
-            if (ev.type == WS_EV_NONE)
-                break;
-            if (ev.type == WS_EV_ERROR) {
-                olen += (size_t)snprintf(out + olen, outcap - olen, "E%u;", ev.close_code);
-                free(copy);
-                return;
-            }
-            if (ev.type == WS_EV_CONTROL) {
-                olen += (size_t)snprintf(out + olen, outcap - olen, "C%u:%u:%.*s;", ev.opcode,
-                                         ev.close_code, (int)ev.len, (const char *)ev.data);
-                continue;
-            }
-            if (ev.first)
-                mlen = 0;
-            memcpy(msg + mlen, ev.data, ev.len);
-            mlen += ev.len;
-            if (ev.last)
-                olen += (size_t)snprintf(out + olen, outcap - olen, "M%u:%.*s;", ev.opcode,
-                                         (int)mlen, msg);
-        }
-        off += chunk;
-        if (n == 0)
+    for (size_t i = 0; i <= ncuts; i++) {
+        size_t end = i < ncuts ? cuts[i] : n;
+        if (!feed_chunk(&d, copy + off, end - off, msg, &mlen, out, outcap, &olen))
             break;
+        off = end;
     }
     free(copy);
 }
 
-/* Asserts the same trace for whole input, every split and byte-by-byte. */
+/* Decodes in[0..n) fed in chunks of `step` (0 = whole). */
+static void trace(const uint8_t *in, size_t n, size_t step, uint64_t cap, char *out, size_t outcap)
+{
+    size_t ncuts = 0;
+    size_t *cuts = malloc((step && n ? n / step : 0) * sizeof *cuts + sizeof *cuts);
+    for (size_t off = step; step && off < n; off += step)
+        cuts[ncuts++] = off;
+    trace_cuts(in, n, cuts, ncuts, cap, out, outcap);
+    free(cuts);
+}
+
+/* Asserts the same trace for whole input, a cut at every offset, chunks of
+ * every size, and byte-by-byte. */
 static void check_all_splits(const uint8_t *in, size_t n, uint64_t cap, const char *want)
 {
-    char got[1 << 17];
+    static char got[1 << 17];
     trace(in, n, 0, cap, got, sizeof got);
     assert_string_equal(got, want);
-    trace(in, n, 1, cap, got, sizeof got);
-    assert_string_equal(got, want);
-    for (size_t step = 2; step < n; step++) { /* chunks of every size */
+    for (size_t cut = 0; cut <= n; cut++) {
+        trace_cuts(in, n, &cut, 1, cap, got, sizeof got);
+        assert_string_equal(got, want);
+    }
+    for (size_t step = 1; step < n; step++) {
         trace(in, n, step, cap, got, sizeof got);
         assert_string_equal(got, want);
     }
@@ -333,6 +357,333 @@ static void test_keys(void **state)
     assert_string_equal(acc, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 }
 
+/* Feeds buf[0..n) in one call sequence and returns the next event. */
+static size_t next(struct ws_decoder *d, uint8_t *buf, size_t n, struct ws_event *ev)
+{
+    return ws_decoder_feed(d, buf, n, ev);
+}
+
+static void test_event_contract(void **state)
+{
+    uint8_t buf[64];
+    struct ws_decoder d;
+    struct ws_event ev;
+    (void)state;
+    size_t h1 = ws_frame_header(buf, false, WS_OP_TEXT, 3, MASK);
+    size_t n = put_frame(buf, false, WS_OP_TEXT, "abc", 3);
+    n += put_frame(buf + n, true, WS_OP_CONT, "", 0);
+    ws_decoder_init(&d, 0, true);
+    /* The header alone: consumed, no empty DATA yet, but the message began. */
+    assert_int_equal(next(&d, buf, h1, &ev), h1);
+    assert_int_equal(ev.type, WS_EV_NONE);
+    assert_true(ws_decoder_in_message(&d));
+    /* Two payload bytes: a first, non-last slice unmasked in place. */
+    assert_int_equal(next(&d, buf + h1, 2, &ev), 2);
+    assert_int_equal(ev.type, WS_EV_DATA);
+    assert_true(ev.first && !ev.last);
+    assert_ptr_equal(ev.data, buf + h1);
+    assert_memory_equal(ev.data, "ab", 2);
+    assert_int_equal(next(&d, buf + h1 + 2, 0, &ev), 0);
+    assert_int_equal(ev.type, WS_EV_NONE);
+    /* The rest: the last byte of the first frame, then the empty final one. */
+    size_t used = next(&d, buf + h1 + 2, n - h1 - 2, &ev);
+    assert_int_equal(used, 1);
+    assert_true(ev.type == WS_EV_DATA && !ev.first && !ev.last && ev.len == 1);
+    assert_int_equal(ev.data[0], 'c');
+    used += next(&d, buf + h1 + 2 + used, n - h1 - 2 - used, &ev);
+    assert_int_equal(used, n - h1 - 2);
+    assert_true(ev.type == WS_EV_DATA && !ev.first && ev.last && ev.len == 0);
+    assert_int_equal(ev.opcode, WS_OP_TEXT);
+    assert_false(ws_decoder_in_message(&d));
+    assert_false(ws_decoder_busy(&d));
+    assert_int_equal(next(&d, NULL, 0, &ev), 0);
+    assert_int_equal(ev.type, WS_EV_NONE);
+}
+
+static void test_empty_frames_mark_boundaries(void **state)
+{
+    uint8_t buf[64];
+    size_t n = 0;
+    (void)state;
+    n += put_frame(buf + n, false, WS_OP_BINARY, "", 0);
+    n += put_frame(buf + n, false, WS_OP_CONT, "x", 1);
+    n += put_frame(buf + n, true, WS_OP_CONT, "", 0);
+    n += put_frame(buf + n, true, WS_OP_PING, "", 0);
+    n += put_frame(buf + n, true, WS_OP_TEXT, "", 0);
+    check_all_splits(buf, n, 0, "M2:x;C9:0:;M1:;");
+}
+
+/* Each script decoded every way: several frames, controls between fragments. */
+static void test_multi_frame_scripts(void **state)
+{
+    uint8_t buf[512];
+    size_t n = 0;
+    (void)state;
+    n += put_frame(buf + n, true, WS_OP_PING, "1", 1);
+    n += put_frame(buf + n, false, WS_OP_BINARY, "\x05\x01", 2);
+    n += put_frame(buf + n, true, WS_OP_PONG, "22", 2);
+    n += put_frame(buf + n, true, WS_OP_PING, "333", 3);
+    n += put_frame(buf + n, true, WS_OP_CONT, "\x02", 1);
+    n += put_frame(buf + n, true, WS_OP_TEXT, "\xe2\x82\xac euro", 8);
+    n += put_frame(buf + n, true, WS_OP_CLOSE,
+                   "\x0b\xb8"
+                   "app",
+                   5);
+    check_all_splits(
+        buf, n, 0,
+        "C9:0:1;C10:0:22;C9:0:333;M2:\x05\x01\x02;M1:\xe2\x82\xac euro;C8:3000:\x0b\xb8"
+        "app;");
+    /* a 4-byte character split one byte per fragment, with a ping inside */
+    n = put_frame(buf, false, WS_OP_TEXT, "\xf0", 1);
+    n += put_frame(buf + n, false, WS_OP_CONT, "\x9f", 1);
+    n += put_frame(buf + n, true, WS_OP_PING, "", 0);
+    n += put_frame(buf + n, false, WS_OP_CONT, "\x98", 1);
+    n += put_frame(buf + n, true, WS_OP_CONT, "\x80", 1);
+    check_all_splits(buf, n, 0, "C9:0:;M1:\xf0\x9f\x98\x80;");
+    /* a 16-bit length control-free message after a message */
+    static char y[300];
+    memset(y, 'y', sizeof y);
+    n = put_frame(buf, true, WS_OP_TEXT, "hi", 2);
+    n += put_frame(buf + n, true, WS_OP_BINARY, y, 200);
+    char want[512];
+    snprintf(want, sizeof want, "M1:hi;M2:%.200s;", y);
+    check_all_splits(buf, n, 0, want);
+}
+
+static void test_more_protocol_errors(void **state)
+{
+    uint8_t buf[512];
+    size_t n;
+    (void)state;
+    /* a binary frame, or a text frame, inside a fragmented message */
+    n = put_frame(buf, false, WS_OP_TEXT, "a", 1);
+    n += put_frame(buf + n, true, WS_OP_BINARY, "b", 1);
+    check_all_splits(buf, n, 0, "E1002;");
+    n = put_frame(buf, false, WS_OP_BINARY, "a", 1);
+    n += put_frame(buf + n, true, WS_OP_PING, "", 0);
+    n += put_frame(buf + n, false, WS_OP_TEXT, "b", 1);
+    check_all_splits(buf, n, 0, "C9:0:;E1002;");
+    /* continuation after a message completed */
+    n = put_frame(buf, true, WS_OP_TEXT, "a", 1);
+    n += put_frame(buf + n, true, WS_OP_CONT, "b", 1);
+    check_all_splits(buf, n, 0, "M1:a;E1002;");
+    /* fragmented close and pong; a 125-byte ping is fine, 126 in 16 bits is not */
+    n = put_frame(buf, false, WS_OP_CLOSE, "", 0);
+    check_all_splits(buf, n, 0, "E1002;");
+    n = put_frame(buf, false, WS_OP_PONG, "", 0);
+    check_all_splits(buf, n, 0, "E1002;");
+    uint8_t p125[125];
+    memset(p125, 'p', sizeof p125);
+    n = put_frame(buf, true, WS_OP_PING, p125, 125);
+    char want[160];
+    snprintf(want, sizeof want, "C9:0:%.125s;", (const char *)p125);
+    check_all_splits(buf, n, 0, want);
+    uint8_t ping16[] = {0x89, 0xFE, 0x00, 0x05, 1, 2, 3, 4, 'a', 'b', 'c', 'd', 'e'};
+    check_all_splits(ping16, sizeof ping16, 0, "E1002;");
+    /* unmasked frame after a good one */
+    n = put_frame(buf, true, WS_OP_TEXT, "ok", 2);
+    buf[n] = 0x82, buf[n + 1] = 0x00;
+    check_all_splits(buf, n + 2, 0, "M1:ok;E1002;");
+}
+
+/* Errors decided by the first two header bytes do not wait for the rest. */
+static void test_errors_before_full_header(void **state)
+{
+    struct ws_decoder d;
+    struct ws_event ev;
+    (void)state;
+    uint8_t unmasked64[2] = {0x82, 0x7F};
+    ws_decoder_init(&d, 0, true);
+    assert_int_equal(next(&d, unmasked64, 2, &ev), 2);
+    assert_int_equal(ev.type, WS_EV_ERROR);
+    assert_int_equal(ev.close_code, WS_CLOSE_PROTOCOL);
+    uint8_t rsv[1] = {0xC1};
+    ws_decoder_init(&d, 0, true);
+    assert_int_equal(next(&d, rsv, 1, &ev), 1);
+    assert_int_equal(ev.type, WS_EV_NONE);
+    uint8_t b1[1] = {0xFF};
+    next(&d, b1, 1, &ev);
+    assert_int_equal(ev.type, WS_EV_ERROR);
+    assert_int_equal(ev.close_code, WS_CLOSE_PROTOCOL);
+}
+
+static void test_close_reason_fields(void **state)
+{
+    uint8_t buf[64];
+    struct ws_decoder d;
+    struct ws_event ev;
+    (void)state;
+    size_t n = put_frame(buf, true, WS_OP_CLOSE, "\x0f\xa0gone \xc3\xa9", 9);
+    ws_decoder_init(&d, 0, true);
+    assert_int_equal(next(&d, buf, n, &ev), n);
+    assert_int_equal(ev.type, WS_EV_CONTROL);
+    assert_int_equal(ev.opcode, WS_OP_CLOSE);
+    assert_int_equal(ev.close_code, 4000);
+    assert_int_equal(ev.reason_len, 7);
+    assert_memory_equal(ev.reason, "gone \xc3\xa9", 7);
+    assert_int_equal(ev.len, 9);
+    /* a close reason cut inside a character, and a code below 1000 */
+    n = put_frame(buf, true, WS_OP_CLOSE, "\x03\xe8\xc3", 3);
+    check_all_splits(buf, n, 0, "E1007;");
+    n = put_frame(buf, true, WS_OP_CLOSE, "\x00\x00", 2);
+    check_all_splits(buf, n, 0, "E1002;");
+    n = put_frame(buf, true, WS_OP_CLOSE, "\x13\x88", 2); /* 5000 */
+    check_all_splits(buf, n, 0, "E1002;");
+}
+
+static void test_utf8_error_reported_early(void **state)
+{
+    uint8_t buf[64];
+    struct ws_decoder d;
+    struct ws_event ev;
+    (void)state;
+    size_t n = put_frame(buf, false, WS_OP_TEXT, "ok\xc0", 3);
+    ws_decoder_init(&d, 0, true);
+    size_t used = next(&d, buf, n, &ev);
+    assert_int_equal(ev.type, WS_EV_ERROR);
+    assert_int_equal(ev.close_code, WS_CLOSE_INVALID_DATA);
+    assert_true(used < n); /* the bad slice is not consumed */
+    assert_int_equal(next(&d, buf + used, n - used, &ev), 0);
+    assert_int_equal(ev.close_code, WS_CLOSE_INVALID_DATA);
+    /* a fragment ending mid-sequence is fine until the message ends */
+    n = put_frame(buf, false, WS_OP_TEXT, "\xe2\x82", 2);
+    n += put_frame(buf + n, true, WS_OP_CONT, "", 0);
+    check_all_splits(buf, n, 0, "E1007;");
+    n = put_frame(buf, false, WS_OP_TEXT, "\xe2\x82", 2);
+    n += put_frame(buf + n, true, WS_OP_CONT, "\x41", 1);
+    check_all_splits(buf, n, 0, "E1007;");
+    /* only text is checked: a binary message after a text one */
+    n = put_frame(buf, true, WS_OP_TEXT, "t", 1);
+    n += put_frame(buf + n, false, WS_OP_BINARY, "\xc0", 1);
+    n += put_frame(buf + n, true, WS_OP_CONT, "\xff", 1);
+    check_all_splits(buf, n, 0, "M1:t;M2:\xc0\xff;");
+}
+
+static void test_cap_boundaries(void **state)
+{
+    static uint8_t buf[1024];
+    static char a[400];
+    struct ws_decoder d;
+    struct ws_event ev;
+    (void)state;
+    memset(a, 'a', sizeof a);
+    char want[512];
+    snprintf(want, sizeof want, "M1:%.100s;", a);
+    /* exactly the cap across three fragments is fine, one more is not */
+    size_t n = put_frame(buf, false, WS_OP_TEXT, a, 40);
+    n += put_frame(buf + n, true, WS_OP_PING, "", 0);
+    n += put_frame(buf + n, false, WS_OP_CONT, a, 0);
+    n += put_frame(buf + n, true, WS_OP_CONT, a, 60);
+    snprintf(want, sizeof want, "C9:0:;M1:%.100s;", a);
+    check_all_splits(buf, n, 100, want);
+    n = put_frame(buf, false, WS_OP_TEXT, a, 40);
+    n += put_frame(buf + n, true, WS_OP_PING, "", 0);
+    n += put_frame(buf + n, true, WS_OP_CONT, a, 61);
+    check_all_splits(buf, n, 100, "C9:0:;E1009;");
+    /* control frames do not count towards the cap */
+    n = put_frame(buf, true, WS_OP_PING, a, 100);
+    n += put_frame(buf + n, true, WS_OP_TEXT, "x", 1);
+    snprintf(want, sizeof want, "C9:0:%.100s;M1:x;", a);
+    check_all_splits(buf, n, 1, want);
+    /* 1009 is reported at the header, before any payload is taken */
+    n = put_frame(buf, true, WS_OP_BINARY, a, 300);
+    ws_decoder_init(&d, 299, true);
+    assert_int_equal(next(&d, buf, n, &ev), 8);
+    assert_int_equal(ev.type, WS_EV_ERROR);
+    assert_int_equal(ev.close_code, WS_CLOSE_TOO_BIG);
+    /* a declared 2^63-1 length trips the cap without overflow */
+    uint8_t huge[] = {0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4};
+    check_all_splits(huge, sizeof huge, 262144, "E1009;");
+}
+
+static void test_client_side_accepts_unmasked(void **state)
+{
+    uint8_t buf[] = {0x81, 0x02, 'h', 'i', 0x89, 0x00};
+    struct ws_decoder d;
+    struct ws_event ev;
+    (void)state;
+    ws_decoder_init(&d, 0, false);
+    size_t used = next(&d, buf, sizeof buf, &ev);
+    assert_int_equal(ev.type, WS_EV_DATA);
+    assert_true(ev.first && ev.last);
+    assert_memory_equal(ev.data, "hi", 2);
+    used += next(&d, buf + used, sizeof buf - used, &ev);
+    assert_int_equal(ev.type, WS_EV_CONTROL);
+    assert_int_equal(used, sizeof buf);
+}
+
+/* The encoder's output decodes back to what went in, at every length class. */
+static void test_encoder_round_trip(void **state)
+{
+    static uint8_t frame[70000];
+    static uint8_t payload[66000];
+    static const size_t lens[] = {0, 1, 125, 126, 127, 65535, 65536};
+    (void)state;
+    for (size_t i = 0; i < sizeof payload; i++)
+        payload[i] = (uint8_t)(i * 31 + 7);
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        size_t n = put_frame(frame, true, WS_OP_BINARY, payload, lens[k]);
+        struct ws_decoder d;
+        struct ws_event ev;
+        ws_decoder_init(&d, 0, true);
+        size_t used = 0, got = 0;
+        for (;;) {
+            size_t chunk = n - used < 1000 ? n - used : 1000;
+            size_t u = next(&d, frame + used, chunk, &ev);
+            used += u;
+            if (ev.type == WS_EV_NONE)
+                continue;
+            assert_int_equal(ev.type, WS_EV_DATA);
+            assert_memory_equal(ev.data, payload + got, ev.len);
+            got += ev.len;
+            if (ev.last)
+                break;
+        }
+        assert_int_equal(used, n);
+        assert_int_equal(got, lens[k]);
+    }
+}
+
+static void test_feed_nothing(void **state)
+{
+    uint8_t buf[16];
+    struct ws_decoder d;
+    struct ws_event ev;
+    (void)state;
+    size_t n = put_frame(buf, true, WS_OP_PING, "abc", 3);
+    ws_decoder_init(&d, 0, true);
+    assert_int_equal(next(&d, NULL, 0, &ev), 0);
+    assert_int_equal(ev.type, WS_EV_NONE);
+    assert_int_equal(next(&d, buf, n - 1, &ev), n - 1); /* inside the control payload */
+    assert_true(ws_decoder_busy(&d));
+    assert_false(ws_decoder_in_message(&d));
+    assert_int_equal(next(&d, NULL, 0, &ev), 0);
+    assert_int_equal(ev.type, WS_EV_NONE);
+    assert_int_equal(next(&d, buf + n - 1, 1, &ev), 1);
+    assert_int_equal(ev.type, WS_EV_CONTROL);
+    assert_memory_equal(ev.data, "abc", 3);
+    assert_false(ws_decoder_busy(&d));
+}
+
+static void test_key_lengths(void **state)
+{
+    (void)state;
+    assert_true(ws_key_valid("+/+/+/+/+/+/+/+/+/+/+w==", 24));
+    assert_true(ws_key_valid("zzzzzzzzzzzzzzzzzzzzzw==", 24));
+    assert_false(ws_key_valid("AAAAAAAAAAAAAAAAAAAA", 20));      /* 15 bytes */
+    assert_false(ws_key_valid("AAAAAAAAAAAAAAAAAAAAAAA=", 24));  /* 17 bytes */
+    assert_false(ws_key_valid("AAAAAAAAAAAAAAAAAAAAAAAA", 24));  /* 18 bytes */
+    assert_false(ws_key_valid("AAAAAAAAAAAAAAAAAAAAAAA==", 25)); /* 17 bytes, padded */
+    assert_false(ws_key_valid("AAAAAAAAAAAAAAAAAAAAA===", 24));
+    assert_false(ws_key_valid("AAAAAAAAAAAAAAAAAAAA-_==", 24)); /* base64url is not base64 */
+    assert_false(ws_key_valid("AAAAAAAAAAAAAAAAAAAA AA==", 24));
+    assert_false(ws_key_valid("AAAAAAAAAA\0AAAAAAAAAAA==", 24));
+    assert_false(ws_key_valid("", 0));
+    char acc[WS_ACCEPT_LEN + 1];
+    ws_accept_key("AAAAAAAAAAAAAAAAAAAAAA==", 24, acc);
+    assert_int_equal(strlen(acc), WS_ACCEPT_LEN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -347,6 +698,18 @@ int main(void)
         cmocka_unit_test(test_encoder),
         cmocka_unit_test(test_close_payload_and_codes),
         cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_event_contract),
+        cmocka_unit_test(test_empty_frames_mark_boundaries),
+        cmocka_unit_test(test_multi_frame_scripts),
+        cmocka_unit_test(test_more_protocol_errors),
+        cmocka_unit_test(test_errors_before_full_header),
+        cmocka_unit_test(test_close_reason_fields),
+        cmocka_unit_test(test_utf8_error_reported_early),
+        cmocka_unit_test(test_cap_boundaries),
+        cmocka_unit_test(test_client_side_accepts_unmasked),
+        cmocka_unit_test(test_encoder_round_trip),
+        cmocka_unit_test(test_feed_nothing),
+        cmocka_unit_test(test_key_lengths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
