@@ -156,3 +156,62 @@ def test_relay_close_waits_for_reply_then_drops(relay_factory):
     start = time.time()
     assert b.eof(timeout=3)                      # we never answer: TCP dropped after ~0.5 s
     assert 0.3 <= time.time() - start < 2.0
+
+
+def test_largest_control_payload_echoed(relay):
+    b = Raw(relay.port)
+    payload = bytes(range(125))
+    b.send_frame(OP_PING, payload)
+    assert b.recv_frame() == (True, OP_PONG, payload)
+
+
+def test_fragmented_message_accepted_connection_stays_usable(relay):
+    """Routing-independent: a fragmented message with pings between the
+    fragments is taken without a close, and the connection still answers."""
+    b = Raw(relay.port)
+    b.send_frame(OP_BIN, b"\x00\x01", fin=False)
+    b.send_frame(OP_PING, b"p1")
+    assert b.recv_frame() == (True, OP_PONG, b"p1")
+    b.send_frame(OP_CONT, b"\x02" * 300, fin=False)    # 16-bit length form
+    b.send_frame(OP_CONT, b"", fin=False)              # empty fragment
+    b.send_frame(OP_CONT, b"\x03", fin=True)
+    b.send_frame(OP_TEXT, "caf\u00e9".encode(), fin=False)
+    b.send_frame(OP_CONT, "\u20ac".encode(), fin=True)
+    b.send_frame(OP_PING, b"after")
+    assert b.recv_frame() == (True, OP_PONG, b"after")
+
+
+def test_default_cap_boundary_262144(relay):
+    b = Raw(relay.port)
+    b.send_frame(OP_BIN, b"x" * 262144)                # exactly the default cap
+    b.send_frame(OP_PING, b"ok")
+    assert b.recv_frame() == (True, OP_PONG, b"ok")
+    b.send_frame(OP_BIN, b"x" * 262145)                # cap + 1
+    assert b.recv_close() == (1009, "")
+
+
+def test_new_data_frame_inside_fragmented_message_1002(relay):
+    b = Raw(relay.port)
+    b.send_frame(OP_TEXT, b"a", fin=False)
+    b.send_frame(OP_TEXT, b"b", fin=True)
+    assert b.recv_close() == (1002, "")
+
+
+@pytest.mark.parametrize("code,reason", [(1000, b""), (1000, b"done"), (4000, b"bye")])
+def test_client_close_code_echoed(relay, code, reason):
+    b = Raw(relay.port, "/v1/server")
+    b.send_frame(OP_CLOSE, close_payload(code, reason))
+    got_code, _ = b.recv_close()
+    assert got_code == code
+    assert b.eof(timeout=2)
+
+
+def test_relay_close_answered_drops_tcp_promptly(relay_factory):
+    relay = relay_factory("--close-timeout", "5s")
+    b = Raw(relay.port)
+    b.send_frame(OP_TEXT, b"x", mask=False)
+    assert b.recv_close() == (1002, "")
+    start = time.time()
+    b.send_frame(OP_CLOSE, close_payload(1002))
+    assert b.eof(timeout=3)
+    assert time.time() - start < 1.0      # not the 5 s close timeout

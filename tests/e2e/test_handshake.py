@@ -107,3 +107,71 @@ def test_tokens_and_user_agents_never_logged(relay):
     relay.wait_log("msg=phone_unregistered")
     logs = relay.logs()
     assert "SECRET-TOKEN-123" not in logs and "UA-SECRET" not in logs and "pyry/0.1" not in logs
+
+
+def test_device_name_is_optional(relay):
+    h = {k: v for k, v in CLIENT_HEADERS.items() if k != "X-Pyrycode-Device-Name"}
+    status, _, _ = http_request(relay.port, upgrade_request("/v1/client", h))
+    assert status == 101
+
+
+@pytest.mark.parametrize("path,headers", [("/v1/server", SERVER_HEADERS),
+                                          ("/v1/client", CLIENT_HEADERS)])
+def test_rfc_order_with_several_faults(relay, path, headers):
+    """Each request breaks several rules; the status names the first one."""
+    no_ua = dict(headers, **{"User-Agent": None})
+    v8 = {"Sec-WebSocket-Version": "8"}
+    no_key = {"Sec-WebSocket-Key": None}
+    cases = [
+        # pyrycode gate before everything
+        (upgrade_request(path, no_ua, version="HTTP/1.0", method="POST"), 400),
+        (upgrade_request(path, no_ua, ws=False, method="PUT"), 400),
+        # HTTP/1.0 before Connection / Upgrade / method / version / key
+        (upgrade_request(path, dict(headers, Connection="close", **v8, **no_key),
+                         version="HTTP/1.0", method="POST"), 426),
+        # Connection before Upgrade and method
+        (upgrade_request(path, dict(headers, Connection="close", Upgrade="h2c"), method="POST"), 426),
+        # Upgrade before method
+        (upgrade_request(path, dict(headers, Upgrade="h2c", **v8), method="POST"), 426),
+        # method before version and key
+        (upgrade_request(path, dict(headers, **v8, **no_key), method="POST"), 405),
+        # version before key
+        (upgrade_request(path, dict(headers, **v8, **no_key)), 400),
+    ]
+    for req, want in cases:
+        status, resp_headers, _ = http_request(relay.port, req)
+        assert status == want, req
+        if want == 400 and "Sec-WebSocket-Version: 8" in req and "User-Agent" in req:
+            assert resp_headers.get("sec-websocket-version") == "13", req
+    # nothing reached the registry
+    assert "server_claimed" not in relay.logs() and "phone_registered" not in relay.logs()
+
+
+def test_426_names_the_upgrade(relay):
+    status, headers, _ = http_request(
+        relay.port, upgrade_request("/v1/server", dict(SERVER_HEADERS, Connection="keep-alive")))
+    assert status == 426
+    assert headers["connection"].lower() == "upgrade"
+    assert headers["upgrade"].lower() == "websocket"
+
+
+@pytest.mark.parametrize("key", [
+    base64.b64encode(b"x" * 15).decode(),   # 15 bytes
+    base64.b64encode(b"x" * 17).decode(),   # 17 bytes
+    "",                                      # empty
+])
+def test_key_must_decode_to_16_bytes(relay, key):
+    req = upgrade_request("/v1/server", dict(SERVER_HEADERS, **{"Sec-WebSocket-Key": key}))
+    status, _, _ = http_request(relay.port, req)
+    assert status == 400
+
+
+def test_101_response_headers(relay):
+    # /v1/server: a phone for an unknown server would get a close frame
+    # right behind the 101, in the same read.
+    status, headers, body = http_request(relay.port, upgrade_request("/v1/server", SERVER_HEADERS))
+    assert status == 101
+    assert headers["connection"].lower() == "upgrade"
+    assert headers["upgrade"].lower() == "websocket"
+    assert "sec-websocket-extensions" not in headers and "sec-websocket-protocol" not in headers
+    assert body == b""

@@ -1,6 +1,7 @@
 """Plain HTTP on the public listener: /healthz, 404, keep-alive, head limits
 and the slow-header deadline."""
 import json
+import re
 import socket
 import time
 
@@ -20,6 +21,27 @@ def test_healthz_shape(relay):
     assert doc["status"] == "ok" and doc["version"] == "dev"
     assert doc["connected_binaries"] == 0 and doc["connected_phones"] == 0
     assert body.startswith(b'{"status":"ok","version":"dev","connected_binaries":0,')
+
+
+def test_healthz_exact_body(relay):
+    status, headers, body = http_request(relay.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 200
+    assert re.fullmatch(rb'\{"status":"ok","version":"dev","connected_binaries":0,'
+                        rb'"connected_phones":0,"uptime_seconds":(0|[1-9][0-9]*)\}', body), body
+    assert int(headers["content-length"]) == len(body)
+
+
+def test_healthz_twice_on_one_connection(relay):
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as s:
+        for _ in range(2):
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(b"}"):
+                chunk = s.recv(65536)
+                assert chunk, data
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data
+            assert data.count(b"HTTP/1.1 ") == 1, data
 
 
 def test_healthz_any_method_and_query(relay):

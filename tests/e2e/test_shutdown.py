@@ -1,10 +1,14 @@
 """Graceful shutdown (spec §11): SIGTERM closes every WebSocket with 1001
 "shutting down", logs the drain lines and exits 0 within the drain timeout."""
+import asyncio
 import signal
 import socket
 import time
 
-from conftest import Raw, client_headers, server_headers
+import pytest
+import websockets
+
+from conftest import Raw, SERVER_HEADERS, client_headers, server_headers
 
 
 def test_sigterm_closes_websockets_with_1001(relay_factory):
@@ -24,10 +28,11 @@ def test_sigterm_closes_websockets_with_1001(relay_factory):
     assert logs.index("draining") < logs.index("shutdown complete")
 
 
-def test_sigterm_with_no_connections(relay_factory):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_with_no_connections(relay_factory, sig):
     relay = relay_factory()
     start = time.time()
-    relay.proc.send_signal(signal.SIGINT)
+    relay.proc.send_signal(sig)
     assert relay.stop() == 0
     assert time.time() - start < 2
     try:
@@ -69,3 +74,23 @@ def test_second_signal_ignored(relay_factory):
     relay.proc.send_signal(signal.SIGTERM)
     assert relay.stop() == 0
     assert relay.logs().count("shutdown signal received") == 1
+
+
+def test_websockets_client_sees_1001(relay_factory):
+    relay = relay_factory()
+
+    async def go():
+        async with websockets.connect(relay.url("/v1/server"), extra_headers=SERVER_HEADERS,
+                                      ping_interval=None) as ws:
+            relay.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(ws.recv(), 5)
+                raise AssertionError("expected a close, got a message")
+            except websockets.exceptions.ConnectionClosed as e:
+                return e.code, e.reason
+    assert asyncio.run(go()) == (1001, "shutting down")
+    start = time.time()
+    assert relay.stop() == 0
+    assert time.time() - start < 2
+    logs = relay.logs()
+    assert logs.index("shutdown signal received; draining") < logs.index("shutdown complete")
