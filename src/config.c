@@ -29,6 +29,14 @@ struct flag {
 
 /* Sorted by name: usage prints in this order, as Go does. */
 static const struct flag flags[] = {
+    F("acme-ca-bundle", F_STRING, acme_ca_bundle, "",
+      "PEM file of CA certificates trusted for the ACME directory (default: system store)"),
+    F("acme-directory", F_STRING, acme_directory, "https://acme-v02.api.letsencrypt.org/directory",
+      "ACME directory URL (RFC 8555)"),
+    F("acme-renew-before", F_DURATION, acme_renew_before_ns, "720h",
+      "renew the ACME certificate this long before it expires"),
+    F("acme-retry-interval", F_DURATION, acme_retry_interval_ns, "1m",
+      "wait between failed ACME issuance attempts (doubles up to 1h)"),
     F("cert-cache", F_STRING, cert_cache, NULL,
       "directory where ACME certificates are cached (created with mode 0700)"),
     F("check-config", F_BOOL, check_config, "false",
@@ -41,6 +49,10 @@ static const struct flag flags[] = {
       "public domain for ACME autocert (required unless --insecure-listen is set)"),
     F("drain-timeout", F_DURATION, drain_timeout_ns, "10s",
       "how long graceful shutdown waits for connections to finish"),
+    F("fcm-base-url", F_STRING, fcm_base_url, "https://fcm.googleapis.com",
+      "base URL of the FCM HTTP v1 API"),
+    F("fcm-project", F_STRING, fcm_project, "pyrycode-mobile",
+      "Firebase project id for push wakes"),
     F("grace-period", F_DURATION, grace_period_ns, "30s",
       "how long a departed binary's server-id stays reserved for it"),
     F("header-timeout", F_DURATION, header_timeout_ns, "5s",
@@ -71,14 +83,25 @@ static const struct flag flags[] = {
       "time allowed for a started WebSocket message to arrive in full"),
     F("metrics-listen", F_STRING, metrics_listen, "127.0.0.1:9090",
       "loopback address for the /metrics listener; empty disables it"),
+    F("outbound-ca-bundle", F_STRING, outbound_ca_bundle, "",
+      "PEM file of CA certificates trusted for outbound HTTPS (default: system store)"),
     F("phone-backlog-bytes", F_INT, phone_backlog_bytes, "4194304",
       "bytes queued for a slow phone before it is disconnected"),
+    F("proxy-header-timeout", F_DURATION, proxy_header_timeout_ns, "5s",
+      "time allowed for the PROXY protocol v2 header (with --https-proxy-protocol)"),
+    F("push-timeout", F_DURATION, push_timeout_ns, "10s",
+      "time allowed for each outbound push HTTP call (token fetch, FCM send)"),
     F("rate-limit-burst", F_INT, rate_limit_burst, "20",
       "WebSocket upgrades an IP may make at once before being limited (0 disables)"),
     F("rate-limit-refill", F_DURATION, rate_limit_refill_ns, "6s",
       "time for one rate-limit token to come back"),
     F("request-timeout", F_DURATION, request_timeout_ns, "60s",
       "time allowed for a client to send a whole request"),
+    F("tls-cert", F_STRING, tls_cert, "",
+      "PEM certificate chain to serve instead of ACME (with --tls-key; reloaded on SIGHUP)"),
+    F("tls-handshake-timeout", F_DURATION, tls_handshake_timeout_ns, "10s",
+      "time allowed for a TLS handshake to complete"),
+    F("tls-key", F_STRING, tls_key, "", "PEM private key for --tls-cert"),
     F("trust-x-forwarded-for", F_BOOL, trust_x_forwarded_for, "false",
       "rate-limit by X-Forwarded-For (only behind a proxy you trust)"),
     F("version", F_BOOL, version, "false", "print the version and exit"),
@@ -391,6 +414,11 @@ int config_validate(const struct config *cfg, FILE *err)
     if (cfg->workers < 0 || cfg->workers > 256) {
         fprintf(err, "invalid --workers %lld: must be between 0 and 256\n",
                 (long long)cfg->workers);
+        return -1;
+    }
+    if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0')) {
+        fprintf(err, "invalid --%s: --tls-cert and --tls-key must be given together\n",
+                cfg->tls_cert[0] ? "tls-key" : "tls-cert");
         return -1;
     }
     if (log_format_parse(cfg->log_format, &fmt) != 0) {

@@ -46,6 +46,20 @@ struct config {
     int64_t idle_timeout_ns;           /* 120s: keep-alive idle */
     int64_t close_timeout_ns;          /* 5s: wait for the peer's close frame */
     bool check_config;
+    /* TLS and ACME (spec §7) */
+    const char *acme_directory;     /* Let's Encrypt production */
+    const char *acme_ca_bundle;     /* "" = system trust store */
+    int64_t acme_renew_before_ns;   /* 720h (30 days) */
+    int64_t acme_retry_interval_ns; /* 1m, doubling to 1h */
+    const char *tls_cert;           /* static certificate instead of ACME */
+    const char *tls_key;
+    int64_t tls_handshake_timeout_ns; /* 10s */
+    int64_t proxy_header_timeout_ns;  /* 5s (spec §9.4) */
+    /* FCM push (spec §10) */
+    const char *fcm_base_url;       /* https://fcm.googleapis.com */
+    const char *fcm_project;        /* pyrycode-mobile */
+    const char *outbound_ca_bundle; /* "" = system trust store */
+    int64_t push_timeout_ns;        /* 10s per HTTP call */
     /* which flags appeared on the command line, by table index */
     uint64_t explicit_mask;
 };

@@ -320,7 +320,8 @@ static void test_usage_layout(void **state)
     FILE *f = open_memstream(&buf, &len);
     config_usage(f);
     fclose(f);
-    assert_int_equal(strncmp(buf, "Usage of pyrycode-relay:\n  -cert-cache string\n    \t", 51), 0);
+    assert_int_equal(strncmp(buf, "Usage of pyrycode-relay:\n  -acme-ca-bundle string\n    \t", 55),
+                     0);
     assert_non_null(strstr(buf, " (default \"/home/op/.pyrycode-relay/certs\")\n"));
     assert_non_null(strstr(buf, "\n  -insecure-listen string\n    \tplain-HTTP listen address "
                                 "(host:port) for behind-proxy mode; disables autocert\n"));
@@ -348,8 +349,8 @@ static void test_usage_layout(void **state)
     }
     for (size_t i = 0; i < len; i++)
         lines += buf[i] == '\n';
-    assert_int_equal(count, 30);
-    assert_int_equal(lines, 1 + 2 * 30);
+    assert_int_equal(count, 42);
+    assert_int_equal(lines, 1 + 2 * 42);
     free(buf);
 
     config_defaults(&c, NULL);
@@ -379,6 +380,12 @@ static void test_validate(void **state)
          "invalid --phone-backlog-bytes 0: must be a positive number of bytes"},
         {{"--workers=-1"}, "invalid --workers -1: must be between 0 and 256"},
         {{"--workers=257"}, "invalid --workers 257: must be between 0 and 256"},
+        {{"--tls-cert=c.pem"},
+         "invalid --tls-key: --tls-cert and --tls-key must be given together"},
+        {{"--tls-key=k.pem"},
+         "invalid --tls-cert: --tls-cert and --tls-key must be given together"},
+        {{"--push-timeout=0s"}, "invalid --push-timeout \"0s\": must be a positive duration"},
+        {{"--tls-cert=c.pem", "--tls-key=k.pem"}, NULL},
         {{"--log-format=xml"}, "invalid --log-format \"xml\": must be \"text\" or \"json\""},
         {{"--log-format="}, "invalid --log-format \"\": must be \"text\" or \"json\""},
         {{"--workers=256", "--log-format=json", "--heartbeat-interval=1ns"}, NULL},
