@@ -20,10 +20,12 @@ RELAY_PORT=18700 FWD_PORT=18800
 DROP=(); [[ $(id -u) == 0 ]] && DROP=(setpriv --bounding-set=-all,+net_bind_service --)
 LG=(taskset -c 1 $BUILD/loadgen)
 
-start_relay() {  # extra flags...
+start_relay() {  # extra flags... (RELAY_CPUS picks the CPUs, default 0; --workers 1 unless given)
     RELAY_PORT=$((RELAY_PORT + 1)) # a fresh port: a draining predecessor never answers for us
-    taskset -c 0 "${DROP[@]}" $BUILD/pyrycode-relay --insecure-listen 127.0.0.1:$RELAY_PORT \
-        --metrics-listen= --rate-limit-burst 0 --max-connections 2000000 \
+    local workers=(--workers 1)
+    [[ " $* " == *" --workers "* ]] && workers=()
+    taskset -c "${RELAY_CPUS:-0}" "${DROP[@]}" $BUILD/pyrycode-relay --insecure-listen 127.0.0.1:$RELAY_PORT \
+        "${workers[@]}" --metrics-listen= --rate-limit-burst 0 --max-connections 2000000 \
         --max-phones-per-server 0 --log-format json "$@" 2>/tmp/bench-relay.log &
     RELAY_PID=$!
     for _ in $(seq 100); do
@@ -49,7 +51,7 @@ echo "# Benchmark report $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
 echo "$(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -sr). Relay/forwarder pinned to CPU 0,"
-echo "load generator to CPU 1. Relay: release build, one shard. ${SECS}s per run.
+echo "load generator to CPU 1. Relay: release build, one shard (--workers 1) except in the multi-core table. ${SECS}s per run.
 File descriptors: soft/hard limit $(ulimit -n)/$(ulimit -Hn) (caps the idle run)."
 echo
 echo "## rtt (closed loop, 16 phones on 4 binaries; baseline: 16 forwarded pairs)"
@@ -126,4 +128,27 @@ echo "- churn (32 phones cycling connect → upgrade → one message through the
 echo "- fanout, one binary → 16 phones, 1 KiB frames: $(val sibling_msgs_per_s "$f0") msgs/s per phone with every phone reading;"
 echo "  $(val sibling_msgs_per_s "$f1") msgs/s per reading phone while one phone never reads (ratio $(ratio "$(val sibling_msgs_per_s "$f1")" "$(val sibling_msgs_per_s "$f0")"))."
 } >> "$OUT"
+{
+echo
+echo "## multi-core: rtt 64 B, 16 binaries × 2 phones, --workers 1 vs 2"
+echo
+echo "The relay gets CPU 0 with one worker, CPUs 0-1 with two; the load generator"
+echo "stays on CPU 1, so with two workers it shares a core with the relay."
+echo
+echo "| workers | relay CPUs | relay msgs/s | p50 / p99 µs | ratio to 1 worker | relay CPU µs per msg |"
+echo "|---|---|---|---|---|---|"
+} >> "$OUT"
+W1=0
+for w in 1 2; do
+    cpus=0; [[ $w == 2 ]] && cpus=0,1
+    RELAY_CPUS=$cpus start_relay --workers $w
+    t0=$(awk '{print $14 + $15}' /proc/$RELAY_PID/stat)
+    r=$("${LG[@]}" --scenario rtt --port $RELAY_PORT --binaries 16 --phones 2 --size 64 --duration "$SECS")
+    t1=$(awk '{print $14 + $15}' /proc/$RELAY_PID/stat)
+    stop_relay
+    [[ $w == 1 ]] && W1=$(val msgs_per_s "$r")
+    cpu=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v m="$(val sent "$r")" \
+        'BEGIN { if (m > 0) printf "%.2f", t / hz * 1e6 / (2 * m); else print "n/a" }')
+    echo "| $w | $cpus | $(val msgs_per_s "$r") | $(val p50_us "$r") / $(val p99_us "$r") | $(ratio "$(val msgs_per_s "$r")" "$W1") | $cpu |" >> "$OUT"
+done
 echo "report: $OUT"

@@ -50,7 +50,7 @@ static void round_trip(uint8_t op, const uint8_t *p, size_t n)
     size_t h = ws_frame_header(frame, true, op, n, mask);
     memcpy(frame + h, p, n);
     ws_mask(frame + h, n, mask, 0);
-    struct ws_decoder d;
+    struct ws_decoder d = {0};
     struct ws_event ev;
     ws_decoder_init(&d, n, true);
     size_t used = 0, got = 0;
@@ -61,6 +61,7 @@ static void round_trip(uint8_t op, const uint8_t *p, size_t n)
         got += ev.len;
     } while (!ev.last);
     check(used == h + n && got == n);
+    ws_decoder_free(&d);
 }
 
 static void on_control(struct sink *s, const struct ws_event *ev)
@@ -160,7 +161,7 @@ static size_t chunk_len(size_t step, uint32_t *rng)
 
 static void run(const uint8_t *data, size_t size, size_t step, uint64_t cap, struct sink *s)
 {
-    struct ws_decoder d;
+    struct ws_decoder d = {0};
     uint8_t *copy = malloc(size ? size : 1);
     uint32_t rng = 0x9E3779B9u ^ (uint32_t)size;
     if (size)
@@ -178,6 +179,7 @@ static void run(const uint8_t *data, size_t size, size_t step, uint64_t cap, str
         off += chunk;
     }
     free(copy);
+    ws_decoder_free(&d);
 }
 
 static void same(const struct sink *a, const struct sink *b)

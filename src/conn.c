@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "shard.h"
 
@@ -130,6 +131,7 @@ static void on_closed(uv_handle_t *h)
         s->hooks->on_free(c);
     wq_free(&c->ctl);
     wq_free(&c->data);
+    ws_decoder_free(&c->ws);
     free(c->msg);
     if (c->req) {
         http_req_free(c->req);
@@ -138,6 +140,8 @@ static void on_closed(uv_handle_t *h)
     list_remove(&c->link);
     s->nconns--;
     free(c);
+    if (s->live)
+        atomic_fetch_sub(s->live, 1);
     if (s->on_conn_freed)
         s->on_conn_freed(s);
 }
@@ -185,8 +189,11 @@ static void on_flushed(struct conn *c)
 
 static void count_frame(struct conn *c, bool counted)
 {
+    /* Only this shard's thread writes the counter; others read it. */
     if (counted && c->frames_counter)
-        (*c->frames_counter)++;
+        atomic_store_explicit(c->frames_counter,
+                              atomic_load_explicit(c->frames_counter, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
 }
 
 static void wq_push(struct wq *q, struct wq_item *it)
@@ -613,23 +620,18 @@ void conn_http_not_found(struct conn *c)
                       body, sizeof body - 1, true);
 }
 
+static void handoff_finish(struct conn *c, const uint8_t *buf, size_t len);
+
 static void http_input(struct conn *c, uint8_t *buf, size_t len)
 {
-    while (len > 0) {
-        if (c->state == CONN_HTTP_IDLE)
-            set_state(c, CONN_HTTP_HEAD);
-        if (c->state != CONN_HTTP_HEAD && c->state != CONN_HTTP_BODY)
-            return;
-        ssize_t n = http_req_feed(c->req, (const char *)buf, len);
-        if (n < 0) {
-            conn_http_error(c, n == HTTP_E_TOO_LARGE ? 431 : 400, false);
-            return;
-        }
-        buf += n;
-        len -= (size_t)n;
+    for (;;) {
         if (c->req->head_done && !c->head_handled) {
             c->head_handled = true;
             c->hooks->on_request(c, c->req);
+            if (c->handoff_to) {
+                handoff_finish(c, buf, len);
+                return;
+            }
             if (c->state == CONN_WS_OPEN) {
                 http_req_free(c->req);
                 free(c->req);
@@ -645,9 +647,22 @@ static void http_input(struct conn *c, uint8_t *buf, size_t len)
             http_req_reset(c->req);
             c->head_handled = false;
             set_state(c, CONN_HTTP_IDLE);
-        } else if (n == 0) {
-            return; /* the parser wants nothing more from this read */
         }
+        if (len == 0)
+            return;
+        if (c->state == CONN_HTTP_IDLE)
+            set_state(c, CONN_HTTP_HEAD);
+        if (c->state != CONN_HTTP_HEAD && c->state != CONN_HTTP_BODY)
+            return;
+        ssize_t n = http_req_feed(c->req, (const char *)buf, len);
+        if (n < 0) {
+            conn_http_error(c, n == HTTP_E_TOO_LARGE ? 431 : 400, false);
+            return;
+        }
+        buf += n;
+        len -= (size_t)n;
+        if (n == 0 && !(c->req->head_done && !c->head_handled) && !c->req->msg_done)
+            return; /* the parser wants nothing more from this read */
     }
 }
 
@@ -746,6 +761,18 @@ static void on_reject_closed(uv_handle_t *h)
     free(CONTAINER_OF(h, struct conn, tcp));
 }
 
+/* Links a fresh connection into s and starts reading its request. */
+static void conn_start(struct shard *s, struct conn *c)
+{
+    c->notify_below = SIZE_MAX;
+    list_init(&c->link);
+    list_push_back(&s->conns, &c->link);
+    s->nconns++;
+    set_state(c, CONN_HTTP_HEAD);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+        conn_abort(c);
+}
+
 struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn_hooks *hooks)
 {
     struct conn *c = xcalloc(1, sizeof *c);
@@ -756,20 +783,91 @@ struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn
         uv_close((uv_handle_t *)&c->tcp, on_reject_closed);
         return NULL;
     }
+    if (s->live)
+        atomic_fetch_add(s->live, 1);
     uv_tcp_nodelay(&c->tcp, 1);
     int namelen = sizeof c->peer;
     if (uv_tcp_getpeername(&c->tcp, &c->peer.sa, &namelen) != 0)
         c->peer.sa.sa_family = AF_UNSPEC;
     c->req = xmalloc(sizeof *c->req);
     http_req_init(c->req, (size_t)s->cfg->max_header_bytes);
-    c->notify_below = SIZE_MAX;
-    list_init(&c->link);
-    list_push_back(&s->conns, &c->link);
-    s->nconns++;
-    set_state(c, CONN_HTTP_HEAD);
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
-        conn_abort(c);
+    conn_start(s, c);
     return c;
+}
+
+/* ---- handoff between shards --------------------------------------------- */
+
+void conn_handoff(struct conn *c, struct shard *target)
+{
+    c->handoff_to = target;
+}
+
+/* Runs after on_request asked for a handoff: the socket (duplicated, so
+ * closing this handle leaves it open), the request and the unread rest of
+ * this read travel to the target shard; this conn is then closed quietly.
+ * A reply already queued on c cannot travel, so such a connection (a
+ * pipelined upgrade behind an unflushed reply) is dropped instead. */
+static void handoff_finish(struct conn *c, const uint8_t *buf, size_t len)
+{
+    struct shard *target = c->handoff_to;
+    c->handoff_to = NULL;
+    if (c->writing || c->ctl.head || c->data.head || c->state != CONN_HTTP_HEAD) {
+        conn_abort(c);
+        return;
+    }
+    uv_os_fd_t fd;
+    int dup_fd = uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 ? dup(fd) : -1;
+    if (dup_fd < 0) {
+        conn_abort(c);
+        return;
+    }
+    struct handoff *h = xmalloc(sizeof *h + len);
+    h->next = NULL;
+    h->fd = dup_fd;
+    h->hooks = c->hooks;
+    h->req = c->req;
+    c->req = NULL;
+    memcpy(&h->peer, &c->peer, sizeof h->peer);
+    h->extra_len = len;
+    if (len)
+        memcpy(h->extra, buf, len);
+    if (c->shard->live)
+        atomic_fetch_add(c->shard->live, 1); /* the handoff counts until adopted */
+    conn_abort(c);
+    shard_post_handoff(target, h);
+}
+
+void conn_handoff_discard(struct handoff *h)
+{
+    close(h->fd);
+    http_req_free(h->req);
+    free(h->req);
+    free(h);
+}
+
+void conn_adopt(struct shard *s, struct handoff *h)
+{
+    struct conn *c = xcalloc(1, sizeof *c);
+    c->shard = s;
+    c->hooks = h->hooks;
+    uv_tcp_init(s->loop, &c->tcp);
+    if (uv_tcp_open(&c->tcp, h->fd) != 0) {
+        close(h->fd);
+        uv_close((uv_handle_t *)&c->tcp, on_reject_closed);
+        http_req_free(h->req);
+        free(h->req);
+        free(h);
+        if (s->live)
+            atomic_fetch_sub(s->live, 1);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    memcpy(&c->peer, &h->peer, sizeof c->peer);
+    c->req = h->req; /* head done, not yet handled: http_input answers it */
+    conn_start(s, c);
+    if (c->state != CONN_CLOSED)
+        http_input(c, h->extra, h->extra_len);
+    free(h);
 }
 
 void conn_remote(const struct conn *c, char *out, size_t cap)

@@ -6,6 +6,7 @@
 #ifndef RELAY_CONN_H
 #define RELAY_CONN_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -85,13 +86,13 @@ struct conn {
     struct ws_decoder ws;
     uint8_t *msg; /* assembly buffer for a message split over reads */
     size_t msg_len, msg_cap;
-    struct wq ctl;                   /* control frames: go out before queued data */
-    struct wq data;                  /* data frames (and a close queued behind data) */
-    size_t data_bytes;               /* sum of item costs in data */
-    size_t data_items;               /* items in data */
-    size_t notify_below;             /* call on_drained when data_bytes <= this (SIZE_MAX: off) */
-    uint64_t *frames_counter;        /* bumped per counted frame fully written (may be NULL) */
-    int inflight_ctl, inflight_data; /* items of each queue inside the write in flight */
+    struct wq ctl;                    /* control frames: go out before queued data */
+    struct wq data;                   /* data frames (and a close queued behind data) */
+    size_t data_bytes;                /* sum of item costs in data */
+    size_t data_items;                /* items in data */
+    size_t notify_below;              /* call on_drained when data_bytes <= this (SIZE_MAX: off) */
+    _Atomic uint64_t *frames_counter; /* bumped per counted frame fully written (may be NULL) */
+    int inflight_ctl, inflight_data;  /* items of each queue inside the write in flight */
     bool writing;
     bool reading_paused;
     size_t last_write_queue; /* libuv's pending bytes at the last progress check */
@@ -106,13 +107,41 @@ struct conn {
         struct sockaddr_in v4;
         struct sockaddr_in6 v6;
     } peer;
-    void *owner; /* the hooks' per-connection object */
+    void *owner;              /* the hooks' per-connection object */
+    struct shard *handoff_to; /* set in on_request: move to this shard after the hook */
+};
+
+/* A connection in transit between shards: its socket, its parsed request
+ * head and the bytes read after it (design.md §2). */
+struct handoff {
+    struct handoff *next;
+    uv_os_sock_t fd;
+    const struct conn_hooks *hooks;
+    struct http_req *req; /* head complete, not yet answered */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } peer;
+    size_t extra_len;
+    uint8_t extra[]; /* bytes that followed the head in the same read */
 };
 
 /* Accepts a pending connection from server and starts reading its first
  * request; hooks decide what its requests mean. Returns the connection, or
  * NULL if accept failed (nothing leaks). */
 struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn_hooks *hooks);
+
+/* From on_request only: asks for the connection to be moved to shard
+ * target once the hook returns; target's loop then calls on_request again
+ * with the same request. Nothing may be sent on c before that. */
+void conn_handoff(struct conn *c, struct shard *target);
+
+/* Takes over a connection posted by another shard (on s's loop). */
+void conn_adopt(struct shard *s, struct handoff *h);
+
+/* Closes and frees a handoff that will never be adopted. */
+void conn_handoff_discard(struct handoff *h);
 
 /* Answers the current request with a complete response (copied). keep_alive
  * is a wish: it is honoured only if the request allows it. */

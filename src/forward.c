@@ -175,7 +175,7 @@ static uint16_t notice_code(const struct conn *c)
 void forward_phone_ended(struct peer *p)
 {
     struct relay *r = p->relay;
-    if (p->binary_closed || !p->rp.slot || r->srv->draining || !p->rp.slot->binary)
+    if (p->binary_closed || !p->rp.slot || r->shard->draining || !p->rp.slot->binary)
         return;
     struct peer *b = relay_binary_of(p);
     if (b && b->key != p->bound_binary)

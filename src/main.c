@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "relay.h"
 #include "server.h"
+#include "util.h"
 
 static const char *env_get(const char *name)
 {
@@ -49,11 +50,15 @@ int main(int argc, char **argv)
     uv_loop_t loop;
     uv_loop_init(&loop);
     static struct server srv;
-    static struct relay relay;
+    static struct relay_shared shared;
     static struct metrics metrics;
     char err[256];
-    server_init(&srv, &loop, &cfg, &relay_hooks, &relay);
-    relay_init(&relay, &srv);
+    /* --workers 0: one shard per CPU the process may run on. */
+    unsigned workers = cfg.workers > 0 ? (unsigned)cfg.workers : uv_available_parallelism();
+    server_init(&srv, &loop, &cfg, workers, &relay_hooks);
+    struct relay *relays = xcalloc(srv.nshards, sizeof *relays);
+    relay_init(relays, &shared, &srv);
+    struct relay *relay = &relays[0];
     if (server_listen(&srv, cfg.insecure_listen, err, sizeof err) != 0) {
         LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", cfg.insecure_listen),
              LOG_STR("err", err));
@@ -61,14 +66,16 @@ int main(int argc, char **argv)
     }
     if (cfg.metrics_listen[0]) {
         LOGF(LOG_INFO, "starting metrics listener", LOG_STR("listen", cfg.metrics_listen));
-        if (metrics_listen(&metrics, &srv, &relay, cfg.metrics_listen, err, sizeof err) != 0) {
+        if (metrics_listen(&metrics, &srv, relay, cfg.metrics_listen, err, sizeof err) != 0) {
             LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", cfg.metrics_listen),
                  LOG_STR("err", err));
             return 1;
         }
     }
     code = server_run(&srv);
-    relay_close(&relay);
+    relay_close(&shared);
+    free(relays);
+    server_free(&srv);
     uv_loop_close(&loop);
     return code;
 }

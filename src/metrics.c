@@ -2,7 +2,7 @@
  * and serves them on a loopback-only listener: GET /metrics (any method
  * works, as in the reference), everything else 404. No label value ever
  * comes from request data. It does not register or aggregate anything
- * itself: counters are plain fields of relay_stats, bumped on the loop. */
+ * itself: counters are fields of each shard's relay_stats, summed here. */
 #include "metrics.h"
 
 #include <dirent.h>
@@ -78,12 +78,14 @@ static int by_kind(const void *a, const void *b)
 
 static void relay_series(struct buf *b, const struct relay *r)
 {
-    const struct relay_stats *st = &r->stats;
+    struct relay_totals tot;
+    relay_totals(r->sh, &tot);
+    const struct relay_totals *st = &tot;
     family(b, "pyrycode_relay_connected_binaries", "gauge",
            "Server-ids held by a connected binary (binaries in their grace window excluded).");
-    bprintf(b, "pyrycode_relay_connected_binaries %zu\n", registry_binaries(&r->reg));
+    bprintf(b, "pyrycode_relay_connected_binaries %zu\n", st->binaries);
     family(b, "pyrycode_relay_connected_phones", "gauge", "Registered phone connections.");
-    bprintf(b, "pyrycode_relay_connected_phones %zu\n", registry_phones(&r->reg));
+    bprintf(b, "pyrycode_relay_connected_phones %zu\n", st->phones);
     family(b, "pyrycode_relay_frames_forwarded_total", "counter",
            "Frames written to the destination socket, by direction.");
     bprintf(b, "pyrycode_relay_frames_forwarded_total{direction=\"binary_to_phone\"} %llu\n",
@@ -206,7 +208,7 @@ static void on_connection(uv_stream_t *listener, int status)
     struct metrics *m = listener->data;
     if (status < 0 || m->srv->draining)
         return;
-    conn_accept(&m->srv->shard, listener, &metrics_hooks);
+    conn_accept(&m->srv->shards[0], listener, &metrics_hooks);
 }
 
 int metrics_listen(struct metrics *m, struct server *srv, struct relay *relay, const char *addr,

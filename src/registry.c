@@ -5,6 +5,13 @@
  * belongs to one shard's loop. */
 #include "registry.h"
 
+/* Makes the counts visible to other threads (see struct registry). */
+static void publish(struct registry *r)
+{
+    atomic_store_explicit(&r->pub_binaries, r->held - r->gracing, memory_order_relaxed);
+    atomic_store_explicit(&r->pub_phones, r->phones, memory_order_relaxed);
+}
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -205,6 +212,7 @@ static void cancel_grace(struct registry *r, struct reg_slot *s)
     list_remove(&s->grace_link);
     s->in_grace = false;
     r->gracing--;
+    publish(r);
 }
 
 /* Unregisters every phone of s onto evicted (caller closes them). */
@@ -217,6 +225,7 @@ static void evict_phones(struct registry *r, struct reg_slot *s, struct list *ev
         p->slot = NULL;
         s->nphones--;
         r->phones--;
+        publish(r);
         list_push_back(evicted, &p->link);
     }
 }
@@ -227,6 +236,7 @@ static void install(struct registry *r, struct reg_slot *s, struct reg_binary *b
         s->binary->slot = NULL; /* displaced: its later release must be a no-op */
     } else {
         r->held++;
+        publish(r);
     }
     s->binary = b;
     b->slot = s;
@@ -275,6 +285,7 @@ bool registry_schedule_release(struct registry *r, struct reg_binary *b, uint64_
         list_remove(&s->grace_link); /* last schedule wins */
     else
         r->gracing++;
+    publish(r);
     s->in_grace = true;
     s->grace_deadline = now_ms + r->grace_ms;
     list_push_back(&r->grace, &s->grace_link);
@@ -293,6 +304,7 @@ void registry_forget(struct registry *r, struct reg_binary *b)
     }
     s->binary = NULL; /* not gracing: the plain release of spec §4 */
     r->held--;
+    publish(r);
     maybe_free_slot(r, s);
 }
 
@@ -305,6 +317,7 @@ bool registry_release(struct registry *r, struct reg_binary *b)
     s->binary = NULL;
     b->slot = NULL;
     r->held--;
+    publish(r);
     maybe_free_slot(r, s);
     return true;
 }
@@ -321,6 +334,7 @@ size_t registry_expire(struct registry *r, uint64_t now_ms, struct list *evicted
             s->binary->slot = NULL;
         s->binary = NULL;
         r->held--;
+        publish(r);
         evict_phones(r, s, evicted);
         maybe_free_slot(r, s);
         n++;
@@ -350,6 +364,7 @@ enum reg_add registry_add_phone(struct registry *r, struct reg_phone *p, const c
     list_push_back(&s->phones, &p->link);
     s->nphones++;
     r->phones++;
+    publish(r);
     p->slot = s;
     p->hnext = *phone_chain(r, p->key);
     *phone_chain(r, p->key) = p;
@@ -366,6 +381,7 @@ void registry_remove_phone(struct registry *r, struct reg_phone *p)
     p->slot = NULL;
     s->nphones--;
     r->phones--;
+    publish(r);
     maybe_free_slot(r, s);
 }
 
@@ -408,12 +424,12 @@ struct reg_phone *registry_find_phone(const struct registry *r, const struct reg
 
 size_t registry_binaries(const struct registry *r)
 {
-    return r->held - r->gracing;
+    return atomic_load_explicit(&r->pub_binaries, memory_order_relaxed);
 }
 
 size_t registry_phones(const struct registry *r)
 {
-    return r->phones;
+    return atomic_load_explicit(&r->pub_phones, memory_order_relaxed);
 }
 
 bool registry_holds(const struct registry *r, const struct reg_binary *b)

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "util.h"
@@ -50,6 +51,9 @@ struct registry {
     size_t held;       /* slots with a binary (including gracing ones) */
     size_t gracing;
     size_t phones;
+    /* held - gracing and phones, republished after every change so another
+     * shard's thread (healthz, metrics) can read them without a race */
+    _Atomic size_t pub_binaries, pub_phones;
     int64_t phone_cap; /* <= 0: no cap */
     uint64_t grace_ms;
     uint8_t seed[16];       /* SipHash key: server-ids are attacker-chosen */

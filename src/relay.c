@@ -35,7 +35,7 @@ static struct relay *relay_of(const struct conn *c)
 
 static uint64_t now_ms(const struct relay *r)
 {
-    return shard_now(&r->srv->shard);
+    return shard_now(r->shard);
 }
 
 static void random_bytes(void *buf, size_t n)
@@ -67,14 +67,36 @@ struct peer *relay_binary_of(const struct peer *p)
 
 /* ---- HTTP replies ------------------------------------------------------ */
 
+void relay_totals(const struct relay_shared *sh, struct relay_totals *t)
+{
+    memset(t, 0, sizeof *t);
+    for (unsigned i = 0; i < sh->n; i++) {
+        const struct relay *r = &sh->relays[i];
+        const struct relay_stats *st = &r->stats;
+        t->binaries += registry_binaries(&r->reg);
+        t->phones += registry_phones(&r->reg);
+        for (int e = 0; e < EP__COUNT; e++)
+            for (int o = 0; o < OUT__COUNT; o++)
+                t->upgrades[e][o] +=
+                    atomic_load_explicit(&st->upgrades[e][o], memory_order_relaxed);
+        for (int k = 0; k < KIND__COUNT; k++)
+            t->failures[k] += atomic_load_explicit(&st->failures[k], memory_order_relaxed);
+        for (int d = 0; d < DIR__COUNT; d++)
+            t->frames[d] += atomic_load_explicit(&st->frames[d], memory_order_relaxed);
+        t->grace_expiries += atomic_load_explicit(&st->grace_expiries, memory_order_relaxed);
+    }
+}
+
 size_t relay_healthz_body(const struct relay *r, char *out, size_t cap)
 {
-    uint64_t now = now_ms(r);
-    long long up = now > r->boot_ms ? (long long)((now - r->boot_ms) / 1000) : 0;
+    struct relay_totals t;
+    relay_totals(r->sh, &t);
+    uint64_t now = uv_hrtime();
+    long long up = now > r->sh->boot_ns ? (long long)((now - r->sh->boot_ns) / 1000000000) : 0;
     int n = snprintf(out, cap,
                      "{\"status\":\"ok\",\"version\":\"%s\",\"connected_binaries\":%zu,"
                      "\"connected_phones\":%zu,\"uptime_seconds\":%lld}",
-                     RELAY_VERSION, registry_binaries(&r->reg), registry_phones(&r->reg), up);
+                     RELAY_VERSION, t.binaries, t.phones, up);
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
@@ -116,7 +138,7 @@ static struct peer *peer_new(struct conn *c, enum relay_endpoint ep, const char 
     p->rp.conn_id = p->conn_id;
     p->rp.conn_id_len = p->conn_id_len;
     c->owner = p;
-    r->live_ws++;
+    atomic_fetch_add(&r->sh->live_ws, 1);
     c->frames_counter =
         &r->stats.frames[ep == EP_SERVER ? DIR_PHONE_TO_BINARY : DIR_BINARY_TO_PHONE];
     return p;
@@ -147,7 +169,7 @@ static void on_grace(uv_timer_t *t);
 static void arm_grace(struct relay *r)
 {
     uint64_t next = registry_next_deadline(&r->reg);
-    if (next == r->grace_armed || r->srv->draining)
+    if (next == r->grace_armed || r->shard->draining)
         return;
     r->grace_armed = next;
     if (!next) {
@@ -272,7 +294,7 @@ static void probe_start(struct peer *b, struct peer *inc)
     conn_heartbeat(b->conn, false);
     conn_pause_reading(b->conn, true);
     list_push_back(&inc->probes, &p->link);
-    uv_timer_init(r->srv->loop, &p->timer);
+    uv_timer_init(r->shard->loop, &p->timer);
     uint64_t ms = (uint64_t)(r->srv->cfg->conflict_probe_timeout_ns / NS_PER_MS);
     uv_timer_start(&p->timer, on_probe_timeout, ms ? ms : 1, 0);
 }
@@ -330,7 +352,7 @@ static void binary_end(struct peer *b)
         probe_end(b->probe);
     while (!list_empty(&b->probes)) { /* we were the incumbent: now surely silent */
         struct probe *p = CONTAINER_OF(b->probes.next, struct probe, link);
-        if (r->srv->draining)
+        if (r->shard->draining)
             probe_end(p);
         else
             probe_conclude(p, false);
@@ -455,7 +477,13 @@ static bool admitted(struct conn *c, const struct http_req *req, enum relay_endp
     struct relay *r = relay_of(c);
     char ip[RATELIMIT_MAX_KEY + 1], quoted[2 * RATELIMIT_MAX_KEY], remote[64];
     size_t n = client_ip(c, req, ip, sizeof ip);
-    if (!n || !ratelimit_allow(&r->rl, ip, n, now_ms(r))) {
+    bool allowed = false;
+    if (n) {
+        uv_mutex_lock(&r->sh->rl_mu);
+        allowed = ratelimit_allow(&r->sh->rl, ip, n, uv_hrtime() / 1000000);
+        uv_mutex_unlock(&r->sh->rl_mu);
+    }
+    if (!allowed) {
         r->stats.upgrades[ep][OUT_REJECT_RATE_LIMIT]++;
         r->stats.failures[KIND_RATELIMIT]++;
         log_go_quote(quoted, sizeof quoted, ip, n);
@@ -463,7 +491,7 @@ static bool admitted(struct conn *c, const struct http_req *req, enum relay_endp
         conn_http_error(c, 429, true);
         return false;
     }
-    if (r->live_ws >= (size_t)c->shard->cfg->max_connections) {
+    if (atomic_load(&r->sh->live_ws) >= (size_t)c->shard->cfg->max_connections) {
         size_t plen;
         const char *path = http_req_path(req, &plen);
         conn_remote(c, remote, sizeof remote);
@@ -510,18 +538,43 @@ static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpo
     }
 }
 
+/* design.md §2: a server-id's binary and phones all live on the shard its
+ * hash picks. NULL when c is already there (or there is nothing to move). */
+static struct shard *owning_shard(struct conn *c, const struct http_req *req)
+{
+    struct relay *r = relay_of(c);
+    size_t len;
+    if (r->sh->n == 1 || c->shard->draining)
+        return NULL;
+    const char *sid = http_req_header(req, HDR_X_SERVER, &len);
+    if (!sid)
+        return NULL; /* refused by the gate wherever it runs */
+    unsigned k = (unsigned)(registry_siphash(r->sh->shard_key, sid, len) % r->sh->n);
+    return k == c->shard->id ? NULL : r->sh->relays[k].shard;
+}
+
 static void on_request(struct conn *c, const struct http_req *r)
 {
     size_t plen;
     const char *path = http_req_path(r, &plen);
-    if (str_eq(path, plen, "/healthz"))
+    enum relay_endpoint ep;
+    if (str_eq(path, plen, "/healthz")) {
         healthz(c);
-    else if (str_eq(path, plen, "/v1/server"))
-        upgrade(c, r, EP_SERVER);
+        return;
+    }
+    if (str_eq(path, plen, "/v1/server"))
+        ep = EP_SERVER;
     else if (str_eq(path, plen, "/v1/client"))
-        upgrade(c, r, EP_CLIENT);
-    else
+        ep = EP_CLIENT;
+    else {
         conn_http_not_found(c);
+        return;
+    }
+    struct shard *owner = owning_shard(c, r);
+    if (owner)
+        conn_handoff(c, owner); /* its loop calls on_request again */
+    else
+        upgrade(c, r, ep);
 }
 
 static void on_message(struct conn *c, uint8_t *data, size_t len)
@@ -562,7 +615,7 @@ static void on_free(struct conn *c)
         registry_forget(&p->relay->reg, &p->rb);
     else
         registry_remove_phone(&p->relay->reg, &p->rp);
-    p->relay->live_ws--;
+    atomic_fetch_sub(&p->relay->sh->live_ws, 1);
     peer_free(p);
     c->owner = NULL;
 }
@@ -576,46 +629,69 @@ const struct conn_hooks relay_hooks = {
     .on_free = on_free,
 };
 
-static void on_drain(struct server *srv)
+static void on_drain(struct server *srv, struct shard *s)
 {
-    struct relay *r = srv->owner;
+    struct relay *r = s->owner;
+    (void)srv;
     uv_timer_stop(&r->grace_timer); /* grace windows are simply lost (spec §11) */
-    uv_timer_stop(&r->rl_sweep);
+    if (s->id == 0)
+        uv_timer_stop(&r->rl_sweep);
 }
 
 static void on_rl_sweep(uv_timer_t *t)
 {
     struct relay *r = t->data;
-    ratelimit_sweep(&r->rl, now_ms(r));
+    uv_mutex_lock(&r->sh->rl_mu);
+    ratelimit_sweep(&r->sh->rl, uv_hrtime() / 1000000);
+    uv_mutex_unlock(&r->sh->rl_mu);
 }
 
-void relay_init(struct relay *r, struct server *srv)
+void relay_init(struct relay *relays, struct relay_shared *sh, struct server *srv)
 {
     uint8_t seed[16];
     const struct config *cfg = srv->cfg;
-    memset(r, 0, sizeof *r);
-    r->srv = srv;
-    r->boot_ms = shard_now(&srv->shard);
+    memset(sh, 0, sizeof *sh);
+    sh->relays = relays;
+    sh->n = srv->nshards;
+    sh->boot_ns = uv_hrtime();
+    atomic_init(&sh->live_ws, 0);
+    random_bytes(sh->shard_key, sizeof sh->shard_key);
     random_bytes(seed, sizeof seed);
-    registry_init(&r->reg, seed, cfg->max_phones_per_server,
-                  (uint64_t)(cfg->grace_period_ns / NS_PER_MS));
-    uv_timer_init(srv->loop, &r->grace_timer);
-    r->grace_timer.data = r;
-    r->scratch = xmalloc((size_t)cfg->max_message_bytes);
-    ratelimit_init(&r->rl, cfg->rate_limit_burst, (uint64_t)(cfg->rate_limit_refill_ns / NS_PER_MS),
-                   seed);
-    uv_timer_init(srv->loop, &r->rl_sweep);
-    r->rl_sweep.data = r;
-    uv_timer_start(&r->rl_sweep, on_rl_sweep, 5 * 60 * 1000, 5 * 60 * 1000);
-    r->high_water = 1024 * 1024;
-    r->low_water = 256 * 1024;
+    uv_mutex_init(&sh->rl_mu);
+    ratelimit_init(&sh->rl, cfg->rate_limit_burst,
+                   (uint64_t)(cfg->rate_limit_refill_ns / NS_PER_MS), seed);
+    for (unsigned i = 0; i < srv->nshards; i++) {
+        struct relay *r = &relays[i];
+        struct shard *s = &srv->shards[i];
+        memset(r, 0, sizeof *r);
+        r->srv = srv;
+        r->shard = s;
+        r->sh = sh;
+        s->owner = r;
+        random_bytes(seed, sizeof seed);
+        registry_init(&r->reg, seed, cfg->max_phones_per_server,
+                      (uint64_t)(cfg->grace_period_ns / NS_PER_MS));
+        uv_timer_init(s->loop, &r->grace_timer);
+        r->grace_timer.data = r;
+        r->scratch = xmalloc((size_t)cfg->max_message_bytes);
+        r->high_water = 1024 * 1024;
+        r->low_water = 256 * 1024;
+    }
+    struct relay *r0 = &relays[0];
+    uv_timer_init(srv->loop, &r0->rl_sweep);
+    r0->rl_sweep.data = r0;
+    uv_timer_start(&r0->rl_sweep, on_rl_sweep, 5 * 60 * 1000, 5 * 60 * 1000);
     srv->on_drain = on_drain;
 }
 
-void relay_close(struct relay *r)
+void relay_close(struct relay_shared *sh)
 {
-    registry_free(&r->reg);
-    ratelimit_free(&r->rl);
-    free(r->scratch);
-    r->scratch = NULL;
+    for (unsigned i = 0; i < sh->n; i++) {
+        struct relay *r = &sh->relays[i];
+        registry_free(&r->reg);
+        free(r->scratch);
+        r->scratch = NULL;
+    }
+    ratelimit_free(&sh->rl);
+    uv_mutex_destroy(&sh->rl_mu);
 }

@@ -39,7 +39,17 @@ enum relay_kind {
 
 enum relay_direction { DIR_PHONE_TO_BINARY, DIR_BINARY_TO_PHONE, DIR__COUNT };
 
+/* Counters of one shard, written only by its thread; metrics sums them. */
 struct relay_stats {
+    _Atomic uint64_t upgrades[EP__COUNT][OUT__COUNT];
+    _Atomic uint64_t failures[KIND__COUNT];
+    _Atomic uint64_t frames[DIR__COUNT];
+    _Atomic uint64_t grace_expiries;
+};
+
+/* The sum over every shard (a scrape or /healthz). */
+struct relay_totals {
+    size_t binaries, phones;
     uint64_t upgrades[EP__COUNT][OUT__COUNT];
     uint64_t failures[KIND__COUNT];
     uint64_t frames[DIR__COUNT];
@@ -81,28 +91,45 @@ struct peer {
     char id_buf[];         /* conn_id, NUL-terminated */
 };
 
+/* What every shard's relay shares: the admission state of spec §9 (it runs
+ * at upgrade rate, so a mutex is fine) and the shard choice. */
+struct relay_shared {
+    struct relay *relays; /* one per shard, indexed by shard id */
+    unsigned n;
+    uv_mutex_t rl_mu;
+    struct ratelimit rl;    /* per-IP upgrade limiter (spec §9.2) */
+    _Atomic size_t live_ws; /* upgraded connections alive: the --max-connections cap */
+    uint8_t shard_key[16];  /* SipHash key: server-id -> owning shard */
+    uint64_t boot_ns;       /* uv_hrtime at start, for uptime */
+};
+
+/* One shard's relay: the server-ids that hash to the shard, their
+ * binaries and phones, and the timers that serve them. */
 struct relay {
     struct server *srv;
+    struct shard *shard;
+    struct relay_shared *sh;
     struct registry reg;
     uv_timer_t grace_timer;
     uint64_t grace_armed; /* deadline the timer is set for, 0 = idle */
-    uint64_t boot_ms;
     struct relay_stats stats;
     size_t high_water, low_water; /* binary outbox marks for pausing phones */
     uint8_t *scratch;             /* envelope conn_id unescaping, max-message sized */
-    struct ratelimit rl;          /* per-IP upgrade limiter (spec §9.2) */
-    uv_timer_t rl_sweep;
-    size_t live_ws; /* upgraded connections alive: the --max-connections cap */
+    uv_timer_t rl_sweep;          /* shard 0 only */
 };
 
 /* The hooks every connection of the relay runs with. */
 extern const struct conn_hooks relay_hooks;
 
-/* Prepares the relay for srv (whose shard must use relay_hooks with owner r). */
-void relay_init(struct relay *r, struct server *srv);
+/* Prepares one relay per shard of srv (relays has srv->nshards entries)
+ * and makes each the owner of its shard. */
+void relay_init(struct relay *relays, struct relay_shared *sh, struct server *srv);
 
-/* Releases the registry and timers (after the loop has drained). */
-void relay_close(struct relay *r);
+/* Releases the registries and shared state (after every loop has drained). */
+void relay_close(struct relay_shared *sh);
+
+/* Sums every shard's gauges and counters. */
+void relay_totals(const struct relay_shared *sh, struct relay_totals *t);
 
 /* Writes the /healthz body into out; returns its length. */
 size_t relay_healthz_body(const struct relay *r, char *out, size_t cap);

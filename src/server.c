@@ -1,11 +1,19 @@
-/* server.c — accepts TCP connections onto the shard, turns SIGTERM/SIGINT
- * or a listener failure into the drain of spec §11, and stops the loop when
- * the last connection is gone or the drain deadline passes. It does not
- * know what a request means (relay.c) or how a socket is pumped (conn.c). */
+/* server.c — accepts TCP connections onto shard 0, runs the other shards'
+ * loops on their own threads, turns SIGTERM/SIGINT or a listener failure
+ * into the drain of spec §11 on every shard, and stops the loops when the
+ * last connection is gone or the drain deadline passes. It does not know
+ * what a request means (relay.c) or how a socket is pumped (conn.c).
+ *
+ * Drain across shards: shard 0 posts DRAIN to every shard; each closes its
+ * own WebSockets. srv->live counts connections everywhere (a connection in
+ * transit between shards included); whichever thread drops it to zero
+ * tells shard 0, which finishes: STOP to the others (they close their
+ * handles and their loops return), then its own handles. */
 #include "server.h"
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "conn.h"
@@ -26,7 +34,7 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     if (srv->draining)
         return;
-    conn_accept(&srv->shard, listener, srv->shard.hooks);
+    conn_accept(&srv->shards[0], listener, srv->shards[0].hooks);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -39,11 +47,78 @@ static void on_signal(uv_signal_t *h, int signum)
     server_drain(srv, 0);
 }
 
+/* On shard 0: everything is gone once the live count is zero. */
+static void check_finish(struct server *srv)
+{
+    if (srv->draining && atomic_load(&srv->live) == 0)
+        finish(srv);
+}
+
+/* Any shard's thread: a connection was freed. Zero matters only while
+ * draining, which shard 0 knows first, so it is told whenever that shard
+ * is not the one that is running. */
 static void on_conn_freed(struct shard *s)
 {
-    struct server *srv = CONTAINER_OF(s, struct server, shard);
-    if (srv->draining && s->nconns == 0)
-        finish(srv);
+    struct server *srv = s->server;
+    if (atomic_load(&srv->live) != 0)
+        return;
+    if (s->id == 0)
+        check_finish(srv);
+    else
+        shard_post_control(&srv->shards[0], SHARD_CTL_CHECK);
+}
+
+static void abort_all(struct shard *s)
+{
+    struct list *it = s->conns.next;
+    while (it != &s->conns) {
+        struct conn *c = CONTAINER_OF(it, struct conn, link);
+        it = it->next;
+        conn_abort(c);
+    }
+}
+
+/* This shard's part of the drain, on its own thread. Idle HTTP connections
+ * go at once; requests in progress finish under their own deadlines;
+ * WebSockets get the close handshake. */
+static void drain_local(struct server *srv, struct shard *s)
+{
+    if (s->draining)
+        return;
+    s->draining = true;
+    if (srv->on_drain)
+        srv->on_drain(srv, s);
+    struct list *it = s->conns.next;
+    while (it != &s->conns) {
+        struct conn *c = CONTAINER_OF(it, struct conn, link);
+        it = it->next;
+        if (c->state == CONN_WS_OPEN)
+            conn_ws_close(c, WS_CLOSE_GOING_AWAY, "shutting down", false);
+        else if (c->state == CONN_HTTP_IDLE || (c->state == CONN_HTTP_HEAD && !c->req->buf_len))
+            conn_abort(c);
+    }
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void on_control(struct shard *s, unsigned bits)
+{
+    struct server *srv = s->server;
+    if (bits & SHARD_CTL_DRAIN)
+        drain_local(srv, s);
+    if (bits & SHARD_CTL_ABORT)
+        abort_all(s);
+    if (bits & SHARD_CTL_STOP) {
+        s->draining = true;
+        uv_walk(s->loop, close_walk, NULL); /* the loop returns once they are closed */
+    }
+    if ((bits & SHARD_CTL_CHECK) && s->id == 0)
+        check_finish(srv);
 }
 
 static void on_drain_timeout(uv_timer_t *t)
@@ -52,25 +127,41 @@ static void on_drain_timeout(uv_timer_t *t)
     LOGF(LOG_WARN, "shutdown deadline exceeded; force-closed listeners",
          LOG_STR("err", "context deadline exceeded"));
     LOGF(LOG_WARN, "drain incomplete", LOG_STR("err", "context deadline exceeded"));
-    struct list *it = srv->shard.conns.next;
-    while (it != &srv->shard.conns) {
-        struct conn *c = CONTAINER_OF(it, struct conn, link);
-        it = it->next;
-        conn_abort(c);
-    }
+    abort_all(&srv->shards[0]);
+    for (unsigned i = 1; i < srv->nshards; i++)
+        shard_post_control(&srv->shards[i], SHARD_CTL_ABORT);
     srv->drain_timed_out = true; /* conns are freed by their close callbacks */
     finish(srv);
 }
 
-void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg,
-                 const struct conn_hooks *hooks, void *owner)
+void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg, unsigned nshards,
+                 const struct conn_hooks *hooks)
 {
     memset(srv, 0, sizeof *srv);
     srv->loop = loop;
     srv->cfg = cfg;
-    srv->owner = owner;
-    shard_init(&srv->shard, loop, cfg, hooks, owner);
-    srv->shard.on_conn_freed = on_conn_freed;
+    srv->nshards = nshards ? nshards : 1;
+    atomic_init(&srv->live, 0);
+    srv->shards = xcalloc(srv->nshards, sizeof *srv->shards);
+    if (srv->nshards > 1) {
+        srv->loops = xcalloc(srv->nshards - 1, sizeof *srv->loops);
+        srv->threads = xcalloc(srv->nshards - 1, sizeof *srv->threads);
+    }
+    for (unsigned i = 0; i < srv->nshards; i++) {
+        struct shard *s = &srv->shards[i];
+        uv_loop_t *l = loop;
+        if (i > 0) {
+            l = &srv->loops[i - 1];
+            uv_loop_init(l);
+        }
+        shard_init(s, l, cfg, hooks, NULL);
+        s->id = i;
+        s->server = srv;
+        s->live = &srv->live;
+        s->on_conn_freed = on_conn_freed;
+        s->on_control = on_control;
+        shard_start_inbox(s);
+    }
     uv_signal_init(loop, &srv->sig_term);
     uv_signal_init(loop, &srv->sig_int);
     srv->sig_term.data = srv->sig_int.data = srv;
@@ -111,7 +202,6 @@ void server_drain(struct server *srv, int exit_code)
     if (srv->draining)
         return;
     srv->draining = true;
-    srv->shard.draining = true;
     srv->exit_code = exit_code;
     if (srv->listening) {
         uv_close((uv_handle_t *)&srv->listener, NULL);
@@ -122,31 +212,14 @@ void server_drain(struct server *srv, int exit_code)
             uv_close((uv_handle_t *)srv->extra[i], NULL);
     uint64_t ms = (uint64_t)(srv->cfg->drain_timeout_ns / NS_PER_MS);
     uv_timer_start(&srv->drain_timer, on_drain_timeout, ms ? ms : 1, 0);
-    if (srv->on_drain)
-        srv->on_drain(srv);
-    /* Idle HTTP connections go at once; requests in progress finish under
-     * their own deadlines; WebSockets get the close handshake. */
-    struct list *it = srv->shard.conns.next;
-    while (it != &srv->shard.conns) {
-        struct conn *c = CONTAINER_OF(it, struct conn, link);
-        it = it->next;
-        if (c->state == CONN_WS_OPEN)
-            conn_ws_close(c, WS_CLOSE_GOING_AWAY, "shutting down", false);
-        else if (c->state == CONN_HTTP_IDLE || (c->state == CONN_HTTP_HEAD && !c->req->buf_len))
-            conn_abort(c);
-    }
-    if (srv->shard.nconns == 0)
-        finish(srv);
+    drain_local(srv, &srv->shards[0]);
+    for (unsigned i = 1; i < srv->nshards; i++)
+        shard_post_control(&srv->shards[i], SHARD_CTL_DRAIN);
+    check_finish(srv);
 }
 
-static void close_walk(uv_handle_t *h, void *arg)
-{
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
-/* Last step: log, and close every handle so uv_run returns. */
+/* Last step: log, stop the other shards, and close every handle of shard 0
+ * so uv_run returns. */
 static void finish(struct server *srv)
 {
     if (srv->finished)
@@ -155,6 +228,8 @@ static void finish(struct server *srv)
     if (!srv->drain_timed_out)
         LOG0(LOG_INFO, "shutdown complete");
     uv_timer_stop(&srv->drain_timer);
+    for (unsigned i = 1; i < srv->nshards; i++)
+        shard_post_control(&srv->shards[i], SHARD_CTL_STOP);
     uv_walk(srv->loop, close_walk, NULL);
     /* Closing the signal handles restores the default action; a late
      * signal must still be ignored (spec §11: only the first counts). */
@@ -162,10 +237,42 @@ static void finish(struct server *srv)
     signal(SIGINT, SIG_IGN);
 }
 
+static void shard_thread(void *arg)
+{
+    struct shard *s = arg;
+    uv_run(s->loop, UV_RUN_DEFAULT);
+}
+
 int server_run(struct server *srv)
 {
+    for (unsigned i = 1; i < srv->nshards; i++) {
+        if (uv_thread_create(&srv->threads[i - 1], shard_thread, &srv->shards[i]) != 0) {
+            perror("pyrycode-relay: thread");
+            abort();
+        }
+    }
+    srv->threads_started = true;
     uv_run(srv->loop, UV_RUN_DEFAULT);
-    shard_close(&srv->shard); /* handles are closed; free what is left */
-    uv_run(srv->loop, UV_RUN_DEFAULT);
+    for (unsigned i = 1; i < srv->nshards; i++)
+        uv_thread_join(&srv->threads[i - 1]);
+    /* Every loop has stopped: free what is left, shard by shard. */
+    for (unsigned i = 0; i < srv->nshards; i++) {
+        struct shard *s = &srv->shards[i];
+        shard_discard_inbox(s);
+        shard_close(s);
+        uv_run(s->loop, UV_RUN_DEFAULT);
+        if (i > 0)
+            uv_loop_close(s->loop);
+    }
     return srv->exit_code;
+}
+
+void server_free(struct server *srv)
+{
+    free(srv->shards);
+    free(srv->loops);
+    free(srv->threads);
+    srv->shards = NULL;
+    srv->loops = NULL;
+    srv->threads = NULL;
 }

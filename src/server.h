@@ -1,9 +1,12 @@
-/* server.h — process lifecycle on the event loop: the public listener,
- * SIGTERM/SIGINT, and the drain of spec §11 (stop accepting, close every
- * WebSocket with 1001 "shutting down", give up after --drain-timeout). */
+/* server.h — process lifecycle: the shards (one event loop each, shard 0 on
+ * the main thread, the others on threads of their own), the public
+ * listener, SIGTERM/SIGINT, and the drain of spec §11 (stop accepting,
+ * close every WebSocket with 1001 "shutting down", give up after
+ * --drain-timeout) carried to every shard. */
 #ifndef RELAY_SERVER_H
 #define RELAY_SERVER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <uv.h>
 
@@ -13,9 +16,14 @@
 struct conn_hooks;
 
 struct server {
-    uv_loop_t *loop;
+    uv_loop_t *loop; /* shard 0's loop: the main thread's */
     const struct config *cfg;
-    struct shard shard;
+    struct shard *shards;
+    unsigned nshards;
+    uv_loop_t *loops;     /* loops of shards 1..nshards-1 */
+    uv_thread_t *threads; /* their threads */
+    bool threads_started;
+    _Atomic size_t live; /* connections alive or in transit, every shard */
     uv_tcp_t listener;
     bool listening;
     const char *listen_addr;
@@ -27,15 +35,17 @@ struct server {
     bool drain_timed_out;
     bool finished;
     int exit_code;
-    /* Called once when draining starts, before open WebSockets are closed
-     * (the relay uses it to stop timers of its own). May be NULL. */
-    void (*on_drain)(struct server *srv);
+    /* Called on each shard's own thread when that shard starts draining,
+     * before its open WebSockets are closed (the relay stops its timers
+     * there). May be NULL. */
+    void (*on_drain)(struct server *srv, struct shard *s);
     void *owner;
 };
 
-/* Prepares the loop, the shard and the signal handlers. */
-void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg,
-                 const struct conn_hooks *hooks, void *owner);
+/* Prepares nshards shards (>= 1), their loops and the signal handlers on
+ * loop. Shard owners are set by the caller (relay_init) before server_run. */
+void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg, unsigned nshards,
+                 const struct conn_hooks *hooks);
 
 /* Binds and listens on addr ("host:port"). Returns 0, or -1 with a reason
  * in err (the caller logs it and exits). */
@@ -44,12 +54,16 @@ int server_listen(struct server *srv, const char *addr, char *err, size_t err_ca
 /* Registers another listener to be closed when the drain starts. */
 void server_add_listener(struct server *srv, uv_tcp_t *listener);
 
-/* Runs the loop until the drain completes. Returns the process exit code:
- * 0 after a signal, 1 after a listener failure. */
+/* Starts the other shards' threads, runs shard 0 until the drain completes,
+ * joins the threads. Returns the process exit code: 0 after a signal, 1
+ * after a listener failure. */
 int server_run(struct server *srv);
 
+/* Frees the shards' memory (after server_run). */
+void server_free(struct server *srv);
+
 /* Starts the drain (as a signal would); exit_code is what server_run will
- * return. Idempotent. */
+ * return. Idempotent. Call on the main thread. */
 void server_drain(struct server *srv, int exit_code);
 
 #endif

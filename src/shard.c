@@ -4,6 +4,7 @@
 #include "shard.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "conn.h"
 
@@ -47,6 +48,65 @@ void shard_init(struct shard *s, uv_loop_t *loop, const struct config *cfg,
     s->pong_ms = ms_of(cfg->heartbeat_timeout_ns);
     s->draining = false;
     s->on_conn_freed = NULL;
+    s->async_on = false;
+    atomic_init(&s->inbox, NULL);
+    atomic_init(&s->ctl, 0);
+}
+
+static void on_async(uv_async_t *a)
+{
+    struct shard *s = a->data;
+    /* Take everything posted so far; the stack is LIFO, so reverse it to
+     * adopt connections in arrival order. */
+    struct handoff *h = atomic_exchange(&s->inbox, NULL), *fifo = NULL;
+    while (h) {
+        struct handoff *next = h->next;
+        h->next = fifo;
+        fifo = h;
+        h = next;
+    }
+    while (fifo) {
+        struct handoff *next = fifo->next;
+        conn_adopt(s, fifo);
+        fifo = next;
+    }
+    unsigned bits = atomic_exchange(&s->ctl, 0);
+    if (bits && s->on_control)
+        s->on_control(s, bits);
+}
+
+void shard_start_inbox(struct shard *s)
+{
+    uv_async_init(s->loop, &s->async, on_async);
+    s->async.data = s;
+    s->async_on = true;
+}
+
+void shard_post_handoff(struct shard *s, struct handoff *h)
+{
+    struct handoff *head = atomic_load(&s->inbox);
+    do
+        h->next = head;
+    while (!atomic_compare_exchange_weak(&s->inbox, &head, h));
+    uv_async_send(&s->async);
+}
+
+void shard_post_control(struct shard *s, unsigned bits)
+{
+    atomic_fetch_or(&s->ctl, bits);
+    uv_async_send(&s->async);
+}
+
+void shard_discard_inbox(struct shard *s)
+{
+    struct handoff *h = atomic_exchange(&s->inbox, NULL);
+    while (h) {
+        struct handoff *next = h->next;
+        conn_handoff_discard(h);
+        if (s->live)
+            atomic_fetch_sub(s->live, 1);
+        h = next;
+    }
 }
 
 void shard_close(struct shard *s)

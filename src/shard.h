@@ -1,10 +1,13 @@
 /* shard.h — one event loop and everything it owns: the connections, the
- * timing wheel that drives their deadlines, the shared read buffer. Today
- * the relay runs one shard; the multi-shard handoff (design.md §2) adds
- * more without changing what a shard is. */
+ * timing wheel that drives their deadlines, the shared read buffer, and an
+ * inbox other threads post to (connections handed over once their
+ * server-id is known, and control bits such as "drain"). Shard 0 runs on
+ * the main thread; the others each run their own loop on their own thread
+ * (design.md §2). */
 #ifndef RELAY_SHARD_H
 #define RELAY_SHARD_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +18,15 @@
 #include "wheel.h"
 
 struct conn_hooks;
+struct handoff;
+
+/* Control bits posted to a shard (shard_post_control). */
+enum {
+    SHARD_CTL_DRAIN = 1, /* start the graceful drain of this shard's connections */
+    SHARD_CTL_ABORT = 2, /* drain deadline passed: drop every connection now */
+    SHARD_CTL_STOP = 4,  /* close every handle so the loop returns */
+    SHARD_CTL_CHECK = 8, /* (shard 0) a count reached zero: re-check the drain */
+};
 
 #define SHARD_READ_BUF (64 * 1024)
 
@@ -35,11 +47,32 @@ struct shard {
     uint64_t heartbeat_ms, pong_ms;
     bool draining;
     void (*on_conn_freed)(struct shard *s); /* drain bookkeeping */
+    /* multi-shard plumbing */
+    unsigned id;                     /* 0 .. nshards-1 */
+    uv_async_t async;                /* wakes the loop for the inbox and control bits */
+    bool async_on;                   /* async initialised (and not yet closed) */
+    _Atomic(struct handoff *) inbox; /* LIFO of connections posted by other shards */
+    atomic_uint ctl;                 /* SHARD_CTL_* bits not yet handled */
+    void (*on_control)(struct shard *s, unsigned bits);
+    _Atomic size_t *live; /* process-wide count of connections (incl. in transit) */
+    void *server;         /* the struct server this shard belongs to */
 };
 
 /* Prepares s on loop with the config and hooks. */
 void shard_init(struct shard *s, uv_loop_t *loop, const struct config *cfg,
                 const struct conn_hooks *hooks, void *owner);
+
+/* Starts the shard's inbox (call on the shard's own loop before use). */
+void shard_start_inbox(struct shard *s);
+
+/* Posts a connection to s's inbox (any thread). */
+void shard_post_handoff(struct shard *s, struct handoff *h);
+
+/* Sets control bits on s and wakes it (any thread). */
+void shard_post_control(struct shard *s, unsigned bits);
+
+/* Frees handoffs still queued once s's loop is gone (closes their sockets). */
+void shard_discard_inbox(struct shard *s);
 
 /* Releases the shard's own resources (after every connection is gone and
  * the loop has stopped running handles). */

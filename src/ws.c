@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "utf8.h"
+#include "util.h"
 
 enum { ST_HEADER, ST_PAYLOAD, ST_CONTROL, ST_DEAD };
 
@@ -197,34 +198,44 @@ static size_t data_slice(struct ws_decoder *d, uint8_t *p, size_t avail, size_t 
     return consumed + n;
 }
 
-static size_t control_done(struct ws_decoder *d, size_t consumed, struct ws_event *ev)
+/* A control frame's payload p[0..n) is complete (unmasked). */
+static size_t control_done(struct ws_decoder *d, uint8_t *p, size_t n, size_t consumed,
+                           struct ws_event *ev)
 {
     memset(ev, 0, sizeof *ev);
     ev->type = WS_EV_CONTROL;
     ev->opcode = d->frame_op;
-    ev->data = d->ctl;
-    ev->len = d->ctl_have;
+    ev->data = p;
+    ev->len = n;
     d->state = ST_HEADER;
     if (d->frame_op != WS_OP_CLOSE)
         return consumed;
-    if (d->ctl_have == 1)
+    if (n == 1)
         return fail(d, ev, WS_CLOSE_PROTOCOL, consumed);
     ev->close_code = WS_CLOSE_NO_STATUS;
-    if (d->ctl_have >= 2) {
-        ev->close_code = (uint16_t)(d->ctl[0] << 8 | d->ctl[1]);
+    if (n >= 2) {
+        ev->close_code = (uint16_t)(p[0] << 8 | p[1]);
         if (!ws_close_code_valid(ev->close_code))
             return fail(d, ev, WS_CLOSE_PROTOCOL, consumed);
-        if (!utf8_valid(d->ctl + 2, d->ctl_have - 2u))
+        if (!utf8_valid(p + 2, n - 2u))
             return fail(d, ev, WS_CLOSE_INVALID_DATA, consumed);
-        ev->reason = d->ctl + 2;
-        ev->reason_len = d->ctl_have - 2u;
+        ev->reason = p + 2;
+        ev->reason_len = n - 2u;
     }
     return consumed;
+}
+
+void ws_decoder_free(struct ws_decoder *d)
+{
+    free(d->ctl);
+    d->ctl = NULL;
 }
 
 size_t ws_decoder_feed(struct ws_decoder *d, uint8_t *buf, size_t len, struct ws_event *ev)
 {
     size_t used = 0;
+    if (d->ctl && d->state != ST_CONTROL)
+        ws_decoder_free(d); /* the event that pointed into it has been handled */
     for (;;) {
         if (d->state == ST_DEAD)
             return fail(d, ev, d->err_code, used);
@@ -235,8 +246,19 @@ size_t ws_decoder_feed(struct ws_decoder *d, uint8_t *buf, size_t len, struct ws
             return data_slice(d, buf + used, len - used, used, ev);
         }
         if (d->state == ST_CONTROL) {
+            if (d->ctl_have == 0 && d->frame_left <= len - used) {
+                /* The whole payload is here: unmask it in place, no copy. */
+                size_t n = (size_t)d->frame_left;
+                uint8_t *p = n ? buf + used : NULL; /* buf may be NULL when len is 0 */
+                if (n)
+                    unmask(d, p, n);
+                d->frame_left = 0;
+                return control_done(d, p, n, used + n, ev);
+            }
+            if (!d->ctl)
+                d->ctl = xmalloc(WS_MAX_CONTROL);
             size_t n = d->frame_left < len - used ? (size_t)d->frame_left : len - used;
-            if (n > 0) { /* buf may be NULL when len is 0 */
+            if (n > 0) {
                 memcpy(d->ctl + d->ctl_have, buf + used, n);
                 unmask(d, d->ctl + d->ctl_have, n);
             }
@@ -245,7 +267,7 @@ size_t ws_decoder_feed(struct ws_decoder *d, uint8_t *buf, size_t len, struct ws
             used += n;
             if (d->frame_left > 0)
                 break;
-            return control_done(d, used, ev);
+            return control_done(d, d->ctl, d->ctl_have, used, ev);
         }
         /* ST_HEADER */
         if (used == len)

@@ -71,7 +71,8 @@ struct ws_decoder {
     uint8_t msg_op;
     uint64_t msg_len;
     uint32_t utf8_state;
-    uint8_t ctl[WS_MAX_CONTROL];
+    uint8_t *ctl; /* a control payload split across feeds; NULL otherwise (idle
+                     connections keep no buffer) */
     uint8_t ctl_have;
     uint16_t err_code;
 };
@@ -83,9 +84,15 @@ void ws_decoder_init(struct ws_decoder *d, uint64_t max_message, bool require_ma
  * Returns the number of bytes consumed. Payload bytes are unmasked in place.
  * Call repeatedly until it returns WS_EV_NONE (all of buf consumed) or
  * WS_EV_ERROR (after which every call returns the same error). DATA slices
- * point into buf; CONTROL payloads point into the decoder. Empty data frames
- * still produce a DATA event so message boundaries are always reported. */
+ * point into buf; CONTROL payloads point into buf, or into a buffer the
+ * decoder owns when the payload was split across calls; either stays valid
+ * until the next call. Empty data frames still produce a DATA event so
+ * message boundaries are always reported. */
 size_t ws_decoder_feed(struct ws_decoder *d, uint8_t *buf, size_t len, struct ws_event *ev);
+
+/* Releases what the decoder may hold (safe to call twice; the decoder must
+ * be initialised again before reuse). */
+void ws_decoder_free(struct ws_decoder *d);
 
 /* True while a data message has begun but its final fragment has not been
  * fully received (used for the message completion deadline). */

@@ -67,7 +67,7 @@ static void trace_cuts(const uint8_t *in, size_t n, const size_t *cuts, size_t n
                        char *out, size_t outcap)
 {
     static char msg[70000];
-    struct ws_decoder d;
+    struct ws_decoder d = {0};
     uint8_t *copy = malloc(n ? n : 1);
     size_t mlen = 0, olen = 0, off = 0;
     memcpy(copy, in, n);
@@ -80,6 +80,7 @@ static void trace_cuts(const uint8_t *in, size_t n, const size_t *cuts, size_t n
         off = end;
     }
     free(copy);
+    ws_decoder_free(&d);
 }
 
 /* Decodes in[0..n) fed in chunks of `step` (0 = whole). */
@@ -198,7 +199,7 @@ static void test_protocol_errors(void **state)
 static void test_error_is_sticky_and_consumes_nothing(void **state)
 {
     uint8_t buf[8] = {0x81, 0x01, 'x', 0x81, 0x81, 0, 0, 0};
-    struct ws_decoder d;
+    struct ws_decoder d = {0};
     struct ws_event ev;
     (void)state;
     ws_decoder_init(&d, 0, true);
@@ -207,6 +208,7 @@ static void test_error_is_sticky_and_consumes_nothing(void **state)
     assert_int_equal(ws_decoder_feed(&d, buf, sizeof buf, &ev), 0);
     assert_int_equal(ev.type, WS_EV_ERROR);
     assert_int_equal(ev.close_code, 1002);
+    ws_decoder_free(&d);
 }
 
 static void test_utf8_rules(void **state)
@@ -259,7 +261,7 @@ static void test_size_cap(void **state)
 static void test_busy_and_in_message(void **state)
 {
     uint8_t buf[64];
-    struct ws_decoder d;
+    struct ws_decoder d = {0};
     struct ws_event ev;
     (void)state;
     ws_decoder_init(&d, 0, true);
@@ -281,6 +283,7 @@ static void test_busy_and_in_message(void **state)
     } while (ev.type != WS_EV_NONE);
     assert_false(ws_decoder_in_message(&d));
     assert_false(ws_decoder_busy(&d));
+    ws_decoder_free(&d);
 }
 
 static void test_encoder(void **state)
@@ -366,7 +369,7 @@ static size_t next(struct ws_decoder *d, uint8_t *buf, size_t n, struct ws_event
 static void test_event_contract(void **state)
 {
     uint8_t buf[64];
-    struct ws_decoder d;
+    struct ws_decoder d = {0};
     struct ws_event ev;
     (void)state;
     size_t h1 = ws_frame_header(buf, false, WS_OP_TEXT, 3, MASK);
@@ -398,6 +401,7 @@ static void test_event_contract(void **state)
     assert_false(ws_decoder_busy(&d));
     assert_int_equal(next(&d, NULL, 0, &ev), 0);
     assert_int_equal(ev.type, WS_EV_NONE);
+    ws_decoder_free(&d);
 }
 
 static void test_empty_frames_mark_boundaries(void **state)
@@ -489,7 +493,7 @@ static void test_more_protocol_errors(void **state)
 /* Errors decided by the first two header bytes do not wait for the rest. */
 static void test_errors_before_full_header(void **state)
 {
-    struct ws_decoder d;
+    struct ws_decoder d = {0};
     struct ws_event ev;
     (void)state;
     uint8_t unmasked64[2] = {0x82, 0x7F};
@@ -498,6 +502,7 @@ static void test_errors_before_full_header(void **state)
     assert_int_equal(ev.type, WS_EV_ERROR);
     assert_int_equal(ev.close_code, WS_CLOSE_PROTOCOL);
     uint8_t rsv[1] = {0xC1};
+    ws_decoder_free(&d);
     ws_decoder_init(&d, 0, true);
     assert_int_equal(next(&d, rsv, 1, &ev), 1);
     assert_int_equal(ev.type, WS_EV_NONE);
@@ -505,12 +510,13 @@ static void test_errors_before_full_header(void **state)
     next(&d, b1, 1, &ev);
     assert_int_equal(ev.type, WS_EV_ERROR);
     assert_int_equal(ev.close_code, WS_CLOSE_PROTOCOL);
+    ws_decoder_free(&d);
 }
 
 static void test_close_reason_fields(void **state)
 {
     uint8_t buf[64];
-    struct ws_decoder d;
+    struct ws_decoder d = {0};
     struct ws_event ev;
     (void)state;
     size_t n = put_frame(buf, true, WS_OP_CLOSE, "\x0f\xa0gone \xc3\xa9", 9);
@@ -529,12 +535,13 @@ static void test_close_reason_fields(void **state)
     check_all_splits(buf, n, 0, "E1002;");
     n = put_frame(buf, true, WS_OP_CLOSE, "\x13\x88", 2); /* 5000 */
     check_all_splits(buf, n, 0, "E1002;");
+    ws_decoder_free(&d);
 }
 
 static void test_utf8_error_reported_early(void **state)
 {
     uint8_t buf[64];
-    struct ws_decoder d;
+    struct ws_decoder d = {0};
     struct ws_event ev;
     (void)state;
     size_t n = put_frame(buf, false, WS_OP_TEXT, "ok\xc0", 3);
@@ -557,13 +564,14 @@ static void test_utf8_error_reported_early(void **state)
     n += put_frame(buf + n, false, WS_OP_BINARY, "\xc0", 1);
     n += put_frame(buf + n, true, WS_OP_CONT, "\xff", 1);
     check_all_splits(buf, n, 0, "M1:t;M2:\xc0\xff;");
+    ws_decoder_free(&d);
 }
 
 static void test_cap_boundaries(void **state)
 {
     static uint8_t buf[1024];
     static char a[400];
-    struct ws_decoder d;
+    struct ws_decoder d = {0};
     struct ws_event ev;
     (void)state;
     memset(a, 'a', sizeof a);
@@ -594,12 +602,13 @@ static void test_cap_boundaries(void **state)
     /* a declared 2^63-1 length trips the cap without overflow */
     uint8_t huge[] = {0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4};
     check_all_splits(huge, sizeof huge, 262144, "E1009;");
+    ws_decoder_free(&d);
 }
 
 static void test_client_side_accepts_unmasked(void **state)
 {
     uint8_t buf[] = {0x81, 0x02, 'h', 'i', 0x89, 0x00};
-    struct ws_decoder d;
+    struct ws_decoder d = {0};
     struct ws_event ev;
     (void)state;
     ws_decoder_init(&d, 0, false);
@@ -610,6 +619,45 @@ static void test_client_side_accepts_unmasked(void **state)
     used += next(&d, buf + used, sizeof buf - used, &ev);
     assert_int_equal(ev.type, WS_EV_CONTROL);
     assert_int_equal(used, sizeof buf);
+    ws_decoder_free(&d);
+}
+
+/* A control payload that arrives whole is reported in place (no buffer);
+ * one split across feeds is assembled in a buffer the decoder frees on the
+ * next feed, so an idle connection holds none. */
+static void test_control_payload_storage(void **state)
+{
+    uint8_t buf[64];
+    struct ws_decoder d = {0};
+    struct ws_event ev;
+    (void)state;
+    size_t n = put_frame(buf, true, WS_OP_PING, (const uint8_t *)"abcdef", 6);
+    ws_decoder_init(&d, 0, true);
+    assert_int_equal(next(&d, buf, n, &ev), n);
+    assert_int_equal(ev.type, WS_EV_CONTROL);
+    assert_true(ev.data >= buf && ev.data + ev.len <= buf + n);
+    assert_memory_equal(ev.data, "abcdef", 6);
+    assert_null(d.ctl);
+    n = put_frame(buf, true, WS_OP_PONG, (const uint8_t *)"abcdef", 6);
+    assert_int_equal(next(&d, buf, n - 2, &ev), n - 2);
+    assert_int_equal(ev.type, WS_EV_NONE);
+    assert_non_null(d.ctl);
+    assert_int_equal(next(&d, buf + n - 2, 2, &ev), 2);
+    assert_int_equal(ev.type, WS_EV_CONTROL);
+    assert_ptr_equal(ev.data, d.ctl);
+    assert_memory_equal(ev.data, "abcdef", 6);
+    assert_int_equal(next(&d, buf, 0, &ev), 0);
+    assert_int_equal(ev.type, WS_EV_NONE);
+    assert_null(d.ctl); /* released once the event was handled */
+    n = put_frame(buf, true, WS_OP_CLOSE,
+                  (const uint8_t *)"\x03\xe8"
+                                   "bye",
+                  5);
+    next(&d, buf, n - 2, &ev);
+    assert_non_null(d.ctl);
+    ws_decoder_free(&d); /* mid-frame teardown frees it too */
+    assert_null(d.ctl);
+    ws_decoder_free(&d);
 }
 
 /* The encoder's output decodes back to what went in, at every length class. */
@@ -623,7 +671,7 @@ static void test_encoder_round_trip(void **state)
         payload[i] = (uint8_t)(i * 31 + 7);
     for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
         size_t n = put_frame(frame, true, WS_OP_BINARY, payload, lens[k]);
-        struct ws_decoder d;
+        struct ws_decoder d = {0};
         struct ws_event ev;
         ws_decoder_init(&d, 0, true);
         size_t used = 0, got = 0;
@@ -641,13 +689,14 @@ static void test_encoder_round_trip(void **state)
         }
         assert_int_equal(used, n);
         assert_int_equal(got, lens[k]);
+        ws_decoder_free(&d);
     }
 }
 
 static void test_feed_nothing(void **state)
 {
     uint8_t buf[16];
-    struct ws_decoder d;
+    struct ws_decoder d = {0};
     struct ws_event ev;
     (void)state;
     size_t n = put_frame(buf, true, WS_OP_PING, "abc", 3);
@@ -663,6 +712,7 @@ static void test_feed_nothing(void **state)
     assert_int_equal(ev.type, WS_EV_CONTROL);
     assert_memory_equal(ev.data, "abc", 3);
     assert_false(ws_decoder_busy(&d));
+    ws_decoder_free(&d);
 }
 
 static void test_key_lengths(void **state)
@@ -708,6 +758,7 @@ int main(void)
         cmocka_unit_test(test_cap_boundaries),
         cmocka_unit_test(test_client_side_accepts_unmasked),
         cmocka_unit_test(test_encoder_round_trip),
+        cmocka_unit_test(test_control_payload_storage),
         cmocka_unit_test(test_feed_nothing),
         cmocka_unit_test(test_key_lengths),
     };
