@@ -10,6 +10,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "push.h"
 #include "relay.h"
 #include "server.h"
 
@@ -39,9 +40,12 @@ int main(int argc, char **argv)
         printf("%s\n", RELAY_VERSION);
         return 0;
     }
-    int code = boot_checks(&cfg, env_get, "/proc/self/status");
-    if (code != 0 || cfg.check_config)
+    struct fcm_creds creds;
+    int code = boot_checks(&cfg, env_get, "/proc/self/status", &creds);
+    if (code != 0 || cfg.check_config) {
+        fcm_creds_free(&creds);
         return code;
+    }
 
     /* A peer that vanishes mid-write must cost one connection, not the
      * process: writes then fail with EPIPE instead of raising SIGPIPE. */
@@ -54,6 +58,15 @@ int main(int argc, char **argv)
     char err[256];
     server_init(&srv, &loop, &cfg, &relay_hooks, &relay);
     relay_init(&relay, &srv);
+    if (creds.key) {
+        struct push_config pcfg = {.fcm_base_url = cfg.fcm_base_url,
+                                   .fcm_project = cfg.fcm_project,
+                                   .ca_bundle = cfg.outbound_ca_bundle,
+                                   .timeout_ms = (uint64_t)(cfg.push_timeout_ns / NS_PER_MS)};
+        if (pcfg.timeout_ms == 0)
+            pcfg.timeout_ms = 1;
+        relay.push = push_new(&loop, &pcfg, &creds);
+    }
     if (server_listen(&srv, cfg.insecure_listen, err, sizeof err) != 0) {
         LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", cfg.insecure_listen),
              LOG_STR("err", err));

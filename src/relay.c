@@ -12,6 +12,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "push.h"
 #include "shard.h"
 
 #define CLOSE_NO_SERVER 4404
@@ -589,6 +590,14 @@ static void on_rl_sweep(uv_timer_t *t)
     ratelimit_sweep(&r->rl, now_ms(r));
 }
 
+/* The loop is about to stop: push sends still in flight are cancelled
+ * (spec §11) while their handles can still be closed properly. */
+static void on_finish(struct server *srv)
+{
+    struct relay *r = srv->owner;
+    push_shutdown(r->push);
+}
+
 void relay_init(struct relay *r, struct server *srv)
 {
     uint8_t seed[16];
@@ -610,12 +619,15 @@ void relay_init(struct relay *r, struct server *srv)
     r->high_water = 1024 * 1024;
     r->low_water = 256 * 1024;
     srv->on_drain = on_drain;
+    srv->on_finish = on_finish;
 }
 
 void relay_close(struct relay *r)
 {
     registry_free(&r->reg);
     ratelimit_free(&r->rl);
+    push_free(r->push);
+    r->push = NULL;
     free(r->scratch);
     r->scratch = NULL;
 }

@@ -54,6 +54,7 @@ enum peer_state {
 };
 
 struct probe;
+struct push_waker;
 
 /* The relay's view of one upgraded connection (conn->owner). */
 struct peer {
@@ -92,7 +93,8 @@ struct relay {
     uint8_t *scratch;             /* envelope conn_id unescaping, max-message sized */
     struct ratelimit rl;          /* per-IP upgrade limiter (spec §9.2) */
     uv_timer_t rl_sweep;
-    size_t live_ws; /* upgraded connections alive: the --max-connections cap */
+    size_t live_ws;          /* upgraded connections alive: the --max-connections cap */
+    struct push_waker *push; /* FCM push wakes (spec §10); NULL = push off */
 };
 
 /* The hooks every connection of the relay runs with. */
@@ -101,7 +103,8 @@ extern const struct conn_hooks relay_hooks;
 /* Prepares the relay for srv (whose shard must use relay_hooks with owner r). */
 void relay_init(struct relay *r, struct server *srv);
 
-/* Releases the registry and timers (after the loop has drained). */
+/* Releases the registry, timers and the push waker (after the loop has
+ * drained). */
 void relay_close(struct relay *r);
 
 /* Writes the /healthz body into out; returns its length. */

@@ -30,6 +30,9 @@ struct server {
     /* Called once when draining starts, before open WebSockets are closed
      * (the relay uses it to stop timers of its own). May be NULL. */
     void (*on_drain)(struct server *srv);
+    /* Called once when the drain is over, before every remaining handle is
+     * closed (the relay cancels push sends here). May be NULL. */
+    void (*on_finish)(struct server *srv);
     void *owner;
 };
 
