@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
       libuv1-dev libssl-dev libhttp-parser-dev libjansson-dev libcurl4-openssl-dev
-      libcmocka-dev pebble
+      libcmocka-dev pebble openssl
       python3 python3-pytest python3-websockets python3-prometheus-client nodejs npm)
 
 missing=()

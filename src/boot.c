@@ -124,16 +124,29 @@ static int check_caps(const char *status_path)
     return 0;
 }
 
-/* Steps 11-13: push, metrics address, listener address and ports. */
-static int check_listeners(const struct config *cfg, checks_getenv_fn get)
+/* Step 11: build the push sender's credentials (only fails when step 6 was
+ * somehow bypassed). The value is never logged. */
+static int check_push(checks_getenv_fn get, struct fcm_creds *creds)
+{
+    const char *value = get("PYRYCODE_RELAY_FCM_CREDENTIALS");
+    memset(creds, 0, sizeof *creds);
+    if (!value) {
+        LOG0(LOG_INFO, "push off: PYRYCODE_RELAY_FCM_CREDENTIALS unset");
+        return 0;
+    }
+    if (fcm_creds_parse(value, strlen(value), creds) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: cannot build the FCM push sender",
+             LOG_STR("err", FCM_ERR_CREDENTIALS));
+        return -1;
+    }
+    return 0;
+}
+
+/* Steps 12-13: metrics address, listener address and ports. */
+static int check_listeners(const struct config *cfg)
 {
     char err[512], host[256];
     int port, mport = 0;
-    if (!get("PYRYCODE_RELAY_FCM_CREDENTIALS"))
-        LOG0(LOG_INFO, "push off: PYRYCODE_RELAY_FCM_CREDENTIALS unset");
-    else
-        LOG0(LOG_WARN, "push off: this build has no FCM sender yet; "
-                       "PYRYCODE_RELAY_FCM_CREDENTIALS is validated but unused");
     if (checks_metrics_addr(cfg->metrics_listen, err, sizeof err) != 0) {
         LOGF(LOG_ERROR, "refusing to start: invalid --metrics-listen address", LOG_STR("err", err),
              LOG_STR("value", cfg->metrics_listen), LOG_STR("fix", FIX_METRICS));
@@ -163,10 +176,16 @@ static int check_listeners(const struct config *cfg, checks_getenv_fn get)
     return 0;
 }
 
-int boot_checks(const struct config *cfg, checks_getenv_fn get, const char *status_path)
+int boot_checks(const struct config *cfg, checks_getenv_fn get, const char *status_path,
+                struct fcm_creds *push_creds)
 {
+    memset(push_creds, 0, sizeof *push_creds);
     if (check_flags(cfg) || check_env(cfg, get) || check_caps(status_path) ||
-        check_listeners(cfg, get))
+        check_push(get, push_creds))
         return 2;
+    if (check_listeners(cfg)) {
+        fcm_creds_free(push_creds);
+        return 2;
+    }
     return 0;
 }

@@ -5,10 +5,14 @@
 
 #include "checks.h"
 #include "config.h"
+#include "fcm.h"
 
 /* Runs the checks that need no listener. Returns 0 to go on, or the exit
  * code (2) after logging the refusal. status_path is /proc/self/status
- * (a parameter so tests can point it elsewhere). */
-int boot_checks(const struct config *cfg, checks_getenv_fn get, const char *status_path);
+ * (a parameter so tests can point it elsewhere). Step 11 parses the push
+ * credentials into *push_creds (zeroed when push is off; the caller frees
+ * them with fcm_creds_free or hands them to push_new). */
+int boot_checks(const struct config *cfg, checks_getenv_fn get, const char *status_path,
+                struct fcm_creds *push_creds);
 
 #endif

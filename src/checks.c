@@ -6,14 +6,11 @@
 #include "checks.h"
 
 #include <arpa/inet.h>
-#include <jansson.h>
-#include <openssl/bio.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fcm.h"
 #include "log.h"
 #include "netaddr.h"
 
@@ -72,30 +69,13 @@ int checks_single_instance(checks_getenv_fn get, char *err, size_t cap)
     return -1;
 }
 
-/* An RSA key (PKCS#8 or PKCS#1 PEM); EC and anything else refused. */
-static bool rsa_key(const char *pem)
-{
-    BIO *bio = BIO_new_mem_buf(pem, -1);
-    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
-    bool ok = key && EVP_PKEY_base_id(key) == EVP_PKEY_RSA;
-    EVP_PKEY_free(key);
-    BIO_free(bio);
-    return ok;
-}
-
 bool checks_fcm_credentials_valid(const char *value)
 {
-    json_error_t jerr;
-    json_t *doc = json_loads(value, 0, &jerr);
-    bool ok = false;
-    if (json_is_object(doc)) {
-        const char *type = json_string_value(json_object_get(doc, "type"));
-        const char *email = json_string_value(json_object_get(doc, "client_email"));
-        const char *key = json_string_value(json_object_get(doc, "private_key"));
-        ok = type && strcmp(type, "service_account") == 0 && email && *email && key && rsa_key(key);
-    }
-    json_decref(doc);
-    return ok;
+    struct fcm_creds c;
+    if (fcm_creds_parse(value, strlen(value), &c) != 0)
+        return false;
+    fcm_creds_free(&c);
+    return true;
 }
 
 int checks_parse_capeff(const char *status, uint64_t *mask)

@@ -32,7 +32,8 @@ bool checks_env_is_one(checks_getenv_fn get, const char *name);
 int checks_single_instance(checks_getenv_fn get, char *err, size_t cap);
 
 /* True when value is a usable Google service-account JSON key (type
- * service_account, client_email, an RSA private key). */
+ * service_account, client_email, an RSA private key): fcm_creds_parse, the
+ * one parser, accepts it. */
 bool checks_fcm_credentials_valid(const char *value);
 
 /* Parses the CapEff line of a /proc/self/status text. Returns 0 or -1

@@ -11,6 +11,7 @@
 #include "envelope.h"
 #include "json.h"
 #include "log.h"
+#include "push.h"
 #include "relay.h"
 
 #define ITEM_OVERHEAD 64 /* per queued item, as the reference outbox (#154) */
@@ -141,13 +142,10 @@ void forward_from_binary(struct peer *b, uint8_t *data, size_t len)
     case ENVELOPE_ROUTE:
         route(b, &env);
         return;
-    case ENVELOPE_WAKE:
-        /* Push arrives with the FCM issue; until then push is off. */
-        LOGF(LOG_WARN, "binary_forwarder_push_wake_dropped",
-             LOG_STRN("server_id", b->server_id, b->server_id_len),
-             LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len),
-             LOG_STR("err", "relay: push is off"));
+    case ENVELOPE_WAKE: {
+        relay_push_wake(b, env.push_wake, env.push_wake_len);
         return;
+    }
     case ENVELOPE_MALFORMED:
         snprintf(err, sizeof err, "%s: %s", envelope_error(kind), detail);
         break;

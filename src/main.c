@@ -10,6 +10,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "push.h"
 #include "relay.h"
 #include "server.h"
 #include "util.h"
@@ -40,9 +41,12 @@ int main(int argc, char **argv)
         printf("%s\n", RELAY_VERSION);
         return 0;
     }
-    int code = boot_checks(&cfg, env_get, "/proc/self/status");
-    if (code != 0 || cfg.check_config)
+    struct fcm_creds creds;
+    int code = boot_checks(&cfg, env_get, "/proc/self/status", &creds);
+    if (code != 0 || cfg.check_config) {
+        fcm_creds_free(&creds);
         return code;
+    }
 
     /* A peer that vanishes mid-write must cost one connection, not the
      * process: writes then fail with EPIPE instead of raising SIGPIPE. */
@@ -59,6 +63,15 @@ int main(int argc, char **argv)
     struct relay *relays = xcalloc(srv.nshards, sizeof *relays);
     relay_init(relays, &shared, &srv);
     struct relay *relay = &relays[0];
+    if (creds.key) {
+        struct push_config pcfg = {.fcm_base_url = cfg.fcm_base_url,
+                                   .fcm_project = cfg.fcm_project,
+                                   .ca_bundle = cfg.outbound_ca_bundle,
+                                   .timeout_ms = (uint64_t)(cfg.push_timeout_ns / NS_PER_MS)};
+        if (pcfg.timeout_ms == 0)
+            pcfg.timeout_ms = 1;
+        shared.push = push_new(&loop, &pcfg, &creds);
+    }
     if (server_listen(&srv, cfg.insecure_listen, err, sizeof err) != 0) {
         LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", cfg.insecure_listen),
              LOG_STR("err", err));

@@ -17,6 +17,7 @@
 
 #include "http.h"
 #include "netaddr.h"
+#include "push.h"
 #include "registry.h"
 #include "relay.h"
 #include "server.h"
@@ -76,6 +77,18 @@ static int by_kind(const void *a, const void *b)
     return by_name(a, b, kind_names);
 }
 
+/* Registered only when push is on (spec §8.2); every outcome from boot. */
+static void push_series(struct buf *b, const struct push_waker *w)
+{
+    static const enum push_outcome order[PUSH__COUNT] = {
+        PUSH_DROPPED, PUSH_SEND_FAILED, PUSH_SENT, PUSH_TOKEN_FETCH_FAILED, PUSH_UNREGISTERED};
+    family(b, "pyrycode_relay_push_wakes_total", "counter",
+           "Push wake requests, by outcome (dropped = refused by a rate limit or cap).");
+    for (int i = 0; i < PUSH__COUNT; i++)
+        bprintf(b, "pyrycode_relay_push_wakes_total{outcome=\"%s\"} %llu\n",
+                push_outcome_name(order[i]), (unsigned long long)push_outcome_count(w, order[i]));
+}
+
 static void relay_series(struct buf *b, const struct relay *r)
 {
     struct relay_totals tot;
@@ -96,6 +109,8 @@ static void relay_series(struct buf *b, const struct relay *r)
            "Grace windows that expired and evicted a server-id.");
     bprintf(b, "pyrycode_relay_grace_expiries_total %llu\n",
             (unsigned long long)st->grace_expiries);
+    if (r->sh->push)
+        push_series(b, r->sh->push);
     int kinds[KIND__COUNT], outcomes[OUT__COUNT];
     for (int i = 0; i < KIND__COUNT; i++)
         kinds[i] = i;

@@ -12,6 +12,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "push.h"
 #include "shard.h"
 
 #define CLOSE_NO_SERVER 4404
@@ -646,6 +647,82 @@ static void on_rl_sweep(uv_timer_t *t)
     uv_mutex_unlock(&r->sh->rl_mu);
 }
 
+/* ---- push wakes ---------------------------------------------------------- */
+
+/* A wake from a binary on another shard, on its way to the waker. */
+struct wake_req {
+    struct wake_req *next;
+    size_t sid_len, conn_id_len, raw_len;
+    char data[]; /* server-id, conn id, raw push_wake value */
+};
+
+static void admit_wake(struct relay_shared *sh, const char *sid, size_t sid_len,
+                       const char *conn_id, size_t conn_id_len, const uint8_t *raw, size_t len)
+{
+    /* Admission only: an admitted send runs on without this binary. */
+    const char *refusal = push_wake(sh->push, sid, sid_len, raw, len);
+    if (refusal)
+        LOGF(LOG_WARN, "binary_forwarder_push_wake_dropped", LOG_STRN("server_id", sid, sid_len),
+             LOG_STRN("binary_conn_id", conn_id, conn_id_len), LOG_STR("err", refusal));
+}
+
+void relay_push_wake(struct peer *b, const uint8_t *raw, size_t len)
+{
+    struct relay_shared *sh = b->relay->sh;
+    /* "push off" is the first refusal and needs no waker: answer it here. */
+    if (!sh->push || b->relay->shard->id == 0) {
+        admit_wake(sh, b->server_id, b->server_id_len, b->conn_id, b->conn_id_len, raw, len);
+        return;
+    }
+    struct wake_req *w = xmalloc(sizeof *w + b->server_id_len + b->conn_id_len + len);
+    w->sid_len = b->server_id_len;
+    w->conn_id_len = b->conn_id_len;
+    w->raw_len = len;
+    memcpy(w->data, b->server_id, w->sid_len);
+    memcpy(w->data + w->sid_len, b->conn_id, w->conn_id_len);
+    memcpy(w->data + w->sid_len + w->conn_id_len, raw, len);
+    struct wake_req *head = atomic_load(&sh->wakes);
+    do
+        w->next = head;
+    while (!atomic_compare_exchange_weak(&sh->wakes, &head, w));
+    uv_async_send(&sh->wake_async);
+}
+
+/* Takes the posted wakes, oldest first. */
+static struct wake_req *take_wakes(struct relay_shared *sh)
+{
+    struct wake_req *w = atomic_exchange(&sh->wakes, NULL), *fifo = NULL;
+    while (w) {
+        struct wake_req *next = w->next;
+        w->next = fifo;
+        fifo = w;
+        w = next;
+    }
+    return fifo;
+}
+
+static void on_wakes(uv_async_t *a)
+{
+    struct relay_shared *sh = a->data;
+    struct wake_req *w = take_wakes(sh);
+    while (w) {
+        struct wake_req *next = w->next;
+        admit_wake(sh, w->data, w->sid_len, w->data + w->sid_len, w->conn_id_len,
+                   (const uint8_t *)w->data + w->sid_len + w->conn_id_len, w->raw_len);
+        free(w);
+        w = next;
+    }
+}
+
+/* The loop is about to stop: push sends still in flight are cancelled
+ * (spec §11) while their handles can still be closed properly. */
+static void on_finish(struct server *srv)
+{
+    struct relay *r = srv->shards[0].owner;
+    on_wakes(&r->sh->wake_async); /* wakes already posted meet the closed waker */
+    push_shutdown(r->sh->push);
+}
+
 void relay_init(struct relay *relays, struct relay_shared *sh, struct server *srv)
 {
     uint8_t seed[16];
@@ -681,7 +758,11 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
     uv_timer_init(srv->loop, &r0->rl_sweep);
     r0->rl_sweep.data = r0;
     uv_timer_start(&r0->rl_sweep, on_rl_sweep, 5 * 60 * 1000, 5 * 60 * 1000);
+    atomic_init(&sh->wakes, NULL);
+    uv_async_init(srv->loop, &sh->wake_async, on_wakes);
+    sh->wake_async.data = sh;
     srv->on_drain = on_drain;
+    srv->on_finish = on_finish;
 }
 
 void relay_close(struct relay_shared *sh)
@@ -694,4 +775,10 @@ void relay_close(struct relay_shared *sh)
     }
     ratelimit_free(&sh->rl);
     uv_mutex_destroy(&sh->rl_mu);
+    for (struct wake_req *w = take_wakes(sh), *next; w; w = next) {
+        next = w->next;
+        free(w);
+    }
+    push_free(sh->push);
+    sh->push = NULL;
 }

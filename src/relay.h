@@ -64,6 +64,8 @@ enum peer_state {
 };
 
 struct probe;
+struct push_waker;
+struct wake_req;
 
 /* The relay's view of one upgraded connection (conn->owner). */
 struct peer {
@@ -101,6 +103,12 @@ struct relay_shared {
     _Atomic size_t live_ws; /* upgraded connections alive: the --max-connections cap */
     uint8_t shard_key[16];  /* SipHash key: server-id -> owning shard */
     uint64_t boot_ns;       /* uv_hrtime at start, for uptime */
+    /* FCM push wakes (spec §10): one waker on shard 0's loop, so the
+     * in-flight cap and the access token are relay-wide. NULL = push off.
+     * Other shards post their wakes to it through wake_async. */
+    struct push_waker *push;
+    uv_async_t wake_async;
+    _Atomic(struct wake_req *) wakes; /* LIFO of wakes posted by other shards */
 };
 
 /* One shard's relay: the server-ids that hash to the shard, their
@@ -125,7 +133,8 @@ extern const struct conn_hooks relay_hooks;
  * and makes each the owner of its shard. */
 void relay_init(struct relay *relays, struct relay_shared *sh, struct server *srv);
 
-/* Releases the registries and shared state (after every loop has drained). */
+/* Releases the registries, the push waker and shared state (after every
+ * loop has drained). */
 void relay_close(struct relay_shared *sh);
 
 /* Sums every shard's gauges and counters. */
@@ -137,6 +146,11 @@ size_t relay_healthz_body(const struct relay *r, char *out, size_t cap);
 /* forward.c: a data message from a phone / from a binary. */
 void forward_from_phone(struct peer *p, uint8_t *data, size_t len);
 void forward_from_binary(struct peer *b, uint8_t *data, size_t len);
+
+/* A binary's push_wake (raw JSON value): admitted or refused on shard 0,
+ * where the waker lives; a refusal is logged as
+ * binary_forwarder_push_wake_dropped. */
+void relay_push_wake(struct peer *b, const uint8_t *raw, size_t len);
 
 /* forward.c: the binary's outbox drained below the low-water mark. */
 void forward_binary_drained(struct peer *b);

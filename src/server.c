@@ -225,6 +225,8 @@ static void finish(struct server *srv)
     if (srv->finished)
         return;
     srv->finished = true;
+    if (srv->on_finish)
+        srv->on_finish(srv);
     if (!srv->drain_timed_out)
         LOG0(LOG_INFO, "shutdown complete");
     uv_timer_stop(&srv->drain_timer);

@@ -39,6 +39,9 @@ struct server {
      * before its open WebSockets are closed (the relay stops its timers
      * there). May be NULL. */
     void (*on_drain)(struct server *srv, struct shard *s);
+    /* Called once on shard 0 when the drain is over, before every remaining
+     * handle is closed (the relay cancels push sends here). May be NULL. */
+    void (*on_finish)(struct server *srv);
     void *owner;
 };
 

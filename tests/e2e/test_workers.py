@@ -61,6 +61,9 @@ def test_every_server_id_routes_on_its_shard(relay_factory, workers):
     mport = free_port()
     relay = relay_factory("--workers", workers, f"--metrics-listen=127.0.0.1:{mport}")
     # one loop thread per shard (libuv may add its own threads, never fewer)
+    deadline = time.time() + 5
+    while len(os.listdir(f"/proc/{relay.proc.pid}/task")) < int(workers) and time.time() < deadline:
+        time.sleep(0.02)
     assert len(os.listdir(f"/proc/{relay.proc.pid}/task")) >= int(workers)
 
     async def go():
