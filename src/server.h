@@ -1,6 +1,8 @@
-/* server.h — process lifecycle on the event loop: the public listener,
- * SIGTERM/SIGINT, and the drain of spec §11 (stop accepting, close every
- * WebSocket with 1001 "shutting down", give up after --drain-timeout). */
+/* server.h — process lifecycle on the event loop: the listeners (each with
+ * its own transport: plain or TLS, PROXY header or not, Host check or
+ * not), SIGTERM/SIGINT, SIGHUP for reloads, and the drain of spec §11 (stop
+ * accepting, close every WebSocket with 1001 "shutting down", give up
+ * after --drain-timeout). */
 #ifndef RELAY_SERVER_H
 #define RELAY_SERVER_H
 
@@ -8,20 +10,31 @@
 #include <uv.h>
 
 #include "config.h"
+#include "conn.h"
 #include "shard.h"
 
-struct conn_hooks;
+#define SERVER_MAX_LISTENERS 4
+
+struct server;
+
+/* One accepting socket and how its connections are served. */
+struct listener {
+    uv_tcp_t tcp;
+    struct server *srv;
+    const char *addr; /* as configured, for logs */
+    struct conn_opts opts;
+    bool open;
+};
 
 struct server {
     uv_loop_t *loop;
     const struct config *cfg;
     struct shard shard;
-    uv_tcp_t listener;
-    bool listening;
-    const char *listen_addr;
+    struct listener listeners[SERVER_MAX_LISTENERS];
+    size_t nlisteners;
     uv_tcp_t *extra[4]; /* other listeners (metrics) closed when draining */
     size_t nextra;
-    uv_signal_t sig_term, sig_int;
+    uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t drain_timer;
     bool draining;
     bool drain_timed_out;
@@ -30,6 +43,10 @@ struct server {
     /* Called once when draining starts, before open WebSockets are closed
      * (the relay uses it to stop timers of its own). May be NULL. */
     void (*on_drain)(struct server *srv);
+    /* Called on SIGHUP (certificate reload). NULL: SIGHUP keeps its default
+     * action. Set with server_on_reload. */
+    void (*on_reload)(struct server *srv, void *arg);
+    void *reload_arg;
     void *owner;
 };
 
@@ -37,9 +54,19 @@ struct server {
 void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg,
                  const struct conn_hooks *hooks, void *owner);
 
-/* Binds and listens on addr ("host:port"). Returns 0, or -1 with a reason
- * in err (the caller logs it and exits). */
+/* Binds and listens on addr ("host:port") with plain connections running
+ * the shard's hooks. Returns 0, or -1 with a reason in err (the caller
+ * logs it and exits). */
 int server_listen(struct server *srv, const char *addr, char *err, size_t err_cap);
+
+/* Binds and listens on addr; its connections are served as opts says
+ * (copied; opts->hooks and opts->tls must outlive the server). At most
+ * SERVER_MAX_LISTENERS per server. Returns 0, or -1 with err set. */
+int server_listen_opts(struct server *srv, const char *addr, const struct conn_opts *opts,
+                       char *err, size_t err_cap);
+
+/* Calls fn(srv, arg) on the loop for every SIGHUP from now on. */
+void server_on_reload(struct server *srv, void (*fn)(struct server *srv, void *arg), void *arg);
 
 /* Registers another listener to be closed when the drain starts. */
 void server_add_listener(struct server *srv, uv_tcp_t *listener);
