@@ -382,3 +382,90 @@ def test_bad_reload_keeps_old_cert(tls_relay, pki, certs):
     relay.proc.send_signal(signal.SIGHUP)
     relay.wait_log(f"certificate file {cert}")
     assert fingerprint(tls_connect(relay.port, ctx)) == before
+
+
+# ---- a second client stack: Node ws over wss -------------------------------
+
+NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node")
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "ws")),
+                    reason="npm ws not installed (run scripts/deps.sh)")
+@pytest.mark.parametrize("scenario", ["route", "ping", "noserver"])
+def test_node_ws_over_wss(tls_relay, pki, scenario):
+    import subprocess
+    relay = tls_relay()
+    env = dict(os.environ, RELAY_TLS_CA=pki.root, RELAY_TLS_NAME=DOMAIN)
+    r = subprocess.run(["node", os.path.join(NODE_DIR, "client.js"), scenario, str(relay.port)],
+                       capture_output=True, text=True, timeout=30, cwd=NODE_DIR, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    if scenario == "route":
+        assert out["frame"] == {"hello": "from node"}
+        assert out["notice"]["close_code"] == 1000
+    elif scenario == "ping":
+        assert out == {"pong": "node-ping-7"}
+    else:
+        assert out == {"code": 4404, "reason": "no server with that id"}
+
+
+# ---- back-pressure and write deadlines over TLS ------------------------------
+
+def raw_wss(relay, pki, path, headers):
+    """A TLS WebSocket driven by hand (for peers that stop reading)."""
+    from conftest import frame
+    s = tls_connect(relay.port, client_ctx(pki))
+    hdrs = {"Host": DOMAIN, "Upgrade": "websocket", "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13",
+            **headers}
+    s.sendall((f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) +
+               "\r\n").encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(1)
+    assert data.startswith(b"HTTP/1.1 101")
+    s.send_text = lambda text: s.sendall(frame(1, text))
+    return s
+
+
+def test_stalled_tls_phone_overflows_without_blocking_sibling(tls_relay, pki):
+    relay = tls_relay("--phone-backlog-bytes", "1048576")
+
+    async def go():
+        b = await wss(relay, pki, "/v1/server", server_headers("bp"))
+        stalled = raw_wss(relay, pki, "/v1/client", client_headers("bp"))  # never reads
+        fast = await wss(relay, pki, "/v1/client", client_headers("bp"))
+        stalled.send_text("0")
+        sid = json.loads(await b.recv())["conn_id"]
+        await fast.send("1")
+        fid = json.loads(await b.recv())["conn_id"]
+        blob = "x" * 60000
+        for i in range(200):
+            await b.send(json.dumps({"conn_id": sid, "frame": blob}))
+            await b.send(json.dumps({"conn_id": fid, "frame": i}))
+            assert json.loads(await asyncio.wait_for(fast.recv(), 5)) == i
+        assert await b.recv() == '{"conn_id":"%s","close_code":1011}' % sid
+        stalled.close()
+    run(go())
+    assert 'err="relay: phone delivery backlog full"' in relay.logs()
+
+
+def test_tls_binary_that_stops_reading_is_dropped(tls_relay, pki):
+    relay = tls_relay("--write-timeout", "1s")
+
+    async def go():
+        b = raw_wss(relay, pki, "/v1/server", server_headers("wt"))  # never reads
+        relay.wait_log("msg=server_claimed server_id=wt")
+        p = await wss(relay, pki, "/v1/client", client_headers("wt"))
+        blob = json.dumps("z" * 60000)
+        start = time.time()
+        try:
+            for _ in range(400):  # far more than socket buffers hold
+                await asyncio.wait_for(p.send(blob), 5)
+        except (websockets.exceptions.ConnectionClosed, asyncio.TimeoutError):
+            pass
+        relay.wait_log("msg=binary_forwarder_read_end server_id=wt", timeout=10)
+        assert time.time() - start < 10
+        b.close()
+    run(go())
+    assert 'err="closed by relay: status = 1011"' in relay.logs()
