@@ -142,7 +142,33 @@ static int check_push(checks_getenv_fn get, struct fcm_creds *creds)
     return 0;
 }
 
-/* Steps 12-13: metrics address, listener address and ports. */
+/* Steps 14b-14c: autocert mode's listener addresses and the port allowlist
+ * (HTTPS, HTTP-01 and metrics ports), then the starting line. Step 14a
+ * (the ACME cache directory) is the ACME module's. */
+static int check_autocert(const struct config *cfg, int mport)
+{
+    char err[512], host[256];
+    const char *addrs[2] = {cfg->https_listen, cfg->http_listen};
+    int ports[3] = {0, 0, mport};
+    for (int i = 0; i < 2; i++) {
+        if (netaddr_split(addrs[i], host, sizeof host, &ports[i], err, sizeof err) != 0) {
+            LOGF(LOG_ERROR, "refusing to start: invalid listener address", LOG_STR("err", err),
+                 LOG_STR("addr", addrs[i]));
+            return -1;
+        }
+    }
+    size_t n = mport ? 3 : 2;
+    if (checks_ports(ports, n, ports, n, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err));
+        return -1;
+    }
+    LOGF(LOG_INFO, "starting", LOG_STR("version", RELAY_VERSION), LOG_STR("mode", "autocert"),
+         LOG_STR("domain", cfg->domain), LOG_STR("cert_cache", cfg->cert_cache),
+         LOG_STR("https_proxy_protocol", cfg->https_proxy_protocol ? "true" : "false"));
+    return 0;
+}
+
+/* Steps 12-14: metrics address, listener addresses and ports. */
 static int check_listeners(const struct config *cfg)
 {
     char err[512], host[256];
@@ -152,12 +178,10 @@ static int check_listeners(const struct config *cfg)
              LOG_STR("value", cfg->metrics_listen), LOG_STR("fix", FIX_METRICS));
         return -1;
     }
-    if (!cfg->insecure_listen[0]) {
-        LOGF(LOG_ERROR, "refusing to start: autocert mode is not available in this build",
-             LOG_STR("err", "relay: --domain needs TLS support, which is not built yet"),
-             LOG_STR("fix", "run behind a TLS-terminating proxy with --insecure-listen"));
-        return -1;
-    }
+    if (cfg->metrics_listen[0])
+        netaddr_split(cfg->metrics_listen, host, sizeof host, &mport, err, sizeof err);
+    if (!cfg->insecure_listen[0])
+        return check_autocert(cfg, mport);
     LOGF(LOG_INFO, "starting", LOG_STR("version", RELAY_VERSION), LOG_STR("mode", "insecure"),
          LOG_STR("listen", cfg->insecure_listen));
     if (netaddr_split(cfg->insecure_listen, host, sizeof host, &port, err, sizeof err) != 0) {
@@ -165,8 +189,6 @@ static int check_listeners(const struct config *cfg)
              LOG_STR("addr", cfg->insecure_listen));
         return -1;
     }
-    if (cfg->metrics_listen[0])
-        netaddr_split(cfg->metrics_listen, host, sizeof host, &mport, err, sizeof err);
     int actual[2] = {port, mport}, expected[2] = {port, mport};
     size_t n = mport ? 2 : 1;
     if (checks_ports(actual, n, expected, n, err, sizeof err) != 0) {

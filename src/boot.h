@@ -1,5 +1,6 @@
-/* boot.h — spec §6.3 steps 3–13: run every startup check in the reference
- * order and log each refusal with its exact msg, err and fix strings. */
+/* boot.h — spec §6.3 steps 3–14 (14a, the ACME cache, is the ACME
+ * module's): run every startup check in the reference order and log each
+ * refusal with its exact msg, err and fix strings. */
 #ifndef RELAY_BOOT_H
 #define RELAY_BOOT_H
 

@@ -1,26 +1,34 @@
-/* conn.c — the per-connection pump: socket reads go through the HTTP reader
- * or the WebSocket decoder, replies and frames go out through two queues
- * (control frames first, never inside a data frame), and one wheel entry
- * carries whichever deadline is nearest. State changes happen only in
- * set_state. It never interprets requests or messages: the hooks do. */
+/* conn.c — the per-connection pump: socket reads go through the PROXY
+ * header reader and TLS when the listener asks for them, then the HTTP
+ * reader or the WebSocket decoder; replies and frames go out through two
+ * queues (control frames first, never inside a data frame), encrypted on
+ * their way to the socket for TLS; one wheel entry carries whichever
+ * deadline is nearest. State changes happen only in set_state. It never
+ * interprets requests or messages: the hooks do. */
 #include "conn.h"
 
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "proxyproto.h"
 #include "shard.h"
+#include "tls.h"
 
 #define WRITE_BATCH 16
 
 struct write_batch {
     uv_write_t req;
     struct conn *c;
+    uint8_t *owned;       /* TLS: the ciphertext being written (freed when done) */
+    uint32_t tls_counted; /* TLS: counted frames whose remainder is in owned */
     uv_buf_t bufs[WRITE_BATCH];
 };
 
 static void ws_input(struct conn *c, uint8_t *buf, size_t len);
 static void kick_writer(struct conn *c);
+static void tls_send_now(struct conn *c, const uv_buf_t *iov, unsigned n, bool counted);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
@@ -60,6 +68,12 @@ static void set_state(struct conn *c, enum conn_state st)
     struct shard *s = c->shard;
     c->state = st;
     switch (st) {
+    case CONN_PROXY_HEADER:
+        c->dl_state = after(c, s->proxy_ms);
+        break;
+    case CONN_TLS_HANDSHAKE:
+        c->dl_state = after(c, s->tls_ms);
+        break;
     case CONN_HTTP_HEAD:
         c->dl_state = after(c, s->header_ms);
         c->dl_request = after(c, s->request_ms);
@@ -133,6 +147,8 @@ static void on_closed(uv_handle_t *h)
     wq_free(&c->data);
     ws_decoder_free(&c->ws);
     free(c->msg);
+    tls_conn_free(c->tls);
+    free(c->pp);
     if (c->req) {
         http_req_free(c->req);
         free(c->req);
@@ -164,10 +180,25 @@ static void on_shutdown(uv_shutdown_t *req, int status)
         conn_abort(c); /* no-op if the connection is already closing */
 }
 
-/* Everything is written: half-close and wait briefly for the peer's FIN so
- * the kernel does not reset a reply the peer has not read yet. */
+static bool tls_emit(struct conn *c);
+
+static void tls_out_begin(struct conn *c)
+{
+    tls_conn_out_begin(c->tls, c->shard->tls_out, SHARD_TLS_OUT);
+}
+
+/* Everything is written: (for TLS, queue close_notify,) half-close and
+ * wait briefly for the peer's FIN so the kernel does not reset a reply the
+ * peer has not read yet. uv_shutdown waits for writes still in flight. */
 static void start_linger(struct conn *c)
 {
+    if (c->tls) {
+        tls_out_begin(c);
+        tls_conn_shutdown(c->tls);
+        tls_emit(c);
+        if (c->state == CONN_CLOSED)
+            return;
+    }
     uv_shutdown_t *req = xmalloc(sizeof *req);
     req->data = c;
     set_state(c, CONN_LINGER);
@@ -254,7 +285,12 @@ static void enqueue(struct conn *c, struct wq *q, const uv_buf_t *iov, unsigned 
     size_t skip = 0;
     if (c->state == CONN_CLOSED)
         return;
-    if (!c->writing && !c->ctl.head && !c->data.head) {
+    if (c->tls) {
+        if (!c->writing && !c->ctl.head && !c->data.head) {
+            tls_send_now(c, iov, n, counted);
+            return;
+        }
+    } else if (!c->writing && !c->ctl.head && !c->data.head) {
         int r = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
         if (r >= 0 && (size_t)r == iov_total(iov, n)) {
             count_frame(c, counted);
@@ -278,6 +314,44 @@ static void enqueue(struct conn *c, struct wq *q, const uv_buf_t *iov, unsigned 
         c->data_items++;
     }
     kick_writer(c);
+}
+
+/* TLS fast path, nothing queued: encrypt and hand the ciphertext to the
+ * kernel at once; only what it does not take is kept. The plaintext is
+ * gathered into records of up to 16 KiB so a frame header and its payload
+ * share a record. */
+static void tls_send_now(struct conn *c, const uv_buf_t *iov, unsigned n, bool counted)
+{
+    uint8_t chunk[16384];
+    size_t fill = 0;
+    int rc = 0;
+    tls_out_begin(c);
+    for (unsigned i = 0; i < n && rc == 0; i++) {
+        const uint8_t *p = (const uint8_t *)iov[i].base;
+        size_t left = iov[i].len;
+        while (left > 0 && rc == 0) {
+            size_t k = sizeof chunk - fill < left ? sizeof chunk - fill : left;
+            memcpy(chunk + fill, p, k);
+            fill += k;
+            p += k;
+            left -= k;
+            if (fill == sizeof chunk) {
+                rc = tls_conn_write(c->tls, chunk, fill);
+                fill = 0;
+            }
+        }
+    }
+    if (rc == 0 && fill)
+        rc = tls_conn_write(c->tls, chunk, fill);
+    if (rc != 0) {
+        tls_conn_out_end(c->tls, 0);
+        conn_abort(c);
+        return;
+    }
+    if (tls_emit(c))
+        count_frame(c, counted);
+    else if (counted)
+        c->pend_counted++;
 }
 
 static void drop_unsent_data(struct conn *c)
@@ -306,6 +380,9 @@ static void on_write_done(uv_write_t *req, int status)
 {
     struct write_batch *b = CONTAINER_OF(req, struct write_batch, req);
     struct conn *c = b->c;
+    if (status == 0 && c->frames_counter)
+        *c->frames_counter += b->tls_counted;
+    free(b->owned);
     free(b);
     c->writing = false;
     for (; c->inflight_ctl > 0; c->inflight_ctl--) {
@@ -337,10 +414,84 @@ static void on_write_done(uv_write_t *req, int status)
     kick_writer(c);
 }
 
+/* TLS: ciphertext waiting from earlier calls goes first, then the queued
+ * items (control first) are encrypted behind it, all in one write. */
+static void kick_writer_tls(struct conn *c)
+{
+    struct wq *qs[2] = {&c->ctl, &c->data};
+    int *counts[2] = {&c->inflight_ctl, &c->inflight_data};
+    unsigned n = 0;
+    for (int q = 0; q < 2; q++) {
+        for (struct wq_item *it = qs[q]->head; it && n < WRITE_BATCH; it = it->next, n++) {
+            (*counts[q])++;
+            if (tls_conn_write(c->tls, it->data, it->len) != 0) {
+                c->inflight_ctl = c->inflight_data = 0;
+                conn_abort(c);
+                return;
+            }
+        }
+    }
+    size_t len;
+    uint8_t *out = tls_conn_out_take(c->tls, &len);
+    if (!out) {
+        on_flushed(c);
+        return;
+    }
+    struct write_batch *b = xmalloc(sizeof *b);
+    b->c = c;
+    b->owned = out;
+    b->tls_counted = c->pend_counted;
+    c->pend_counted = 0;
+    b->bufs[0] = uv_buf_init((char *)out, (unsigned)len);
+    if (uv_write(&b->req, (uv_stream_t *)&c->tcp, b->bufs, 1, on_write_done) != 0) {
+        c->inflight_ctl = c->inflight_data = 0;
+        free(out);
+        free(b);
+        conn_abort(c);
+        return;
+    }
+    c->writing = true;
+    if (!c->dl_write) {
+        c->dl_write = after(c, c->shard->write_ms);
+        c->last_write_queue = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+        rearm(c);
+    }
+}
+
+/* Sends the ciphertext the last TLS call produced (see tls_out_begin):
+ * straight to the kernel when no write is in flight, else it waits behind
+ * that write. Returns true when all of it went out at once. */
+static bool tls_emit(struct conn *c)
+{
+    size_t len;
+    const uint8_t *out = tls_conn_out(c->tls, &len);
+    if (!len || c->writing || c->state == CONN_CLOSED) {
+        tls_conn_out_end(c->tls, 0);
+        return len == 0;
+    }
+    uv_buf_t b = uv_buf_init((char *)out, (unsigned)len);
+    int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (r < 0 && r != UV_EAGAIN) {
+        tls_conn_out_end(c->tls, 0);
+        conn_abort(c);
+        return false;
+    }
+    size_t sent = r > 0 ? (size_t)r : 0;
+    tls_conn_out_end(c->tls, sent);
+    if (sent == len)
+        return true;
+    kick_writer(c);
+    return false;
+}
+
 static void kick_writer(struct conn *c)
 {
     if (c->writing || c->state == CONN_CLOSED)
         return;
+    if (c->tls) {
+        kick_writer_tls(c);
+        return;
+    }
     struct write_batch *b = NULL;
     unsigned n = 0;
     struct wq *qs[2] = {&c->ctl, &c->data};
@@ -358,6 +509,8 @@ static void kick_writer(struct conn *c)
         return;
     }
     b->c = c;
+    b->owned = NULL;
+    b->tls_counted = 0;
     if (uv_write(&b->req, (uv_stream_t *)&c->tcp, b->bufs, n, on_write_done) != 0) {
         c->inflight_ctl = c->inflight_data = 0;
         free(b);
@@ -622,12 +775,26 @@ void conn_http_not_found(struct conn *c)
 
 static void handoff_finish(struct conn *c, const uint8_t *buf, size_t len);
 
+/* Spec §7.3: on a listener bound to a domain, a request for another host
+ * is answered 421 before routing, rate limiting or anything else. */
+static bool host_refused(const struct conn *c)
+{
+    size_t len;
+    if (!c->opts || !c->opts->domain)
+        return false;
+    const char *h = http_req_header(c->req, HDR_HOST, &len);
+    return !tls_host_matches(h ? h : "", len, c->opts->domain);
+}
+
 static void http_input(struct conn *c, uint8_t *buf, size_t len)
 {
     for (;;) {
         if (c->req->head_done && !c->head_handled) {
             c->head_handled = true;
-            c->hooks->on_request(c, c->req);
+            if (host_refused(c))
+                conn_http_respond(c, 421, NULL, NULL, "", 0, true);
+            else
+                c->hooks->on_request(c, c->req);
             if (c->handoff_to) {
                 handoff_finish(c, buf, len);
                 return;
@@ -676,6 +843,175 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init((char *)c->shard->rbuf, SHARD_READ_BUF);
 }
 
+/* Plaintext (from the socket or from TLS) for the HTTP or WebSocket layer. */
+static void plain_input(struct conn *c, uint8_t *p, size_t n)
+{
+    switch (c->state) {
+    case CONN_HTTP_HEAD:
+    case CONN_HTTP_BODY:
+    case CONN_HTTP_IDLE:
+        http_input(c, p, n);
+        break;
+    case CONN_WS_OPEN:
+    case CONN_WS_CLOSING:
+        ws_input(c, p, n);
+        break;
+    default:
+        break; /* closing: input is drained and dropped */
+    }
+}
+
+/* The shard's decrypt and encrypt buffers, made on its first TLS connection. */
+static void shard_tls_buffers(struct shard *s)
+{
+    if (!s->tls_plain) {
+        s->tls_plain = xmalloc(SHARD_READ_BUF);
+        s->tls_out = xmalloc(SHARD_TLS_OUT);
+    }
+}
+
+/* After accept, or after the PROXY header: TLS handshake or plain HTTP. */
+static void start_transport(struct conn *c)
+{
+    struct shard *s = c->shard;
+    if (!c->opts || !c->opts->tls) {
+        set_state(c, CONN_HTTP_HEAD);
+        return;
+    }
+    c->tls = tls_conn_new(c->opts->tls);
+    if (!c->tls) {
+        conn_abort(c);
+        return;
+    }
+    shard_tls_buffers(s);
+    set_state(c, CONN_TLS_HANDSHAKE);
+}
+
+/* Spec §9.4: feeds the PROXY header reader. Returns how many bytes of buf
+ * the header used (all of them while it is incomplete), or -1 when the
+ * connection was dropped: nothing is ever written to such a peer. */
+static ssize_t proxy_input(struct conn *c, const uint8_t *buf, size_t len)
+{
+    ssize_t r = proxyproto_feed(c->pp, buf, len);
+    if (r == 0)
+        return (ssize_t)len;
+    if (r < 0) {
+        conn_abort(c);
+        return -1;
+    }
+    /* The header's source is the peer from now on (rate limit, logs). */
+    memset(&c->peer, 0, sizeof c->peer);
+    if (c->pp->family == AF_INET) {
+        c->peer.v4.sin_family = AF_INET;
+        memcpy(&c->peer.v4.sin_addr, c->pp->src, 4);
+        c->peer.v4.sin_port = htons(c->pp->src_port);
+    } else {
+        c->peer.v6.sin6_family = AF_INET6;
+        memcpy(&c->peer.v6.sin6_addr, c->pp->src, 16);
+        c->peer.v6.sin6_port = htons(c->pp->src_port);
+    }
+    free(c->pp);
+    c->pp = NULL;
+    start_transport(c);
+    return r;
+}
+
+/* Spec §7.4: Go's answer to plain HTTP on the TLS port, in the clear. */
+static void http_on_tls_port(struct conn *c)
+{
+    static const char resp[] = "HTTP/1.0 400 Bad Request\r\n\r\n"
+                               "Client sent an HTTP request to an HTTPS server.\n";
+    tls_conn_free(c->tls);
+    c->tls = NULL;
+    set_state(c, CONN_HTTP_HEAD);
+    conn_http_reply(c, resp, sizeof resp - 1, false);
+}
+
+static bool tls_reading(const struct conn *c)
+{
+    switch (c->state) {
+    case CONN_TLS_HANDSHAKE:
+    case CONN_HTTP_HEAD:
+    case CONN_HTTP_BODY:
+    case CONN_HTTP_IDLE:
+    case CONN_WS_OPEN:
+    case CONN_WS_CLOSING:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Advances the handshake. Returns true once it is complete and application
+ * data may follow in the same input. */
+static bool tls_handshake_step(struct conn *c)
+{
+    tls_out_begin(c);
+    int r = tls_conn_handshake(c->tls);
+    tls_emit(c); /* our flight, or the alert that ends a failed handshake */
+    if (c->state == CONN_CLOSED)
+        return false;
+    if (r == TLS_E_HTTP) {
+        http_on_tls_port(c);
+        return false;
+    }
+    if (r < 0) {
+        conn_abort(c);
+        return false;
+    }
+    if (r == TLS_AGAIN)
+        return false;
+    if (tls_conn_alpn_is(c->tls, "acme-tls/1")) {
+        /* No TLS-ALPN-01 responder in this build: close_notify, then close. */
+        set_state(c, CONN_HTTP_CLOSING);
+        if (!c->writing)
+            on_flushed(c);
+        return false;
+    }
+    set_state(c, CONN_HTTP_HEAD);
+    return true;
+}
+
+/* Decrypts everything the input holds, one shard buffer of plaintext at a
+ * time; slices handed up live until the next buffer, as with plain reads. */
+static void tls_pump(struct conn *c)
+{
+    uint8_t *plain = c->shard->tls_plain;
+    for (;;) {
+        size_t got = 0;
+        ssize_t r = TLS_AGAIN;
+        tls_out_begin(c);
+        while (got < SHARD_READ_BUF) {
+            r = tls_conn_read(c->tls, plain + got, SHARD_READ_BUF - got);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+        }
+        tls_emit(c); /* session tickets, key updates, alerts */
+        if (c->state == CONN_CLOSED)
+            return;
+        if (got)
+            plain_input(c, plain, got);
+        if (c->state == CONN_CLOSED || r == TLS_AGAIN || !tls_reading(c))
+            return;
+        if (r < 0) {
+            conn_abort(c); /* close_notify reads like EOF; a fatal error like a reset */
+            return;
+        }
+    }
+}
+
+static void tls_input(struct conn *c, const uint8_t *buf, size_t len)
+{
+    if (!tls_reading(c))
+        return;
+    tls_conn_input(c->tls, buf, len);
+    if (c->state != CONN_TLS_HANDSHAKE || tls_handshake_step(c))
+        tls_pump(c);
+    if (c->tls)                          /* gone if the peer spoke plain HTTP */
+        tls_conn_input(c->tls, NULL, 0); /* the read buffer is the shard's: forget it */
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = CONTAINER_OF(stream, struct conn, tcp);
@@ -684,19 +1020,22 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     uint8_t *p = (uint8_t *)buf->base;
-    switch (c->state) {
-    case CONN_HTTP_HEAD:
-    case CONN_HTTP_BODY:
-    case CONN_HTTP_IDLE:
-        http_input(c, p, (size_t)nread);
-        break;
-    case CONN_WS_OPEN:
-    case CONN_WS_CLOSING:
-        ws_input(c, p, (size_t)nread);
-        break;
-    default:
-        break; /* closing: input is drained and dropped */
+    size_t n = (size_t)nread;
+    if (n == 0)
+        return;
+    if (c->state == CONN_PROXY_HEADER) {
+        ssize_t used = proxy_input(c, p, n);
+        if (used < 0 || c->state == CONN_PROXY_HEADER || c->state == CONN_CLOSED)
+            return;
+        p += used;
+        n -= (size_t)used;
+        if (!n)
+            return;
     }
+    if (c->tls)
+        tls_input(c, p, n);
+    else
+        plain_input(c, p, n);
 }
 
 /* ---- timers ------------------------------------------------------------ */
@@ -761,23 +1100,13 @@ static void on_reject_closed(uv_handle_t *h)
     free(CONTAINER_OF(h, struct conn, tcp));
 }
 
-/* Links a fresh connection into s and starts reading its request. */
-static void conn_start(struct shard *s, struct conn *c)
-{
-    c->notify_below = SIZE_MAX;
-    list_init(&c->link);
-    list_push_back(&s->conns, &c->link);
-    s->nconns++;
-    set_state(c, CONN_HTTP_HEAD);
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
-        conn_abort(c);
-}
-
-struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn_hooks *hooks)
+static struct conn *accept_one(struct shard *s, uv_stream_t *server, const struct conn_hooks *hooks,
+                               const struct conn_opts *opts)
 {
     struct conn *c = xcalloc(1, sizeof *c);
     c->shard = s;
     c->hooks = hooks;
+    c->opts = opts;
     uv_tcp_init(s->loop, &c->tcp);
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         uv_close((uv_handle_t *)&c->tcp, on_reject_closed);
@@ -791,8 +1120,32 @@ struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn
         c->peer.sa.sa_family = AF_UNSPEC;
     c->req = xmalloc(sizeof *c->req);
     http_req_init(c->req, (size_t)s->cfg->max_header_bytes);
-    conn_start(s, c);
+    c->notify_below = SIZE_MAX;
+    list_init(&c->link);
+    list_push_back(&s->conns, &c->link);
+    s->nconns++;
+    if (opts && opts->proxy_protocol) {
+        /* read on the connection's own callbacks: a stalled sender blocks
+         * nobody else (spec §9.4) */
+        c->pp = xmalloc(sizeof *c->pp);
+        proxyproto_init(c->pp);
+        set_state(c, CONN_PROXY_HEADER);
+    } else {
+        start_transport(c);
+    }
+    if (c->state != CONN_CLOSED && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+        conn_abort(c);
     return c;
+}
+
+struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn_hooks *hooks)
+{
+    return accept_one(s, server, hooks, NULL);
+}
+
+struct conn *conn_accept_opts(struct shard *s, uv_stream_t *server, const struct conn_opts *opts)
+{
+    return accept_one(s, server, opts->hooks, opts);
 }
 
 /* ---- handoff between shards --------------------------------------------- */
@@ -802,35 +1155,75 @@ void conn_handoff(struct conn *c, struct shard *target)
     c->handoff_to = target;
 }
 
+/* TLS: the rest of this read may still sit undecrypted in this shard's
+ * buffer, which is about to be reused. Decrypt all of it now and append the
+ * plaintext to *rest; a partial record stays inside the session, which
+ * travels. Returns false if the session failed. */
+static bool tls_drain_for_handoff(struct conn *c, uint8_t **rest, size_t *len, size_t *cap)
+{
+    for (;;) {
+        if (*cap - *len < 16384) {
+            *cap = *cap * 2 + 16384;
+            *rest = xrealloc(*rest, *cap);
+        }
+        tls_out_begin(c);
+        ssize_t r = tls_conn_read(c->tls, *rest + *len, *cap - *len);
+        tls_emit(c); /* session tickets, key updates */
+        if (c->state == CONN_CLOSED)
+            return false;
+        if (r == TLS_AGAIN)
+            break;
+        if (r <= 0)
+            return false;
+        *len += (size_t)r;
+    }
+    tls_conn_input(c->tls, NULL, 0); /* forget the shard's buffer */
+    return true;
+}
+
 /* Runs after on_request asked for a handoff: the socket (duplicated, so
- * closing this handle leaves it open), the request and the unread rest of
- * this read travel to the target shard; this conn is then closed quietly.
- * A reply already queued on c cannot travel, so such a connection (a
- * pipelined upgrade behind an unflushed reply) is dropped instead. */
+ * closing this handle leaves it open), the TLS session, the request and
+ * the unread rest of the input travel to the target shard; this conn is
+ * then closed quietly. Bytes already queued for writing cannot travel, so
+ * such a connection (a pipelined upgrade behind an unflushed reply) is
+ * dropped instead. */
 static void handoff_finish(struct conn *c, const uint8_t *buf, size_t len)
 {
     struct shard *target = c->handoff_to;
+    size_t rest_cap = len + (c->tls ? 16384 : 0), rest_len = len;
+    uint8_t *rest = xmalloc(rest_cap ? rest_cap : 1);
     c->handoff_to = NULL;
-    if (c->writing || c->ctl.head || c->data.head || c->state != CONN_HTTP_HEAD) {
+    if (len)
+        memcpy(rest, buf, len);
+    if (c->tls && !tls_drain_for_handoff(c, &rest, &rest_len, &rest_cap)) {
+        free(rest);
         conn_abort(c);
         return;
     }
     uv_os_fd_t fd;
-    int dup_fd = uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 ? dup(fd) : -1;
+    int dup_fd = -1;
+    if (!c->writing && !c->ctl.head && !c->data.head && c->state == CONN_HTTP_HEAD &&
+        uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        dup_fd = dup(fd);
     if (dup_fd < 0) {
+        free(rest);
         conn_abort(c);
         return;
     }
-    struct handoff *h = xmalloc(sizeof *h + len);
+    struct handoff *h = xmalloc(sizeof *h + rest_len);
     h->next = NULL;
     h->fd = dup_fd;
     h->hooks = c->hooks;
+    h->opts = c->opts;
+    h->tls = c->tls;
+    c->tls = NULL;
     h->req = c->req;
     c->req = NULL;
     memcpy(&h->peer, &c->peer, sizeof h->peer);
-    h->extra_len = len;
-    if (len)
-        memcpy(h->extra, buf, len);
+    h->extra_len = rest_len;
+    if (rest_len)
+        memcpy(h->extra, rest, rest_len);
+    free(rest);
     if (c->shard->live)
         atomic_fetch_add(c->shard->live, 1); /* the handoff counts until adopted */
     conn_abort(c);
@@ -840,6 +1233,7 @@ static void handoff_finish(struct conn *c, const uint8_t *buf, size_t len)
 void conn_handoff_discard(struct handoff *h)
 {
     close(h->fd);
+    tls_conn_free(h->tls);
     http_req_free(h->req);
     free(h->req);
     free(h);
@@ -850,10 +1244,12 @@ void conn_adopt(struct shard *s, struct handoff *h)
     struct conn *c = xcalloc(1, sizeof *c);
     c->shard = s;
     c->hooks = h->hooks;
+    c->opts = h->opts;
     uv_tcp_init(s->loop, &c->tcp);
     if (uv_tcp_open(&c->tcp, h->fd) != 0) {
         close(h->fd);
         uv_close((uv_handle_t *)&c->tcp, on_reject_closed);
+        tls_conn_free(h->tls);
         http_req_free(h->req);
         free(h->req);
         free(h);
@@ -864,7 +1260,18 @@ void conn_adopt(struct shard *s, struct handoff *h)
     uv_tcp_nodelay(&c->tcp, 1);
     memcpy(&c->peer, &h->peer, sizeof c->peer);
     c->req = h->req; /* head done, not yet handled: http_input answers it */
-    conn_start(s, c);
+    c->tls = h->tls;
+    if (c->tls)
+        shard_tls_buffers(s);
+    c->notify_below = SIZE_MAX;
+    list_init(&c->link);
+    list_push_back(&s->conns, &c->link);
+    s->nconns++;
+    set_state(c, CONN_HTTP_HEAD);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+        conn_abort(c);
+    if (c->state != CONN_CLOSED && c->tls)
+        kick_writer(c); /* ciphertext the session still held for the peer */
     if (c->state != CONN_CLOSED)
         http_input(c, h->extra, h->extra_len);
     free(h);

@@ -1,8 +1,9 @@
-/* conn.h — one client connection from accept to close: reads HTTP request
- * heads, answers or upgrades them, then speaks RFC 6455 (ping/pong, close
- * handshake, heartbeat, deadlines) and hands complete data messages up.
- * What a request or a message means is decided by the hooks (relay.c); this
- * layer knows sockets, bytes and timers, never routing. */
+/* conn.h — one client connection from accept to close: optionally reads a
+ * PROXY v2 header and runs TLS, then reads HTTP request heads, answers or
+ * upgrades them, then speaks RFC 6455 (ping/pong, close handshake,
+ * heartbeat, deadlines) and hands complete data messages up. What a request
+ * or a message means is decided by the hooks (relay.c); this layer knows
+ * sockets, bytes and timers, never routing. */
 #ifndef RELAY_CONN_H
 #define RELAY_CONN_H
 
@@ -21,18 +22,23 @@
 
 struct shard;
 struct conn;
+struct proxyproto;
+struct tls_conn;
+struct tls_server;
 
-/* Every state has a deadline (see conn.c: state_deadline). */
+/* Every state has a deadline (see conn.c: set_state). */
 enum conn_state {
-    CONN_HTTP_HEAD,    /* reading a request head (header + request timeouts) */
-    CONN_HTTP_BODY,    /* head answered, skipping the body (request timeout) */
-    CONN_HTTP_IDLE,    /* keep-alive: waiting for the next request (idle timeout) */
-    CONN_HTTP_CLOSING, /* last response queued; close once it is written (write timeout) */
-    CONN_WS_OPEN,      /* upgraded (heartbeat, message and write deadlines) */
-    CONN_WS_CLOSING,   /* our close frame is queued/sent; awaiting the peer's (close timeout) */
-    CONN_WS_DONE,      /* close handshake over; flushing then closing TCP (close timeout) */
-    CONN_LINGER,       /* write side shut down; draining input until EOF (close timeout) */
-    CONN_CLOSED,       /* uv_close issued; freed in its callback */
+    CONN_PROXY_HEADER,  /* reading the PROXY v2 header (proxy header timeout) */
+    CONN_TLS_HANDSHAKE, /* TLS handshake (handshake timeout) */
+    CONN_HTTP_HEAD,     /* reading a request head (header + request timeouts) */
+    CONN_HTTP_BODY,     /* head answered, skipping the body (request timeout) */
+    CONN_HTTP_IDLE,     /* keep-alive: waiting for the next request (idle timeout) */
+    CONN_HTTP_CLOSING,  /* last response queued; close once it is written (write timeout) */
+    CONN_WS_OPEN,       /* upgraded (heartbeat, message and write deadlines) */
+    CONN_WS_CLOSING,    /* our close frame is queued/sent; awaiting the peer's (close timeout) */
+    CONN_WS_DONE,       /* close handshake over; flushing then closing TCP (close timeout) */
+    CONN_LINGER,        /* write side shut down; draining input until EOF (close timeout) */
+    CONN_CLOSED,        /* uv_close issued; freed in its callback */
 };
 
 /* What the owner of connections (relay.c) is told. Called on the loop. */
@@ -53,6 +59,15 @@ struct conn_hooks {
     void (*on_free)(struct conn *c);
 };
 
+/* How a listener's connections are served. Must outlive the listener and
+ * every connection accepted on it. */
+struct conn_opts {
+    const struct conn_hooks *hooks;
+    struct tls_server *tls; /* NULL: plaintext; else TLS with its current certificate */
+    bool proxy_protocol;    /* a PROXY v2 header comes first (spec §9.4) */
+    const char *domain;     /* non-NULL: a request whose Host is not this gets 421 (§7.3) */
+};
+
 /* A queued outbound chunk. */
 struct wq_item {
     struct wq_item *next;
@@ -70,6 +85,10 @@ struct conn {
     uv_tcp_t tcp;
     struct shard *shard;
     const struct conn_hooks *hooks; /* the listener's: public relay or metrics */
+    const struct conn_opts *opts;   /* the listener's; NULL for a plain one */
+    struct tls_conn *tls;           /* TLS session (NULL: plaintext); no loop pointers inside */
+    struct proxyproto *pp;          /* PROXY header reader, only while in CONN_PROXY_HEADER */
+    uint32_t pend_counted;          /* counted frames inside TLS output not yet written */
     struct list link;               /* shard->conns */
     enum conn_state state;
     struct wheel_entry timer;
@@ -102,7 +121,8 @@ struct conn {
     bool upgraded;
     bool heartbeat_on;
     bool ws_end_reported;
-    union { /* the TCP peer; sockaddr_storage would cost 100 more bytes per connection */
+    union { /* the TCP peer (or the PROXY header's source); sockaddr_storage would cost
+             * 100 more bytes per connection */
         struct sockaddr sa;
         struct sockaddr_in v4;
         struct sockaddr_in6 v6;
@@ -117,7 +137,9 @@ struct handoff {
     struct handoff *next;
     uv_os_sock_t fd;
     const struct conn_hooks *hooks;
-    struct http_req *req; /* head complete, not yet answered */
+    const struct conn_opts *opts; /* the accepting listener's (may be NULL) */
+    struct tls_conn *tls;         /* the TLS session travels too (no loop pointers) */
+    struct http_req *req;         /* head complete, not yet answered */
     union {
         struct sockaddr sa;
         struct sockaddr_in v4;
@@ -131,6 +153,11 @@ struct handoff {
  * request; hooks decide what its requests mean. Returns the connection, or
  * NULL if accept failed (nothing leaks). */
 struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn_hooks *hooks);
+
+/* Like conn_accept, with the listener's transport settings: a PROXY v2
+ * header first (closed with nothing written if it is missing, malformed or
+ * late), TLS, and the Host check. opts must outlive the connection. */
+struct conn *conn_accept_opts(struct shard *s, uv_stream_t *server, const struct conn_opts *opts);
 
 /* From on_request only: asks for the connection to be moved to shard
  * target once the hook returns; target's loop then calls on_request again
@@ -194,7 +221,8 @@ void conn_pause_reading(struct conn *c, bool pause);
 /* Bytes queued for this connection and not yet handed to the kernel. */
 size_t conn_queued_bytes(const struct conn *c);
 
-/* Writes the host part of the peer address ("203.0.113.7", "::1") into out. */
+/* Writes the host part of the peer address ("203.0.113.7", "::1") into out;
+ * behind a PROXY header, the header's source address. */
 void conn_remote(const struct conn *c, char *out, size_t cap);
 
 /* Deadline dispatch, called by the shard's wheel. */

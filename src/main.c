@@ -1,6 +1,7 @@
-/* main.c — argv → config → startup checks → listeners → run → drain → exit
- * code. Boot refusals are logged by boot.c and exit 2; a listener that
- * cannot be bound exits 1; after that server.c owns the process. */
+/* main.c — argv → config → startup checks → TLS context → listeners → run
+ * → drain → exit code. Boot refusals are logged by boot.c and exit 2; a
+ * certificate that cannot be loaded or a listener that cannot be bound
+ * exits 1; after that server.c owns the process. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,11 +14,52 @@
 #include "push.h"
 #include "relay.h"
 #include "server.h"
+#include "tls.h"
 #include "util.h"
 
 static const char *env_get(const char *name)
 {
     return getenv(name);
+}
+
+/* SIGHUP in static-certificate mode: new handshakes get the files' current
+ * contents; established connections keep theirs. A bad file changes
+ * nothing but the log. */
+static void reload_certs(struct server *srv, void *arg)
+{
+    struct tls_server *ts = arg;
+    const struct config *cfg = srv->cfg;
+    char err[512];
+    if (tls_server_load_files(ts, cfg->tls_cert, cfg->tls_key, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "tls certificate reload failed; keeping the previous certificate",
+             LOG_STR("err", err));
+        return;
+    }
+    LOGF(LOG_INFO, "tls certificate reloaded", LOG_STR("path", cfg->tls_cert));
+}
+
+/* Autocert mode's TLS context, the one place certificates come from.
+ * With --tls-cert/--tls-key it serves those files (reloaded on SIGHUP, see
+ * reload_certs). Without them it starts empty: HTTPS handshakes fail with
+ * an alert until the ACME engine installs a certificate into it with
+ * tls_server_set_cert_pem — ACME wiring hooks in here. Returns NULL after
+ * logging the reason (exit 1). */
+static struct tls_server *autocert_tls(const struct config *cfg)
+{
+    char err[512];
+    struct tls_server *ts = tls_server_new(err, sizeof err);
+    if (!ts) {
+        LOGF(LOG_ERROR, "refusing to start: cannot create the TLS context", LOG_STR("err", err));
+        return NULL;
+    }
+    if (!cfg->tls_cert[0])
+        return ts; /* ACME mode: certificates arrive through tls_server_set_cert_pem */
+    if (tls_server_load_files(ts, cfg->tls_cert, cfg->tls_key, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: cannot load --tls-cert/--tls-key", LOG_STR("err", err));
+        tls_server_free(ts);
+        return NULL;
+    }
+    return ts;
 }
 
 int main(int argc, char **argv)
@@ -43,9 +85,19 @@ int main(int argc, char **argv)
     }
     struct fcm_creds creds;
     int code = boot_checks(&cfg, env_get, "/proc/self/status", &creds);
-    if (code != 0 || cfg.check_config) {
+    if (code != 0) {
         fcm_creds_free(&creds);
         return code;
+    }
+    struct tls_server *tls = NULL;
+    if (!cfg.insecure_listen[0] && !(tls = autocert_tls(&cfg))) {
+        fcm_creds_free(&creds);
+        return 1;
+    }
+    if (cfg.check_config) {
+        tls_server_free(tls);
+        fcm_creds_free(&creds);
+        return 0;
     }
 
     /* A peer that vanishes mid-write must cost one connection, not the
@@ -72,11 +124,21 @@ int main(int argc, char **argv)
             pcfg.timeout_ms = 1;
         shared.push = push_new(&loop, &pcfg, &creds);
     }
-    if (server_listen(&srv, cfg.insecure_listen, err, sizeof err) != 0) {
-        LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", cfg.insecure_listen),
-             LOG_STR("err", err));
+    const char *public_addr = tls ? cfg.https_listen : cfg.insecure_listen;
+    /* Autocert mode: HTTPS behind the Host check, optionally behind PROXY v2.
+     * (The HTTP-01 listener on --http-listen belongs to the ACME wiring.) */
+    struct conn_opts public_opts = {
+        .hooks = &relay_hooks,
+        .tls = tls,
+        .proxy_protocol = tls && cfg.https_proxy_protocol,
+        .domain = tls ? cfg.domain : NULL,
+    };
+    if (server_listen_opts(&srv, public_addr, &public_opts, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", public_addr), LOG_STR("err", err));
         return 1;
     }
+    if (tls && cfg.tls_cert[0])
+        server_on_reload(&srv, reload_certs, tls);
     if (cfg.metrics_listen[0]) {
         LOGF(LOG_INFO, "starting metrics listener", LOG_STR("listen", cfg.metrics_listen));
         if (metrics_listen(&metrics, &srv, relay, cfg.metrics_listen, err, sizeof err) != 0) {
@@ -89,6 +151,7 @@ int main(int argc, char **argv)
     relay_close(&shared);
     free(relays);
     server_free(&srv);
+    tls_server_free(tls);
     uv_loop_close(&loop);
     return code;
 }

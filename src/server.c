@@ -1,8 +1,10 @@
-/* server.c — accepts TCP connections onto shard 0, runs the other shards'
- * loops on their own threads, turns SIGTERM/SIGINT or a listener failure
- * into the drain of spec §11 on every shard, and stops the loops when the
- * last connection is gone or the drain deadline passes. It does not know
- * what a request means (relay.c) or how a socket is pumped (conn.c).
+/* server.c — accepts TCP connections onto shard 0 from listeners that each
+ * carry their own transport settings, runs the other shards' loops on their
+ * own threads, turns SIGTERM/SIGINT or a listener failure into the drain of
+ * spec §11 on every shard, forwards SIGHUP to a reload hook, and stops the
+ * loops when the last connection is gone or the drain deadline passes. It
+ * does not know what a request means (relay.c), how a socket is pumped
+ * (conn.c) or what a reload reloads (main.c).
  *
  * Drain across shards: shard 0 posts DRAIN to every shard; each closes its
  * own WebSockets. srv->live counts connections everywhere (a connection in
@@ -22,11 +24,12 @@
 
 static void finish(struct server *srv);
 
-static void on_connection(uv_stream_t *listener, int status)
+static void on_connection(uv_stream_t *stream, int status)
 {
-    struct server *srv = listener->data;
+    struct listener *l = stream->data;
+    struct server *srv = l->srv;
     if (status < 0) {
-        LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", srv->listen_addr),
+        LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", l->addr),
              LOG_STR("err", uv_strerror(status)));
         LOG0(LOG_ERROR, "listener error; draining");
         server_drain(srv, 1);
@@ -34,7 +37,23 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     if (srv->draining)
         return;
-    conn_accept(&srv->shards[0], listener, srv->shards[0].hooks);
+    conn_accept_opts(&srv->shards[0], stream, &l->opts);
+}
+
+static void on_hup(uv_signal_t *h, int signum)
+{
+    struct server *srv = h->data;
+    (void)signum;
+    if (!srv->draining && srv->on_reload)
+        srv->on_reload(srv, srv->reload_arg);
+}
+
+void server_on_reload(struct server *srv, void (*fn)(struct server *srv, void *arg), void *arg)
+{
+    srv->on_reload = fn;
+    srv->reload_arg = arg;
+    if (!uv_is_active((uv_handle_t *)&srv->sig_hup))
+        uv_signal_start(&srv->sig_hup, on_hup, SIGHUP);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -94,7 +113,8 @@ static void drain_local(struct server *srv, struct shard *s)
         it = it->next;
         if (c->state == CONN_WS_OPEN)
             conn_ws_close(c, WS_CLOSE_GOING_AWAY, "shutting down", false);
-        else if (c->state == CONN_HTTP_IDLE || (c->state == CONN_HTTP_HEAD && !c->req->buf_len))
+        else if (c->state == CONN_HTTP_IDLE || c->state == CONN_PROXY_HEADER ||
+                 c->state == CONN_TLS_HANDSHAKE || (c->state == CONN_HTTP_HEAD && !c->req->buf_len))
             conn_abort(c);
     }
 }
@@ -164,7 +184,8 @@ void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg, 
     }
     uv_signal_init(loop, &srv->sig_term);
     uv_signal_init(loop, &srv->sig_int);
-    srv->sig_term.data = srv->sig_int.data = srv;
+    uv_signal_init(loop, &srv->sig_hup);
+    srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv;
     uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
     uv_signal_start(&srv->sig_int, on_signal, SIGINT);
     uv_timer_init(loop, &srv->drain_timer);
@@ -177,24 +198,39 @@ void server_add_listener(struct server *srv, uv_tcp_t *listener)
         srv->extra[srv->nextra++] = listener;
 }
 
-int server_listen(struct server *srv, const char *addr, char *err, size_t err_cap)
+int server_listen_opts(struct server *srv, const char *addr, const struct conn_opts *opts,
+                       char *err, size_t err_cap)
 {
     struct sockaddr_storage sa;
-    if (netaddr_resolve(addr, &sa, err, err_cap) != 0)
-        return -1;
-    uv_tcp_init(srv->loop, &srv->listener);
-    srv->listener.data = srv;
-    srv->listen_addr = addr;
-    int rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&sa, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection);
-    if (rc != 0) {
-        snprintf(err, err_cap, "listen tcp %s: %s", addr, uv_strerror(rc));
-        uv_close((uv_handle_t *)&srv->listener, NULL);
+    if (srv->nlisteners == SERVER_MAX_LISTENERS) {
+        snprintf(err, err_cap, "listen tcp %s: too many listeners", addr);
         return -1;
     }
-    srv->listening = true;
+    if (netaddr_resolve(addr, &sa, err, err_cap) != 0)
+        return -1;
+    struct listener *l = &srv->listeners[srv->nlisteners];
+    uv_tcp_init(srv->loop, &l->tcp);
+    l->tcp.data = l;
+    l->srv = srv;
+    l->addr = addr;
+    l->opts = *opts;
+    int rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&sa, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection);
+    if (rc != 0) {
+        snprintf(err, err_cap, "listen tcp %s: %s", addr, uv_strerror(rc));
+        uv_close((uv_handle_t *)&l->tcp, NULL);
+        return -1;
+    }
+    l->open = true;
+    srv->nlisteners++;
     return 0;
+}
+
+int server_listen(struct server *srv, const char *addr, char *err, size_t err_cap)
+{
+    struct conn_opts opts = {.hooks = srv->shards[0].hooks};
+    return server_listen_opts(srv, addr, &opts, err, err_cap);
 }
 
 void server_drain(struct server *srv, int exit_code)
@@ -203,9 +239,11 @@ void server_drain(struct server *srv, int exit_code)
         return;
     srv->draining = true;
     srv->exit_code = exit_code;
-    if (srv->listening) {
-        uv_close((uv_handle_t *)&srv->listener, NULL);
-        srv->listening = false;
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+        if (srv->listeners[i].open) {
+            uv_close((uv_handle_t *)&srv->listeners[i].tcp, NULL);
+            srv->listeners[i].open = false;
+        }
     }
     for (size_t i = 0; i < srv->nextra; i++)
         if (!uv_is_closing((uv_handle_t *)srv->extra[i]))
@@ -237,6 +275,8 @@ static void finish(struct server *srv)
      * signal must still be ignored (spec §11: only the first counts). */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
+    if (srv->on_reload)
+        signal(SIGHUP, SIG_IGN);
 }
 
 static void shard_thread(void *arg)

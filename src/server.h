@@ -1,7 +1,8 @@
 /* server.h — process lifecycle: the shards (one event loop each, shard 0 on
- * the main thread, the others on threads of their own), the public
- * listener, SIGTERM/SIGINT, and the drain of spec §11 (stop accepting,
- * close every WebSocket with 1001 "shutting down", give up after
+ * the main thread, the others on threads of their own), the listeners (each
+ * with its own transport: plain or TLS, PROXY header or not, Host check or
+ * not), SIGTERM/SIGINT, SIGHUP for reloads, and the drain of spec §11 (stop
+ * accepting, close every WebSocket with 1001 "shutting down", give up after
  * --drain-timeout) carried to every shard. */
 #ifndef RELAY_SERVER_H
 #define RELAY_SERVER_H
@@ -11,9 +12,21 @@
 #include <uv.h>
 
 #include "config.h"
+#include "conn.h"
 #include "shard.h"
 
-struct conn_hooks;
+#define SERVER_MAX_LISTENERS 4
+
+struct server;
+
+/* One accepting socket and how its connections are served. */
+struct listener {
+    uv_tcp_t tcp;
+    struct server *srv;
+    const char *addr; /* as configured, for logs */
+    struct conn_opts opts;
+    bool open;
+};
 
 struct server {
     uv_loop_t *loop; /* shard 0's loop: the main thread's */
@@ -24,12 +37,11 @@ struct server {
     uv_thread_t *threads; /* their threads */
     bool threads_started;
     _Atomic size_t live; /* connections alive or in transit, every shard */
-    uv_tcp_t listener;
-    bool listening;
-    const char *listen_addr;
+    struct listener listeners[SERVER_MAX_LISTENERS]; /* accepted on shard 0 */
+    size_t nlisteners;
     uv_tcp_t *extra[4]; /* other listeners (metrics) closed when draining */
     size_t nextra;
-    uv_signal_t sig_term, sig_int;
+    uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t drain_timer;
     bool draining;
     bool drain_timed_out;
@@ -42,6 +54,10 @@ struct server {
     /* Called once on shard 0 when the drain is over, before every remaining
      * handle is closed (the relay cancels push sends here). May be NULL. */
     void (*on_finish)(struct server *srv);
+    /* Called on SIGHUP (certificate reload). NULL: SIGHUP keeps its default
+     * action. Set with server_on_reload. */
+    void (*on_reload)(struct server *srv, void *arg);
+    void *reload_arg;
     void *owner;
 };
 
@@ -50,9 +66,19 @@ struct server {
 void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg, unsigned nshards,
                  const struct conn_hooks *hooks);
 
-/* Binds and listens on addr ("host:port"). Returns 0, or -1 with a reason
- * in err (the caller logs it and exits). */
+/* Binds and listens on addr ("host:port") with plain connections running
+ * the shard's hooks. Returns 0, or -1 with a reason in err (the caller
+ * logs it and exits). */
 int server_listen(struct server *srv, const char *addr, char *err, size_t err_cap);
+
+/* Binds and listens on addr; its connections are served as opts says
+ * (copied; opts->hooks and opts->tls must outlive the server). At most
+ * SERVER_MAX_LISTENERS per server. Returns 0, or -1 with err set. */
+int server_listen_opts(struct server *srv, const char *addr, const struct conn_opts *opts,
+                       char *err, size_t err_cap);
+
+/* Calls fn(srv, arg) on the loop for every SIGHUP from now on. */
+void server_on_reload(struct server *srv, void (*fn)(struct server *srv, void *arg), void *arg);
 
 /* Registers another listener to be closed when the drain starts. */
 void server_add_listener(struct server *srv, uv_tcp_t *listener);

@@ -46,6 +46,9 @@ void shard_init(struct shard *s, uv_loop_t *loop, const struct config *cfg,
     s->message_ms = ms_of(cfg->message_deadline_ns);
     s->heartbeat_ms = ms_of(cfg->heartbeat_interval_ns);
     s->pong_ms = ms_of(cfg->heartbeat_timeout_ns);
+    s->proxy_ms = ms_of(cfg->proxy_header_timeout_ns);
+    s->tls_ms = ms_of(cfg->tls_handshake_timeout_ns);
+    s->tls_plain = s->tls_out = NULL;
     s->draining = false;
     s->on_conn_freed = NULL;
     s->async_on = false;
@@ -115,6 +118,9 @@ void shard_close(struct shard *s)
         uv_close((uv_handle_t *)&s->wheel_timer, NULL);
     free(s->rbuf);
     s->rbuf = NULL;
+    free(s->tls_plain);
+    free(s->tls_out);
+    s->tls_plain = s->tls_out = NULL;
 }
 
 uint64_t shard_now(const struct shard *s)

@@ -29,6 +29,7 @@ enum {
 };
 
 #define SHARD_READ_BUF (64 * 1024)
+#define SHARD_TLS_OUT  (64 * 1024)
 
 struct shard {
     uv_loop_t *loop;
@@ -40,11 +41,16 @@ struct shard {
     bool wheel_running;
     uint8_t *rbuf; /* every read lands here; connections keep only leftovers */
     bool rbuf_busy;
+    /* TLS: decrypted input and encrypted output land here first (allocated
+     * with the first TLS connection); only leftovers are copied out */
+    uint8_t *tls_plain; /* SHARD_READ_BUF bytes */
+    uint8_t *tls_out;   /* SHARD_TLS_OUT bytes */
     struct list conns;
     size_t nconns;
     /* cfg durations in ms, resolved once */
     uint64_t header_ms, request_ms, idle_ms, close_ms, write_ms, message_ms;
     uint64_t heartbeat_ms, pong_ms;
+    uint64_t proxy_ms, tls_ms; /* PROXY header and TLS handshake deadlines */
     bool draining;
     void (*on_conn_freed)(struct shard *s); /* drain bookkeeping */
     /* multi-shard plumbing */

@@ -37,13 +37,16 @@ def free_port():
 
 
 class Relay:
-    def __init__(self, args, env=None):
+    def __init__(self, args, env=None, listen=None):
+        """listen(port) returns the listener flags; default insecure mode."""
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="relay-", suffix=".log", delete=False)
         # Clients a test leaves open must not hold the drain up for the
         # default 5 s close timeout; tests that care pass their own value.
         # Admission limits are off by default here; their own tests set them.
-        cmd = WRAP + [RELAY_BIN, "--insecure-listen", f"127.0.0.1:{self.port}",
+        listen_args = listen(self.port) if listen else ["--insecure-listen",
+                                                        f"127.0.0.1:{self.port}"]
+        cmd = WRAP + [RELAY_BIN, *listen_args,
                       "--metrics-listen=", "--close-timeout", "500ms",
                       "--rate-limit-burst", "0", "--max-connections", "100000"]
         cmd += list(args)
@@ -99,8 +102,8 @@ class Relay:
 def relay_factory():
     started = []
 
-    def make(*args, env=None):
-        r = Relay(args, env=env)
+    def make(*args, env=None, listen=None):
+        r = Relay(args, env=env, listen=listen)
         started.append(r)
         return r
 

@@ -1,11 +1,17 @@
 // client.js — drives the relay with Node's `ws` library (an independent
 // RFC 6455 implementation) and prints one JSON result line for pytest.
 // Usage: node client.js <scenario> <port>
+// With RELAY_TLS_CA (a PEM file) and RELAY_TLS_NAME set it speaks wss:// to
+// 127.0.0.1, verifying the chain for that name (SNI and Host).
 'use strict';
+const fs = require('fs');
 const WebSocket = require('ws');
 
 const [scenario, port] = process.argv.slice(2);
-const base = `ws://127.0.0.1:${port}`;
+const tlsName = process.env.RELAY_TLS_NAME;
+const base = tlsName ? `wss://127.0.0.1:${port}` : `ws://127.0.0.1:${port}`;
+const tlsOpts = tlsName ? { ca: fs.readFileSync(process.env.RELAY_TLS_CA), servername: tlsName }
+  : {};
 const serverHeaders = (sid) => ({
   'X-Pyrycode-Server': sid, 'X-Pyrycode-Version': '0.1.0', 'User-Agent': 'pyry-node',
 });
@@ -15,7 +21,9 @@ const clientHeaders = (sid) => ({
 
 function open(path, headers, opts = {}) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(base + path, { headers, perMessageDeflate: true, ...opts });
+    const all = tlsName ? { Host: `${tlsName}:${port}`, ...headers } : headers;
+    const ws = new WebSocket(base + path,
+      { headers: all, perMessageDeflate: true, ...tlsOpts, ...opts });
     ws.once('open', () => resolve(ws));
     ws.once('unexpected-response', (_req, res) => reject(new Error(`status ${res.statusCode}`)));
     ws.once('error', reject);
