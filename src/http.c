@@ -320,6 +320,11 @@ ssize_t http_req_feed(struct http_req *r, const char *data, size_t len)
     /* Body bytes: parsed from the caller's buffer, never stored. */
     size_t n = execute(r, data + used, len - used);
     ssize_t err = parse_status(r);
+    /* libhttp-parser counts chunked trailers against the header limit, and
+     * whether that or a bad byte is seen first depends on how the bytes
+     * were split. A body is never "header fields too large": 400 either way. */
+    if (err == HTTP_E_TOO_LARGE)
+        err = HTTP_E_BAD;
     if (err)
         return err;
     return (ssize_t)(used + n);
