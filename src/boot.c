@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autocert.h"
 #include "log.h"
 #include "netaddr.h"
 
@@ -124,11 +125,60 @@ static int check_caps(const char *status_path)
     return 0;
 }
 
-/* Steps 11-13: push, metrics address, listener address and ports. */
+/* Step 13 (insecure mode): Info starting, listener address, port allowlist. */
+static int check_insecure(const struct config *cfg, int mport)
+{
+    char err[512], host[256];
+    int port;
+    LOGF(LOG_INFO, "starting", LOG_STR("version", RELAY_VERSION), LOG_STR("mode", "insecure"),
+         LOG_STR("listen", cfg->insecure_listen));
+    if (netaddr_split(cfg->insecure_listen, host, sizeof host, &port, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: invalid listener address", LOG_STR("err", err),
+             LOG_STR("addr", cfg->insecure_listen));
+        return 2;
+    }
+    int actual[2] = {port, mport}, expected[2] = {port, mport};
+    size_t n = mport ? 2 : 1;
+    if (checks_ports(actual, n, expected, n, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err));
+        return 2;
+    }
+    return 0;
+}
+
+/* Step 14 (autocert mode): 14a cache directory (exit 1), 14b listener
+ * addresses and port allowlist, 14c Info starting. */
+static int check_autocert(const struct config *cfg, int mport)
+{
+    char err[512], host[256];
+    int ports[3] = {0, 0, mport};
+    const char *addrs[2] = {cfg->https_listen, cfg->http_listen};
+    if (autocert_check(cfg) != 0)
+        return 1;
+    for (int i = 0; i < 2; i++) {
+        if (netaddr_split(addrs[i], host, sizeof host, &ports[i], err, sizeof err) != 0) {
+            LOGF(LOG_ERROR, "refusing to start: invalid listener address", LOG_STR("err", err),
+                 LOG_STR("addr", addrs[i]));
+            return 2;
+        }
+    }
+    size_t n = mport ? 3 : 2;
+    if (checks_ports(ports, n, ports, n, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err));
+        return 2;
+    }
+    LOGF(LOG_INFO, "starting", LOG_STR("version", RELAY_VERSION), LOG_STR("mode", "autocert"),
+         LOG_STR("domain", cfg->domain), LOG_STR("cert_cache", cfg->cert_cache),
+         LOG_STR("https_proxy_protocol", cfg->https_proxy_protocol ? "true" : "false"));
+    return 0;
+}
+
+/* Steps 11-14: push, metrics address, then the mode's listeners. Returns
+ * the exit code (0 to go on). */
 static int check_listeners(const struct config *cfg, checks_getenv_fn get)
 {
     char err[512], host[256];
-    int port, mport = 0;
+    int mport = 0;
     if (!get("PYRYCODE_RELAY_FCM_CREDENTIALS"))
         LOG0(LOG_INFO, "push off: PYRYCODE_RELAY_FCM_CREDENTIALS unset");
     else
@@ -137,36 +187,16 @@ static int check_listeners(const struct config *cfg, checks_getenv_fn get)
     if (checks_metrics_addr(cfg->metrics_listen, err, sizeof err) != 0) {
         LOGF(LOG_ERROR, "refusing to start: invalid --metrics-listen address", LOG_STR("err", err),
              LOG_STR("value", cfg->metrics_listen), LOG_STR("fix", FIX_METRICS));
-        return -1;
-    }
-    if (!cfg->insecure_listen[0]) {
-        LOGF(LOG_ERROR, "refusing to start: autocert mode is not available in this build",
-             LOG_STR("err", "relay: --domain needs TLS support, which is not built yet"),
-             LOG_STR("fix", "run behind a TLS-terminating proxy with --insecure-listen"));
-        return -1;
-    }
-    LOGF(LOG_INFO, "starting", LOG_STR("version", RELAY_VERSION), LOG_STR("mode", "insecure"),
-         LOG_STR("listen", cfg->insecure_listen));
-    if (netaddr_split(cfg->insecure_listen, host, sizeof host, &port, err, sizeof err) != 0) {
-        LOGF(LOG_ERROR, "refusing to start: invalid listener address", LOG_STR("err", err),
-             LOG_STR("addr", cfg->insecure_listen));
-        return -1;
+        return 2;
     }
     if (cfg->metrics_listen[0])
         netaddr_split(cfg->metrics_listen, host, sizeof host, &mport, err, sizeof err);
-    int actual[2] = {port, mport}, expected[2] = {port, mport};
-    size_t n = mport ? 2 : 1;
-    if (checks_ports(actual, n, expected, n, err, sizeof err) != 0) {
-        LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err));
-        return -1;
-    }
-    return 0;
+    return cfg->insecure_listen[0] ? check_insecure(cfg, mport) : check_autocert(cfg, mport);
 }
 
 int boot_checks(const struct config *cfg, checks_getenv_fn get, const char *status_path)
 {
-    if (check_flags(cfg) || check_env(cfg, get) || check_caps(status_path) ||
-        check_listeners(cfg, get))
+    if (check_flags(cfg) || check_env(cfg, get) || check_caps(status_path))
         return 2;
-    return 0;
+    return check_listeners(cfg, get);
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <uv.h>
 
+#include "autocert.h"
 #include "boot.h"
 #include "config.h"
 #include "log.h"
@@ -51,13 +52,22 @@ int main(int argc, char **argv)
     static struct server srv;
     static struct relay relay;
     static struct metrics metrics;
+    static struct autocert autocert;
+    bool autocert_mode = cfg.insecure_listen[0] == '\0';
     char err[256];
     server_init(&srv, &loop, &cfg, &relay_hooks, &relay);
     relay_init(&relay, &srv);
-    if (server_listen(&srv, cfg.insecure_listen, err, sizeof err) != 0) {
+    if (!autocert_mode && server_listen(&srv, cfg.insecure_listen, err, sizeof err) != 0) {
         LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", cfg.insecure_listen),
              LOG_STR("err", err));
         return 1;
+    }
+    if (autocert_mode) {
+        /* TLS merge: bind the HTTPS listener first, then pass the TLS
+         * server's certificate setter as on_cert instead of NULL. */
+        LOG0(LOG_WARN, "autocert: this build has no HTTPS listener yet; only ACME runs");
+        if ((code = autocert_setup(&autocert, &srv, &cfg, NULL, NULL)) != 0)
+            return code;
     }
     if (cfg.metrics_listen[0]) {
         LOGF(LOG_INFO, "starting metrics listener", LOG_STR("listen", cfg.metrics_listen));
@@ -68,6 +78,8 @@ int main(int argc, char **argv)
         }
     }
     code = server_run(&srv);
+    if (autocert_mode)
+        autocert_free(&autocert);
     relay_close(&relay);
     uv_loop_close(&loop);
     return code;

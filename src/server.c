@@ -86,6 +86,15 @@ void server_add_listener(struct server *srv, uv_tcp_t *listener)
         srv->extra[srv->nextra++] = listener;
 }
 
+void server_add_drain_hook(struct server *srv, void (*fn)(void *arg), void *arg)
+{
+    if (srv->ndrain_hooks < ARRAY_LEN(srv->drain_hooks)) {
+        srv->drain_hooks[srv->ndrain_hooks].fn = fn;
+        srv->drain_hooks[srv->ndrain_hooks].arg = arg;
+        srv->ndrain_hooks++;
+    }
+}
+
 int server_listen(struct server *srv, const char *addr, char *err, size_t err_cap)
 {
     struct sockaddr_storage sa;
@@ -124,6 +133,8 @@ void server_drain(struct server *srv, int exit_code)
     uv_timer_start(&srv->drain_timer, on_drain_timeout, ms ? ms : 1, 0);
     if (srv->on_drain)
         srv->on_drain(srv);
+    for (size_t i = 0; i < srv->ndrain_hooks; i++)
+        srv->drain_hooks[i].fn(srv->drain_hooks[i].arg);
     /* Idle HTTP connections go at once; requests in progress finish under
      * their own deadlines; WebSockets get the close handshake. */
     struct list *it = srv->shard.conns.next;

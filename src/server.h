@@ -31,6 +31,12 @@ struct server {
      * (the relay uses it to stop timers of its own). May be NULL. */
     void (*on_drain)(struct server *srv);
     void *owner;
+    /* Further drain observers (the ACME client), called after on_drain. */
+    struct {
+        void (*fn)(void *arg);
+        void *arg;
+    } drain_hooks[2];
+    size_t ndrain_hooks;
 };
 
 /* Prepares the loop, the shard and the signal handlers. */
@@ -43,6 +49,10 @@ int server_listen(struct server *srv, const char *addr, char *err, size_t err_ca
 
 /* Registers another listener to be closed when the drain starts. */
 void server_add_listener(struct server *srv, uv_tcp_t *listener);
+
+/* Registers fn(arg) to be called once when the drain starts, after
+ * on_drain (at most two hooks). */
+void server_add_drain_hook(struct server *srv, void (*fn)(void *arg), void *arg);
 
 /* Runs the loop until the drain completes. Returns the process exit code:
  * 0 after a signal, 1 after a listener failure. */
