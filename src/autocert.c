@@ -23,19 +23,24 @@ static void on_drain(void *arg)
     acme_stop(arg);
 }
 
-int autocert_setup(struct autocert *ac, struct server *srv, const struct config *cfg,
-                   acme_on_cert_fn on_cert, void *ud)
+int autocert_init(struct autocert *ac, uv_loop_t *loop, const struct config *cfg,
+                  acme_on_cert_fn on_cert, void *ud)
 {
     char err[1024];
     memset(ac, 0, sizeof *ac);
-    ac->acme = acme_new(srv->loop, cfg, on_cert, ud, err, sizeof err);
+    ac->acme = acme_new(loop, cfg, on_cert, ud, err, sizeof err);
     if (!ac->acme) {
         LOGF(LOG_ERROR, "autocert setup failed", LOG_STR("err", err));
         return 1;
     }
+    return 0;
+}
+
+int autocert_start(struct autocert *ac, struct server *srv, const struct config *cfg)
+{
+    char err[1024];
     if (acme_http_listen(&ac->http, srv, ac->acme, cfg->http_listen, err, sizeof err) != 0) {
         LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", cfg->http_listen), LOG_STR("err", err));
-        autocert_free(ac);
         return 1;
     }
     server_add_drain_hook(srv, on_drain, ac->acme);

@@ -21,13 +21,18 @@ struct autocert {
  * exit code 1. Binds nothing (safe under --check-config). */
 int autocert_check(const struct config *cfg);
 
-/* Creates the ACME client (a usable cached certificate reaches on_cert
- * before this returns), binds --http-listen, makes the drain stop the
+/* Creates the ACME client for loop (which need not be initialised yet:
+ * nothing is registered with it here). A usable cached certificate reaches
+ * on_cert before this returns, so whatever on_cert feeds must exist.
+ * Returns 0, or logs ERROR `autocert setup failed` (err) and returns the
+ * exit code 1. */
+int autocert_init(struct autocert *ac, uv_loop_t *loop, const struct config *cfg,
+                  acme_on_cert_fn on_cert, void *ud);
+
+/* Binds --http-listen on the server's loop, makes the drain stop the
  * client, and starts issuance/renewal. Call after server_init, before
- * server_run. Returns 0, or logs and returns the exit code 1 (ERROR
- * `autocert setup failed`, or `listener failed` for the port-80 bind). */
-int autocert_setup(struct autocert *ac, struct server *srv, const struct config *cfg,
-                   acme_on_cert_fn on_cert, void *ud);
+ * server_run. Returns 0, or logs `listener failed` and returns 1. */
+int autocert_start(struct autocert *ac, struct server *srv, const struct config *cfg);
 
 /* Releases the client; call after server_run has returned. */
 void autocert_free(struct autocert *ac);

@@ -48,12 +48,17 @@ int main(int argc, char **argv)
      * process: writes then fail with EPIPE instead of raising SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
     uv_loop_t loop;
-    uv_loop_init(&loop);
     static struct server srv;
     static struct relay relay;
     static struct metrics metrics;
     static struct autocert autocert;
     bool autocert_mode = cfg.insecure_listen[0] == '\0';
+    /* TLS merge: create the TLS server before this and pass its
+     * certificate setter as on_cert instead of NULL (a cached certificate
+     * is delivered from inside autocert_init). */
+    if (autocert_mode && (code = autocert_init(&autocert, &loop, &cfg, NULL, NULL)) != 0)
+        return code;
+    uv_loop_init(&loop);
     char err[256];
     server_init(&srv, &loop, &cfg, &relay_hooks, &relay);
     relay_init(&relay, &srv);
@@ -63,10 +68,9 @@ int main(int argc, char **argv)
         return 1;
     }
     if (autocert_mode) {
-        /* TLS merge: bind the HTTPS listener first, then pass the TLS
-         * server's certificate setter as on_cert instead of NULL. */
+        /* TLS merge: bind the HTTPS listener here, then drop this WARN. */
         LOG0(LOG_WARN, "autocert: this build has no HTTPS listener yet; only ACME runs");
-        if ((code = autocert_setup(&autocert, &srv, &cfg, NULL, NULL)) != 0)
+        if ((code = autocert_start(&autocert, &srv, &cfg)) != 0)
             return code;
     }
     if (cfg.metrics_listen[0]) {
