@@ -235,12 +235,15 @@ char *pki_jws(EVP_PKEY *key, const char *kid, const char *nonce, const char *url
             hdr, "jwk",
             json_pack("{s:s,s:s,s:s,s:s}", "crv", "P-256", "kty", "EC", "x", x, "y", y));
     }
-    json_object_set_new(hdr, "nonce", json_string(nonce));
-    json_object_set_new(hdr, "url", json_string(url));
-    char *hdr_text = json_dumps(hdr, JSON_COMPACT);
+    /* json_string refuses text that is not UTF-8; such a header is not signed */
+    json_t *jn = json_string(nonce), *ju = json_string(url);
+    bool ok = jn && ju && (!kid || json_object_get(hdr, "kid"));
+    json_object_set_new(hdr, "nonce", jn);
+    json_object_set_new(hdr, "url", ju);
+    char *hdr_text = ok ? json_dumps(hdr, JSON_COMPACT) : NULL;
     json_decref(hdr);
     if (!hdr_text)
-        return NULL; /* a nonce or url that is not UTF-8 */
+        return NULL;
     char *prot = pki_b64url_alloc(hdr_text, strlen(hdr_text));
     free(hdr_text);
     char *body = pki_b64url_alloc(payload, payload_len);
