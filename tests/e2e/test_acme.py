@@ -9,8 +9,8 @@ refuses a bad cache directory with exit 1 (spec §2.5, §6.3 step 14a,
 
 Until the TLS listener is merged the relay binds no HTTPS port in this
 mode; the tests only need --https-listen to be a valid free address."""
+import asyncio
 import os
-import re
 import shutil
 import signal
 import socket
@@ -22,8 +22,10 @@ import time
 import urllib.request
 
 import pytest
+import websockets
 
-from conftest import RELAY_BIN, SANITIZER_MARKS, WRAP, free_port, http_request, run_relay
+from conftest import (RELAY_BIN, SANITIZER_MARKS, WRAP, free_port, http_request, run_relay,
+                      server_headers)
 
 DOMAIN = "relay.test"
 PEBBLE = shutil.which("pebble")
@@ -144,12 +146,13 @@ class AcmeRelay:
 
     def __init__(self, pebble, cache, *extra, directory=None):
         self.http_port = pebble.http_port
+        self.https_port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="relay-acme-", suffix=".log", delete=False)
         cmd = WRAP + [RELAY_BIN, "--domain", DOMAIN,
                       "--acme-directory", directory or pebble.directory,
                       "--acme-ca-bundle", pebble.ca, "--cert-cache", cache,
                       "--http-listen", f"127.0.0.1:{self.http_port}",
-                      "--https-listen", f"127.0.0.1:{free_port()}",
+                      "--https-listen", f"127.0.0.1:{self.https_port}",
                       "--metrics-listen=", "--close-timeout", "500ms", *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log)
         self.exit_code = None
@@ -234,6 +237,32 @@ def test_issues_certificate_chaining_to_pebble_root(pebble, cache_dir):
         assert pub_c == pub_k
         assert pebble.issued() == before + 1
         assert "BEGIN" not in r.logs()  # no key or certificate material in the log
+    finally:
+        assert r.stop() == 0
+
+
+NO_TLS_YET = "this build has no HTTPS listener yet"
+
+
+def test_wss_serves_the_acme_certificate(pebble, cache_dir):
+    """Once the TLS listener is merged: the certificate served on
+    --https-listen is the ACME one and verifies against pebble's root."""
+    r = AcmeRelay(pebble, cache_dir)
+    try:
+        r.wait_count("acme certificate obtained", 1)
+        if NO_TLS_YET in r.logs():
+            pytest.skip("no HTTPS listener in this build")
+        ctx = ssl.create_default_context(cafile=pebble.root)
+
+        async def probe():
+            ws = await websockets.connect(f"wss://{DOMAIN}:{r.https_port}/v1/server", ssl=ctx,
+                                          host="127.0.0.1", port=r.https_port,
+                                          server_hostname=DOMAIN,
+                                          extra_headers=server_headers("acme-s1"))
+            await ws.close()
+
+        asyncio.run(probe())
+        r.wait_count("msg=server_claimed server_id=acme-s1", 1, timeout=5)
     finally:
         assert r.stop() == 0
 
