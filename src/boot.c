@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "autocert.h"
 #include "log.h"
 #include "netaddr.h"
 
@@ -142,25 +143,47 @@ static int check_push(checks_getenv_fn get, struct fcm_creds *creds)
     return 0;
 }
 
-/* Steps 14b-14c: autocert mode's listener addresses and the port allowlist
- * (HTTPS, HTTP-01 and metrics ports), then the starting line. Step 14a
- * (the ACME cache directory) is the ACME module's. */
+/* Step 13 (insecure mode): Info starting, listener address, port allowlist. */
+static int check_insecure(const struct config *cfg, int mport)
+{
+    char err[512], host[256];
+    int port;
+    LOGF(LOG_INFO, "starting", LOG_STR("version", RELAY_VERSION), LOG_STR("mode", "insecure"),
+         LOG_STR("listen", cfg->insecure_listen));
+    if (netaddr_split(cfg->insecure_listen, host, sizeof host, &port, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: invalid listener address", LOG_STR("err", err),
+             LOG_STR("addr", cfg->insecure_listen));
+        return 2;
+    }
+    int actual[2] = {port, mport}, expected[2] = {port, mport};
+    size_t n = mport ? 2 : 1;
+    if (checks_ports(actual, n, expected, n, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err));
+        return 2;
+    }
+    return 0;
+}
+
+/* Step 14 (autocert mode): 14a cache directory (exit 1), 14b listener
+ * addresses and port allowlist, 14c Info starting. */
 static int check_autocert(const struct config *cfg, int mport)
 {
     char err[512], host[256];
-    const char *addrs[2] = {cfg->https_listen, cfg->http_listen};
     int ports[3] = {0, 0, mport};
+    const char *addrs[2] = {cfg->https_listen, cfg->http_listen};
+    if (!cfg->tls_cert[0] && autocert_check(cfg) != 0) /* static certificates: no ACME */
+        return 1;
     for (int i = 0; i < 2; i++) {
         if (netaddr_split(addrs[i], host, sizeof host, &ports[i], err, sizeof err) != 0) {
             LOGF(LOG_ERROR, "refusing to start: invalid listener address", LOG_STR("err", err),
                  LOG_STR("addr", addrs[i]));
-            return -1;
+            return 2;
         }
     }
     size_t n = mport ? 3 : 2;
     if (checks_ports(ports, n, ports, n, err, sizeof err) != 0) {
         LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err));
-        return -1;
+        return 2;
     }
     LOGF(LOG_INFO, "starting", LOG_STR("version", RELAY_VERSION), LOG_STR("mode", "autocert"),
          LOG_STR("domain", cfg->domain), LOG_STR("cert_cache", cfg->cert_cache),
@@ -168,34 +191,20 @@ static int check_autocert(const struct config *cfg, int mport)
     return 0;
 }
 
-/* Steps 12-14: metrics address, listener addresses and ports. */
+/* Steps 12-14: metrics address, then the mode's listeners. Returns the
+ * exit code (0 to go on). */
 static int check_listeners(const struct config *cfg)
 {
     char err[512], host[256];
-    int port, mport = 0;
+    int mport = 0;
     if (checks_metrics_addr(cfg->metrics_listen, err, sizeof err) != 0) {
         LOGF(LOG_ERROR, "refusing to start: invalid --metrics-listen address", LOG_STR("err", err),
              LOG_STR("value", cfg->metrics_listen), LOG_STR("fix", FIX_METRICS));
-        return -1;
+        return 2;
     }
     if (cfg->metrics_listen[0])
         netaddr_split(cfg->metrics_listen, host, sizeof host, &mport, err, sizeof err);
-    if (!cfg->insecure_listen[0])
-        return check_autocert(cfg, mport);
-    LOGF(LOG_INFO, "starting", LOG_STR("version", RELAY_VERSION), LOG_STR("mode", "insecure"),
-         LOG_STR("listen", cfg->insecure_listen));
-    if (netaddr_split(cfg->insecure_listen, host, sizeof host, &port, err, sizeof err) != 0) {
-        LOGF(LOG_ERROR, "refusing to start: invalid listener address", LOG_STR("err", err),
-             LOG_STR("addr", cfg->insecure_listen));
-        return -1;
-    }
-    int actual[2] = {port, mport}, expected[2] = {port, mport};
-    size_t n = mport ? 2 : 1;
-    if (checks_ports(actual, n, expected, n, err, sizeof err) != 0) {
-        LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err));
-        return -1;
-    }
-    return 0;
+    return cfg->insecure_listen[0] ? check_insecure(cfg, mport) : check_autocert(cfg, mport);
 }
 
 int boot_checks(const struct config *cfg, checks_getenv_fn get, const char *status_path,
@@ -205,9 +214,8 @@ int boot_checks(const struct config *cfg, checks_getenv_fn get, const char *stat
     if (check_flags(cfg) || check_env(cfg, get) || check_caps(status_path) ||
         check_push(get, push_creds))
         return 2;
-    if (check_listeners(cfg)) {
+    int code = check_listeners(cfg);
+    if (code != 0)
         fcm_creds_free(push_creds);
-        return 2;
-    }
-    return 0;
+    return code;
 }

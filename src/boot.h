@@ -1,6 +1,5 @@
-/* boot.h — spec §6.3 steps 3–14 (14a, the ACME cache, is the ACME
- * module's): run every startup check in the reference order and log each
- * refusal with its exact msg, err and fix strings. */
+/* boot.h — spec §6.3 steps 3–14: run every startup check in the reference
+ * order and log each refusal with its exact msg, err and fix strings. */
 #ifndef RELAY_BOOT_H
 #define RELAY_BOOT_H
 
@@ -9,10 +8,11 @@
 #include "fcm.h"
 
 /* Runs the checks that need no listener. Returns 0 to go on, or the exit
- * code (2) after logging the refusal. status_path is /proc/self/status
- * (a parameter so tests can point it elsewhere). Step 11 parses the push
- * credentials into *push_creds (zeroed when push is off; the caller frees
- * them with fcm_creds_free or hands them to push_new). */
+ * code after logging the refusal (2; 1 for step 14a, autocert setup).
+ * status_path is /proc/self/status (a parameter so tests can point it
+ * elsewhere). Step 11 parses the push credentials into *push_creds (zeroed
+ * when push is off; the caller frees them with fcm_creds_free or hands them
+ * to push_new). */
 int boot_checks(const struct config *cfg, checks_getenv_fn get, const char *status_path,
                 struct fcm_creds *push_creds);
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <uv.h>
 
+#include "autocert.h"
 #include "boot.h"
 #include "config.h"
 #include "log.h"
@@ -36,6 +37,15 @@ static void reload_certs(struct server *srv, void *arg)
         return;
     }
     LOGF(LOG_INFO, "tls certificate reloaded", LOG_STR("path", cfg->tls_cert));
+}
+
+/* ACME delivered a certificate (cached or new): new handshakes use it. */
+static void on_acme_cert(void *ud, const char *chain, size_t chain_len, const char *key,
+                         size_t key_len)
+{
+    char err[512];
+    if (tls_server_set_cert_pem(ud, chain, chain_len, key, key_len, err, sizeof err) != 0)
+        LOGF(LOG_ERROR, "acme certificate rejected by TLS", LOG_STR("err", err));
 }
 
 /* Autocert mode's TLS context, the one place certificates come from.
@@ -104,10 +114,19 @@ int main(int argc, char **argv)
      * process: writes then fail with EPIPE instead of raising SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
     uv_loop_t loop;
-    uv_loop_init(&loop);
     static struct server srv;
     static struct relay_shared shared;
     static struct metrics metrics;
+    static struct autocert autocert;
+    /* ACME runs in autocert mode unless static certificates were given; a
+     * cached certificate is delivered from inside autocert_init. */
+    bool acme_on = tls && !cfg.tls_cert[0];
+    if (acme_on && (code = autocert_init(&autocert, &loop, &cfg, on_acme_cert, tls)) != 0) {
+        tls_server_free(tls);
+        fcm_creds_free(&creds);
+        return code;
+    }
+    uv_loop_init(&loop);
     char err[256];
     /* --workers 0: one shard per CPU the process may run on. */
     unsigned workers = cfg.workers > 0 ? (unsigned)cfg.workers : uv_available_parallelism();
@@ -139,6 +158,8 @@ int main(int argc, char **argv)
     }
     if (tls && cfg.tls_cert[0])
         server_on_reload(&srv, reload_certs, tls);
+    if (acme_on && (code = autocert_start(&autocert, &srv, &cfg)) != 0)
+        return code;
     if (cfg.metrics_listen[0]) {
         LOGF(LOG_INFO, "starting metrics listener", LOG_STR("listen", cfg.metrics_listen));
         if (metrics_listen(&metrics, &srv, relay, cfg.metrics_listen, err, sizeof err) != 0) {
@@ -148,6 +169,8 @@ int main(int argc, char **argv)
         }
     }
     code = server_run(&srv);
+    if (acme_on)
+        autocert_free(&autocert);
     relay_close(&shared);
     free(relays);
     server_free(&srv);

@@ -198,6 +198,15 @@ void server_add_listener(struct server *srv, uv_tcp_t *listener)
         srv->extra[srv->nextra++] = listener;
 }
 
+void server_add_drain_hook(struct server *srv, void (*fn)(void *arg), void *arg)
+{
+    if (srv->ndrain_hooks < ARRAY_LEN(srv->drain_hooks)) {
+        srv->drain_hooks[srv->ndrain_hooks].fn = fn;
+        srv->drain_hooks[srv->ndrain_hooks].arg = arg;
+        srv->ndrain_hooks++;
+    }
+}
+
 int server_listen_opts(struct server *srv, const char *addr, const struct conn_opts *opts,
                        char *err, size_t err_cap)
 {
@@ -250,6 +259,8 @@ void server_drain(struct server *srv, int exit_code)
             uv_close((uv_handle_t *)srv->extra[i], NULL);
     uint64_t ms = (uint64_t)(srv->cfg->drain_timeout_ns / NS_PER_MS);
     uv_timer_start(&srv->drain_timer, on_drain_timeout, ms ? ms : 1, 0);
+    for (size_t i = 0; i < srv->ndrain_hooks; i++)
+        srv->drain_hooks[i].fn(srv->drain_hooks[i].arg);
     drain_local(srv, &srv->shards[0]);
     for (unsigned i = 1; i < srv->nshards; i++)
         shard_post_control(&srv->shards[i], SHARD_CTL_DRAIN);

@@ -59,6 +59,12 @@ struct server {
     void (*on_reload)(struct server *srv, void *arg);
     void *reload_arg;
     void *owner;
+    /* Further drain observers (the ACME client), called after on_drain. */
+    struct {
+        void (*fn)(void *arg);
+        void *arg;
+    } drain_hooks[2];
+    size_t ndrain_hooks;
 };
 
 /* Prepares nshards shards (>= 1), their loops and the signal handlers on
@@ -82,6 +88,10 @@ void server_on_reload(struct server *srv, void (*fn)(struct server *srv, void *a
 
 /* Registers another listener to be closed when the drain starts. */
 void server_add_listener(struct server *srv, uv_tcp_t *listener);
+
+/* Registers fn(arg) to be called once on shard 0 when the drain starts
+ * (at most two hooks). */
+void server_add_drain_hook(struct server *srv, void (*fn)(void *arg), void *arg);
 
 /* Starts the other shards' threads, runs shard 0 until the drain completes,
  * joins the threads. Returns the process exit code: 0 after a signal, 1
