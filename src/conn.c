@@ -653,16 +653,18 @@ static void on_data(struct conn *c, const struct ws_event *ev)
         deliver(c, ev->data, ev->len); /* whole message in this read: no copy */
         return;
     }
+    /* The decoder stops a message at --max-message-bytes (at most 1 GiB),
+     * so the 32-bit length and capacity cannot overflow. */
     if (c->msg_len + ev->len > c->msg_cap) {
         size_t cap = c->msg_cap ? c->msg_cap : 4096;
         while (cap < c->msg_len + ev->len)
             cap *= 2;
         c->msg = xrealloc(c->msg, cap);
-        c->msg_cap = cap;
+        c->msg_cap = (uint32_t)cap;
     }
     if (ev->len)
         memcpy(c->msg + c->msg_len, ev->data, ev->len);
-    c->msg_len += ev->len;
+    c->msg_len += (uint32_t)ev->len;
     if (ev->last) {
         deliver(c, c->msg, c->msg_len);
         free(c->msg); /* idle connections keep no buffer */

@@ -87,10 +87,11 @@ struct conn {
     const struct conn_hooks *hooks; /* the listener's: public relay or metrics */
     const struct conn_opts *opts;   /* the listener's; NULL for a plain one */
     struct tls_conn *tls;           /* TLS session (NULL: plaintext); no loop pointers inside */
-    struct proxyproto *pp;          /* PROXY header reader, only while in CONN_PROXY_HEADER */
-    uint32_t pend_counted;          /* counted frames inside TLS output not yet written */
-    struct list link;               /* shard->conns */
-    enum conn_state state;
+    union {
+        struct proxyproto *pp;    /* PROXY header reader, only in CONN_PROXY_HEADER */
+        struct shard *handoff_to; /* set in on_request: move to this shard after the hook */
+    };
+    struct list link; /* shard->conns */
     struct wheel_entry timer;
     /* deadlines in loop ms; 0 = not armed */
     uint64_t dl_state;    /* the state's own deadline (head, request, idle, close, linger) */
@@ -100,35 +101,36 @@ struct conn {
     uint64_t dl_pong;     /* heartbeat pong expected by then */
     uint64_t dl_write;    /* write progress expected by then */
     struct http_req *req; /* only while speaking HTTP */
-    bool head_handled;
-    bool reply_keep_alive;
     struct ws_decoder ws;
-    uint8_t *msg; /* assembly buffer for a message split over reads */
-    size_t msg_len, msg_cap;
+    uint8_t *msg;                     /* assembly buffer for a message split over reads */
+    uint32_t msg_len, msg_cap;        /* messages are capped well below 4 GiB */
     struct wq ctl;                    /* control frames: go out before queued data */
     struct wq data;                   /* data frames (and a close queued behind data) */
     size_t data_bytes;                /* sum of item costs in data */
-    size_t data_items;                /* items in data */
     size_t notify_below;              /* call on_drained when data_bytes <= this (SIZE_MAX: off) */
     _Atomic uint64_t *frames_counter; /* bumped per counted frame fully written (may be NULL) */
-    int inflight_ctl, inflight_data;  /* items of each queue inside the write in flight */
-    bool writing;
-    bool reading_paused;
-    size_t last_write_queue; /* libuv's pending bytes at the last progress check */
-    uint64_t ping_seq;       /* payload of the outstanding heartbeat ping */
-    uint16_t close_sent;     /* code of the close frame we sent first (0 none) */
-    uint16_t close_rcvd;     /* code the peer sent (WS_CLOSE_NO_STATUS/ABNORMAL if none) */
-    bool upgraded;
-    bool heartbeat_on;
-    bool ws_end_reported;
+    size_t last_write_queue;          /* libuv's pending bytes at the last progress check */
+    uint64_t ping_seq;                /* payload of the outstanding heartbeat ping */
+    void *owner;                      /* the hooks' per-connection object */
     union { /* the TCP peer (or the PROXY header's source); sockaddr_storage would cost
              * 100 more bytes per connection */
         struct sockaddr sa;
         struct sockaddr_in v4;
         struct sockaddr_in6 v6;
     } peer;
-    void *owner;              /* the hooks' per-connection object */
-    struct shard *handoff_to; /* set in on_request: move to this shard after the hook */
+    enum conn_state state;
+    uint32_t data_items;             /* items in data */
+    uint32_t pend_counted;           /* counted frames inside TLS output not yet written */
+    int inflight_ctl, inflight_data; /* items of each queue inside the write in flight */
+    uint16_t close_sent;             /* code of the close frame we sent first (0 none) */
+    uint16_t close_rcvd;             /* code the peer sent (WS_CLOSE_NO_STATUS/ABNORMAL if none) */
+    bool head_handled;
+    bool reply_keep_alive;
+    bool writing;
+    bool reading_paused;
+    bool upgraded;
+    bool heartbeat_on;
+    bool ws_end_reported;
 };
 
 /* A connection in transit between shards: its socket, its parsed request

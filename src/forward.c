@@ -29,7 +29,7 @@ static void ensure_wrap(struct peer *p)
         return;
     size_t cap = p->conn_id_len * 6 + 32;
     p->wrap = xmalloc(cap);
-    p->wrap_len = envelope_wrap_prefix(p->wrap, cap, p->conn_id, p->conn_id_len);
+    p->wrap_len = (uint32_t)envelope_wrap_prefix(p->wrap, cap, p->conn_id, p->conn_id_len);
 }
 
 static void set_phones_paused(struct peer *b, bool pause)

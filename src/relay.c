@@ -133,11 +133,14 @@ static struct peer *peer_new(struct conn *c, enum relay_endpoint ep, const char 
     snprintf(p->id_buf + 7 + sid_len, 18, "-%016llx", (unsigned long long)key);
     p->server_id = p->id_buf + 7;
     p->server_id_len = sid_len;
-    list_init(&p->probes);
-    list_init(&p->rp.link);
-    p->rp.key = p->key;
-    p->rp.conn_id = p->conn_id;
-    p->rp.conn_id_len = p->conn_id_len;
+    if (ep == EP_SERVER) {
+        list_init(&p->probes);
+    } else {
+        list_init(&p->rp.link);
+        p->rp.key = p->key;
+        p->rp.conn_id = p->conn_id;
+        p->rp.conn_id_len = p->conn_id_len;
+    }
     c->owner = p;
     atomic_fetch_add(&r->sh->live_ws, 1);
     c->frames_counter =
@@ -148,7 +151,8 @@ static struct peer *peer_new(struct conn *c, enum relay_endpoint ep, const char 
 static void peer_free(struct peer *p)
 {
     free(p->version);
-    free(p->wrap);
+    if (p->role == EP_CLIENT)
+        free(p->wrap);
     free(p);
 }
 

@@ -79,18 +79,22 @@ struct peer {
     char *conn_id; /* "server-<sid>-<16hex>" / "client-<sid>-<16hex>" (in id_buf) */
     size_t conn_id_len;
     char *version; /* binary: X-Pyrycode-Version until server_claimed is logged */
-    char *wrap;    /* phone: the envelope prefix {"conn_id":"…","frame": */
-    size_t wrap_len;
-    /* binary */
-    struct reg_binary rb;
-    struct list probes;  /* probes aimed at this binary as incumbent */
-    struct probe *probe; /* the probe this binary waits on */
-    bool phones_paused;  /* back-pressure: its phones are not being read */
-    /* phone */
-    struct reg_phone rp;
-    uint64_t bound_binary; /* key of the binary holding the id at registration */
-    bool binary_closed;    /* the binary asked to close this phone (no notice) */
-    char id_buf[];         /* conn_id, NUL-terminated */
+    union {        /* what only one role needs (a phone never probes, a binary has no wrap) */
+        struct {   /* binary */
+            struct reg_binary rb;
+            struct list probes;  /* probes aimed at this binary as incumbent */
+            struct probe *probe; /* the probe this binary waits on */
+            bool phones_paused;  /* back-pressure: its phones are not being read */
+        };
+        struct { /* phone */
+            struct reg_phone rp;
+            uint64_t bound_binary; /* key of the binary holding the id at registration */
+            char *wrap;            /* the envelope prefix {"conn_id":"…","frame": */
+            uint32_t wrap_len;
+            bool binary_closed; /* the binary asked to close this phone (no notice) */
+        };
+    };
+    char id_buf[]; /* conn_id, NUL-terminated */
 };
 
 /* What every shard's relay shares: the admission state of spec §9 (it runs
