@@ -31,7 +31,9 @@ asan: deps
 	@CC=$${CC:-gcc} cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DRELAY_SANITIZE=ON >/dev/null
 	@cmake --build build/asan -j $(JOBS) >/dev/null
 
-test: deps fmt-check asan
+# The optimised build `make run` uses is compiled too: -O2 enables warnings
+# (truncation, maybe-uninitialized) that the Debug+ASan build does not see.
+test: deps fmt-check asan build
 	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    ctest --output-on-failure -j $(JOBS)

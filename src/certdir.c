@@ -24,6 +24,14 @@ const char *certdir_errno_text(int e, char *buf, size_t cap)
     return buf;
 }
 
+/* Copies path into out (cap > 0), cut short if it does not fit. */
+static void name_path(char *out, size_t cap, const char *path)
+{
+    size_t n = strnlen(path, cap - 1);
+    memcpy(out, path, n);
+    out[n] = '\0';
+}
+
 /* Go's os.MkdirAll(dir, 0700): every missing component is created 0700.
  * On failure *failed names the component and the errno is returned. */
 static int mkdir_all(const char *dir, char *failed, size_t cap)
@@ -31,7 +39,7 @@ static int mkdir_all(const char *dir, char *failed, size_t cap)
     char path[4096];
     size_t n = strlen(dir);
     if (n >= sizeof path) {
-        snprintf(failed, cap, "%s", dir);
+        name_path(failed, cap, dir);
         return ENAMETOOLONG;
     }
     memcpy(path, dir, n + 1);
@@ -46,11 +54,11 @@ static int mkdir_all(const char *dir, char *failed, size_t cap)
         if (stat(path, &st) != 0) {
             if (mkdir(path, 0700) != 0 && errno != EEXIST) {
                 int e = errno;
-                snprintf(failed, cap, "%s", path);
+                name_path(failed, cap, path);
                 return e;
             }
         } else if (!S_ISDIR(st.st_mode)) {
-            snprintf(failed, cap, "%s", path);
+            name_path(failed, cap, path);
             return ENOTDIR;
         }
         path[i] = saved;

@@ -350,8 +350,8 @@ static void test_order(void **state)
     static const char *const bad[] = {
         "{\"status\":\"pending\",\"finalize\":\"f\"}",
         "{\"status\":\"pending\",\"finalize\":\"f\",\"authorizations\":[1]}",
-        "{\"status\":\"pending\",\"finalize\":\"f\",\"authorizations\":"
-        "[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]}",
+        ("{\"status\":\"pending\",\"finalize\":\"f\",\"authorizations\":"
+         "[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]}"),
         "{\"finalize\":\"f\",\"authorizations\":[]}", "null"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(acme_msg_order(bad[i], strlen(bad[i]), &o, err, sizeof err), -1);

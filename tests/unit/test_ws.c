@@ -87,7 +87,7 @@ static void trace_cuts(const uint8_t *in, size_t n, const size_t *cuts, size_t n
 static void trace(const uint8_t *in, size_t n, size_t step, uint64_t cap, char *out, size_t outcap)
 {
     size_t ncuts = 0;
-    size_t *cuts = malloc((step && n ? n / step : 0) * sizeof *cuts + sizeof *cuts);
+    size_t *cuts = calloc((step && n ? n / step : 0) + 1, sizeof *cuts);
     for (size_t off = step; step && off < n; off += step)
         cuts[ncuts++] = off;
     trace_cuts(in, n, cuts, ncuts, cap, out, outcap);
