@@ -490,10 +490,22 @@ static void scenario_churn(void)
            (double)upgrades / secs);
 }
 
-/* fanout: the binary learns each phone's conn id from a hello, then streams
- * to all of them round-robin as fast as the relay takes frames. */
-static char fan_ids[16][96];
-static bool fan_alive[16];
+/* fanout: the binary learns each phone's conn id from a hello carrying the
+ * phone's index, then streams to all of them round-robin as fast as the
+ * relay takes frames. A reading phone is sent at most FAN_WINDOW frames
+ * beyond what it has received (a real sender paces to its readers; without
+ * this the load generator, which also does the reading, would overrun its
+ * own phones). The stalled phone's window is twice the relay's default
+ * 4 MiB phone backlog: the relay must cut it loose (1011 "phone backlog
+ * full") without its siblings noticing, and the binary then stops sending
+ * to it, as a real binary does once it reads the close notice (an unbounded
+ * flood would only measure how fast the relay logs unknown conn ids). */
+#define FAN_MAX            16
+#define FAN_WINDOW         256
+#define FAN_STALLED_WINDOW (8 * 1024 * 1024 / 1024)
+static char fan_ids[FAN_MAX][96];
+static bool fan_alive[FAN_MAX];
+static uint64_t fan_sent[FAN_MAX];
 static int fan_n;
 
 static void fanout_binary_message(const char *m, size_t n)
@@ -503,45 +515,62 @@ static void fanout_binary_message(const char *m, size_t n)
         return;
     id += 11;
     const char *e = memchr(id, '"', (size_t)(m + n - id));
+    if (!e)
+        return;
     size_t len = (size_t)(e - id) < 95 ? (size_t)(e - id) : 95;
     if (memmem(m, n, "\"close_code\"", 12)) { /* a notice: stop sending to it */
-        for (int i = 0; i < fan_n; i++)
+        for (int i = 0; i < FAN_MAX; i++)
             if (!strncmp(fan_ids[i], id, len) && fan_ids[i][len] == '\0')
                 fan_alive[i] = false;
         return;
     }
-    if (fan_n < 16) {
-        memcpy(fan_ids[fan_n], id, len);
-        fan_ids[fan_n][len] = '\0';
-        fan_alive[fan_n++] = true;
-    }
+    const char *ix = memmem(m, n, "\"i\":", 4);
+    if (!ix)
+        return;
+    int k = atoi(ix + 4);
+    if (k < 0 || k >= FAN_MAX || fan_ids[k][0])
+        return;
+    memcpy(fan_ids[k], id, len);
+    fan_ids[k][len] = '\0';
+    fan_alive[k] = true;
+    fan_n++;
 }
 
 static bool fan_known(void)
 {
-    return fan_n == 16;
+    return fan_n == FAN_MAX;
 }
 
 static void scenario_fanout(void)
 {
     bool stall = opt.rate > 0; /* --rate 1 marks one phone as never reading */
-    setup(1, 16);
+    setup(1, FAN_MAX);
     struct lc *bin = all[0];
     if (stall)
         all[1]->stalled = true;
-    for (size_t i = 1; i < nall; i++)
-        send_frame(all[i], 1, "{}", 2, NULL, 0, NULL, 0);
+    for (size_t i = 1; i < nall; i++) {
+        char hello[32];
+        int hl = snprintf(hello, sizeof hello, "{\"i\":%zu}", i - 1);
+        send_frame(all[i], 1, hello, (size_t)hl, NULL, 0, NULL, 0);
+    }
     run_loop(now_ns() + 5000000000ULL, fan_known);
     uint64_t start = now_ns(), end = start + (uint64_t)(opt.duration * 1e9);
     int next = 0;
     char head[160];
     while (now_ns() < end) {
-        while (bin->wlen < 256 * 1024) {
-            int k = next++ % fan_n;
-            if (!fan_alive[k])
+        int skipped = 0;
+        while (bin->wlen < 256 * 1024 && skipped < FAN_MAX) {
+            int k = next++ % FAN_MAX;
+            struct lc *ph = all[k + 1];
+            uint64_t window = ph->stalled ? FAN_STALLED_WINDOW : FAN_WINDOW;
+            if (!fan_alive[k] || fan_sent[k] - ph->received >= window) {
+                skipped++;
                 continue;
+            }
+            skipped = 0;
             int hl = snprintf(head, sizeof head, "{\"conn_id\":\"%s\",\"frame\":", fan_ids[k]);
             send_frame(bin, 1, head, (size_t)hl, payload, payload_len, "}", 1);
+            fan_sent[k]++;
         }
         run_loop(now_ns() + 1000000, NULL);
     }
@@ -549,8 +578,12 @@ static void scenario_fanout(void)
     uint64_t fast = 0;
     for (size_t i = 2; i < nall; i++)
         fast += all[i]->received;
-    printf("scenario=fanout stalled=%d phones=%d sibling_msgs_per_s=%.0f total_msgs_per_s=%.0f\n",
-           stall, fan_n, (double)fast / secs / (double)(nall - 2),
+    int alive = 0;
+    for (int k = 0; k < FAN_MAX; k++)
+        alive += fan_alive[k];
+    printf("scenario=fanout stalled=%d phones=%d alive_after=%d sibling_msgs_per_s=%.0f "
+           "total_msgs_per_s=%.0f\n",
+           stall, fan_n, alive, (double)fast / secs / (double)(nall - 2),
            (double)(fast + all[1]->received) / secs);
 }
 
