@@ -74,7 +74,10 @@ static bool baseline(void)
 
 static void wait_events(struct lc *c, bool out)
 {
-    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
+    /* A stalled phone is not polled for input: level-triggered epoll would
+     * report it ready on every call and the load generator would spin. */
+    struct epoll_event ev = {.events = (c->stalled ? 0u : EPOLLIN) | (out ? EPOLLOUT : 0u),
+                             .data.ptr = c};
     epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
@@ -239,8 +242,10 @@ static void frames(struct lc *c)
 
 static void on_readable(struct lc *c)
 {
-    if (c->stalled)
+    if (c->stalled) {
+        wait_events(c, false);
         return;
+    }
     for (;;) {
         if (c->rcap - c->rlen < 65536) {
             c->rcap = c->rcap * 2 + 65536;

@@ -32,6 +32,32 @@ static void tls_send_now(struct conn *c, const uv_buf_t *iov, unsigned n, bool c
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
+/* ---- request readers ---------------------------------------------------- */
+
+/* A request reader lives only until the upgrade (or the connection's end),
+ * so readers are recycled through a small per-shard pool: freeing them
+ * between the long-lived connection structs would leave holes that idle
+ * connections pay for. */
+static struct http_req *req_get(struct shard *s)
+{
+    if (s->nreq_pool)
+        return s->req_pool[--s->nreq_pool];
+    struct http_req *r = xmalloc(sizeof *r);
+    http_req_init(r, (size_t)s->cfg->max_header_bytes);
+    return r;
+}
+
+static void req_put(struct shard *s, struct http_req *r)
+{
+    if (s->nreq_pool < SHARD_REQ_POOL) {
+        http_req_reset(r); /* keeps a small head buffer for the next one */
+        s->req_pool[s->nreq_pool++] = r;
+        return;
+    }
+    http_req_free(r);
+    free(r);
+}
+
 /* ---- deadlines --------------------------------------------------------- */
 
 static uint64_t now_ms(const struct conn *c)
@@ -149,10 +175,8 @@ static void on_closed(uv_handle_t *h)
     free(c->msg);
     tls_conn_free(c->tls);
     free(c->pp);
-    if (c->req) {
-        http_req_free(c->req);
-        free(c->req);
-    }
+    if (c->req)
+        req_put(s, c->req);
     list_remove(&c->link);
     s->nconns--;
     free(c);
@@ -802,8 +826,7 @@ static void http_input(struct conn *c, uint8_t *buf, size_t len)
                 return;
             }
             if (c->state == CONN_WS_OPEN) {
-                http_req_free(c->req);
-                free(c->req);
+                req_put(c->shard, c->req);
                 c->req = NULL;
                 ws_input(c, buf, len);
                 return;
@@ -1120,8 +1143,7 @@ static struct conn *accept_one(struct shard *s, uv_stream_t *server, const struc
     int namelen = sizeof c->peer;
     if (uv_tcp_getpeername(&c->tcp, &c->peer.sa, &namelen) != 0)
         c->peer.sa.sa_family = AF_UNSPEC;
-    c->req = xmalloc(sizeof *c->req);
-    http_req_init(c->req, (size_t)s->cfg->max_header_bytes);
+    c->req = req_get(s);
     c->notify_below = SIZE_MAX;
     list_init(&c->link);
     list_push_back(&s->conns, &c->link);
@@ -1252,8 +1274,7 @@ void conn_adopt(struct shard *s, struct handoff *h)
         close(h->fd);
         uv_close((uv_handle_t *)&c->tcp, on_reject_closed);
         tls_conn_free(h->tls);
-        http_req_free(h->req);
-        free(h->req);
+        req_put(s, h->req);
         free(h);
         if (s->live)
             atomic_fetch_sub(s->live, 1);

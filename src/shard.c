@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "http.h"
 
 static uint64_t ms_of(int64_t ns)
 {
@@ -52,6 +53,7 @@ void shard_init(struct shard *s, uv_loop_t *loop, const struct config *cfg,
     s->draining = false;
     s->on_conn_freed = NULL;
     s->async_on = false;
+    s->nreq_pool = 0;
     atomic_init(&s->inbox, NULL);
     atomic_init(&s->ctl, 0);
 }
@@ -118,6 +120,11 @@ void shard_close(struct shard *s)
         uv_close((uv_handle_t *)&s->wheel_timer, NULL);
     free(s->rbuf);
     s->rbuf = NULL;
+    while (s->nreq_pool) {
+        struct http_req *r = s->req_pool[--s->nreq_pool];
+        http_req_free(r);
+        free(r);
+    }
     free(s->tls_plain);
     free(s->tls_out);
     s->tls_plain = s->tls_out = NULL;

@@ -29,7 +29,10 @@ enum {
 };
 
 #define SHARD_READ_BUF (64 * 1024)
-#define SHARD_TLS_OUT  (64 * 1024)
+#define SHARD_REQ_POOL 256 /* request readers kept for reuse (see conn.c) */
+
+struct http_req;
+#define SHARD_TLS_OUT (64 * 1024)
 
 struct shard {
     uv_loop_t *loop;
@@ -62,6 +65,8 @@ struct shard {
     void (*on_control)(struct shard *s, unsigned bits);
     _Atomic size_t *live; /* process-wide count of connections (incl. in transit) */
     void *server;         /* the struct server this shard belongs to */
+    struct http_req *req_pool[SHARD_REQ_POOL]; /* idle request readers for reuse */
+    unsigned nreq_pool;
 };
 
 /* Prepares s on loop with the config and hooks. */
