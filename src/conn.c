@@ -438,6 +438,25 @@ static void on_write_done(uv_write_t *req, int status)
     kick_writer(c);
 }
 
+/* Hands batch b (n buffers) to libuv and arms the write-progress deadline;
+ * a write that cannot start drops the connection. */
+static void start_write(struct conn *c, struct write_batch *b, unsigned n)
+{
+    if (uv_write(&b->req, (uv_stream_t *)&c->tcp, b->bufs, n, on_write_done) != 0) {
+        c->inflight_ctl = c->inflight_data = 0;
+        free(b->owned);
+        free(b);
+        conn_abort(c);
+        return;
+    }
+    c->writing = true;
+    if (!c->dl_write) {
+        c->dl_write = after(c, c->shard->write_ms);
+        c->last_write_queue = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+        rearm(c);
+    }
+}
+
 /* TLS: ciphertext waiting from earlier calls goes first, then the queued
  * items (control first) are encrypted behind it, all in one write. */
 static void kick_writer_tls(struct conn *c)
@@ -467,19 +486,7 @@ static void kick_writer_tls(struct conn *c)
     b->tls_counted = c->pend_counted;
     c->pend_counted = 0;
     b->bufs[0] = uv_buf_init((char *)out, (unsigned)len);
-    if (uv_write(&b->req, (uv_stream_t *)&c->tcp, b->bufs, 1, on_write_done) != 0) {
-        c->inflight_ctl = c->inflight_data = 0;
-        free(out);
-        free(b);
-        conn_abort(c);
-        return;
-    }
-    c->writing = true;
-    if (!c->dl_write) {
-        c->dl_write = after(c, c->shard->write_ms);
-        c->last_write_queue = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
-        rearm(c);
-    }
+    start_write(c, b, 1);
 }
 
 /* Sends the ciphertext the last TLS call produced (see tls_out_begin):
@@ -535,18 +542,7 @@ static void kick_writer(struct conn *c)
     b->c = c;
     b->owned = NULL;
     b->tls_counted = 0;
-    if (uv_write(&b->req, (uv_stream_t *)&c->tcp, b->bufs, n, on_write_done) != 0) {
-        c->inflight_ctl = c->inflight_data = 0;
-        free(b);
-        conn_abort(c);
-        return;
-    }
-    c->writing = true;
-    if (!c->dl_write) {
-        c->dl_write = after(c, c->shard->write_ms);
-        c->last_write_queue = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
-        rearm(c);
-    }
+    start_write(c, b, n);
 }
 
 size_t conn_queued_bytes(const struct conn *c)
@@ -1235,7 +1231,6 @@ static void handoff_finish(struct conn *c, const uint8_t *buf, size_t len)
         return;
     }
     struct handoff *h = xmalloc(sizeof *h + rest_len);
-    h->next = NULL;
     h->fd = dup_fd;
     h->hooks = c->hooks;
     h->opts = c->opts;

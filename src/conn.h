@@ -136,7 +136,7 @@ struct conn {
 /* A connection in transit between shards: its socket, its parsed request
  * head and the bytes read after it (design.md §2). */
 struct handoff {
-    struct handoff *next;
+    struct mpsc_node node; /* in the target shard's inbox */
     uv_os_sock_t fd;
     const struct conn_hooks *hooks;
     const struct conn_opts *opts; /* the accepting listener's (may be NULL) */

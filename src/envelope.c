@@ -98,47 +98,15 @@ static const uint8_t *skip_value(const uint8_t *p, const uint8_t *end)
 
 /* ---- strings: decoding and key folding ----------------------------------- */
 
-static uint32_t hex4(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v = v << 4 | (uint32_t)(p[i] <= '9' ? p[i] - '0' : (p[i] | 0x20) - 'a' + 10);
-    return v;
-}
-
-static size_t put_utf8(char *out, uint32_t cp)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | cp >> 6);
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | cp >> 12);
-        out[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | cp >> 18);
-    out[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-    out[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* Decodes a \uXXXX escape at s[i] (and a following low surrogate, when it
  * pairs) into out. Unpaired surrogates become U+FFFD, as in Go. Returns the
  * escape bytes consumed; *o advances by the bytes written. */
 static size_t unescape_u(const uint8_t *s, size_t i, size_t len, char *out, size_t *o)
 {
-    uint32_t cp = hex4(s + i + 2);
+    uint32_t cp = json_hex4(s + i + 2);
     size_t used = 6;
     if (cp >= 0xD800 && cp < 0xDC00 && i + 12 <= len && s[i + 6] == '\\' && s[i + 7] == 'u') {
-        uint32_t lo = hex4(s + i + 8);
+        uint32_t lo = json_hex4(s + i + 8);
         if (lo >= 0xDC00 && lo < 0xE000) {
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             used = 12;
@@ -146,7 +114,7 @@ static size_t unescape_u(const uint8_t *s, size_t i, size_t len, char *out, size
     }
     if (cp >= 0xD800 && cp < 0xE000)
         cp = 0xFFFD;
-    *o += put_utf8(out + *o, cp);
+    *o += json_put_utf8(out + *o, cp);
     return used;
 }
 

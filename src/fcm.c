@@ -369,38 +369,10 @@ static const uint8_t *skip_value(const uint8_t *p, const uint8_t *end)
     return p;
 }
 
-static uint32_t hex4(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v = v << 4 | (uint32_t)(p[i] <= '9' ? p[i] - '0' : (p[i] | 0x20) - 'a' + 10);
-    return v;
-}
-
 static void put_utf8(struct dbuf *b, uint32_t cp)
 {
     char u[4];
-    size_t n;
-    if (cp < 0x80) {
-        u[0] = (char)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        u[0] = (char)(0xc0 | cp >> 6);
-        u[1] = (char)(0x80 | (cp & 0x3f));
-        n = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (char)(0xe0 | cp >> 12);
-        u[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        u[2] = (char)(0x80 | (cp & 0x3f));
-        n = 3;
-    } else {
-        u[0] = (char)(0xf0 | cp >> 18);
-        u[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-        u[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        u[3] = (char)(0x80 | (cp & 0x3f));
-        n = 4;
-    }
-    put(b, u, n);
+    put(b, u, json_put_utf8(u, cp));
 }
 
 /* Decodes the string at p (a '"') into b; lone surrogates become U+FFFD as
@@ -423,10 +395,10 @@ static const uint8_t *decode_string(const uint8_t *p, const uint8_t *end, struct
             p += 2;
             continue;
         }
-        uint32_t cp = hex4(p + 2);
+        uint32_t cp = json_hex4(p + 2);
         p += 6;
         if (cp >= 0xd800 && cp < 0xdc00 && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
-            uint32_t lo = hex4(p + 2);
+            uint32_t lo = json_hex4(p + 2);
             if (lo >= 0xdc00 && lo < 0xe000) {
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
                 p += 6;

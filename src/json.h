@@ -48,4 +48,10 @@ bool json_valid(const uint8_t *data, size_t len);
  * cap (a short buffer receives a truncated prefix). */
 size_t json_escape(char *out, size_t cap, const uint8_t *s, size_t len);
 
+/* The value of four hex digits at p (already validated). */
+uint32_t json_hex4(const uint8_t *p);
+
+/* Writes code point cp as UTF-8 into out; returns the bytes written (1..4). */
+size_t json_put_utf8(char out[4], uint32_t cp);
+
 #endif

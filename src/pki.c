@@ -60,21 +60,6 @@ char *pki_b64url_alloc(const void *data, size_t len)
     return out;
 }
 
-static int b64url_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
 long pki_b64url_decode(void *out, size_t cap, const char *s, size_t len)
 {
     unsigned char *o = out;
@@ -84,7 +69,7 @@ long pki_b64url_decode(void *out, size_t cap, const char *s, size_t len)
     if (len % 4 == 1)
         return -1;
     for (size_t i = 0; i < len; i++) {
-        int v = b64url_value(s[i]);
+        int v = b64_digit(s[i], true);
         if (v < 0)
             return -1;
         acc = (acc << 6 | (uint32_t)v) & 0xffffff;

@@ -655,7 +655,7 @@ static void on_rl_sweep(uv_timer_t *t)
 
 /* A wake from a binary on another shard, on its way to the waker. */
 struct wake_req {
-    struct wake_req *next;
+    struct mpsc_node node;
     size_t sid_len, conn_id_len, raw_len;
     char data[]; /* server-id, conn id, raw push_wake value */
 };
@@ -685,36 +685,21 @@ void relay_push_wake(struct peer *b, const uint8_t *raw, size_t len)
     memcpy(w->data, b->server_id, w->sid_len);
     memcpy(w->data + w->sid_len, b->conn_id, w->conn_id_len);
     memcpy(w->data + w->sid_len + w->conn_id_len, raw, len);
-    struct wake_req *head = atomic_load(&sh->wakes);
-    do
-        w->next = head;
-    while (!atomic_compare_exchange_weak(&sh->wakes, &head, w));
+    mpsc_push(&sh->wakes, &w->node);
     uv_async_send(&sh->wake_async);
-}
-
-/* Takes the posted wakes, oldest first. */
-static struct wake_req *take_wakes(struct relay_shared *sh)
-{
-    struct wake_req *w = atomic_exchange(&sh->wakes, NULL), *fifo = NULL;
-    while (w) {
-        struct wake_req *next = w->next;
-        w->next = fifo;
-        fifo = w;
-        w = next;
-    }
-    return fifo;
 }
 
 static void on_wakes(uv_async_t *a)
 {
     struct relay_shared *sh = a->data;
-    struct wake_req *w = take_wakes(sh);
-    while (w) {
-        struct wake_req *next = w->next;
+    struct mpsc_node *n = mpsc_take_all(&sh->wakes);
+    while (n) {
+        struct mpsc_node *next = n->next;
+        struct wake_req *w = CONTAINER_OF(n, struct wake_req, node);
         admit_wake(sh, w->data, w->sid_len, w->data + w->sid_len, w->conn_id_len,
                    (const uint8_t *)w->data + w->sid_len + w->conn_id_len, w->raw_len);
         free(w);
-        w = next;
+        n = next;
     }
 }
 
@@ -762,7 +747,7 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
     uv_timer_init(srv->loop, &r0->rl_sweep);
     r0->rl_sweep.data = r0;
     uv_timer_start(&r0->rl_sweep, on_rl_sweep, 5 * 60 * 1000, 5 * 60 * 1000);
-    atomic_init(&sh->wakes, NULL);
+    mpsc_init(&sh->wakes);
     uv_async_init(srv->loop, &sh->wake_async, on_wakes);
     sh->wake_async.data = sh;
     srv->on_drain = on_drain;
@@ -779,9 +764,9 @@ void relay_close(struct relay_shared *sh)
     }
     ratelimit_free(&sh->rl);
     uv_mutex_destroy(&sh->rl_mu);
-    for (struct wake_req *w = take_wakes(sh), *next; w; w = next) {
-        next = w->next;
-        free(w);
+    for (struct mpsc_node *n = mpsc_take_all(&sh->wakes), *next; n; n = next) {
+        next = n->next;
+        free(CONTAINER_OF(n, struct wake_req, node));
     }
     push_free(sh->push);
     sh->push = NULL;

@@ -112,7 +112,7 @@ struct relay_shared {
      * Other shards post their wakes to it through wake_async. */
     struct push_waker *push;
     uv_async_t wake_async;
-    _Atomic(struct wake_req *) wakes; /* LIFO of wakes posted by other shards */
+    struct mpsc wakes; /* wakes posted by other shards */
 };
 
 /* One shard's relay: the server-ids that hash to the shard, their

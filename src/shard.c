@@ -54,26 +54,18 @@ void shard_init(struct shard *s, uv_loop_t *loop, const struct config *cfg,
     s->on_conn_freed = NULL;
     s->async_on = false;
     s->nreq_pool = 0;
-    atomic_init(&s->inbox, NULL);
+    mpsc_init(&s->inbox);
     atomic_init(&s->ctl, 0);
 }
 
 static void on_async(uv_async_t *a)
 {
     struct shard *s = a->data;
-    /* Take everything posted so far; the stack is LIFO, so reverse it to
-     * adopt connections in arrival order. */
-    struct handoff *h = atomic_exchange(&s->inbox, NULL), *fifo = NULL;
-    while (h) {
-        struct handoff *next = h->next;
-        h->next = fifo;
-        fifo = h;
-        h = next;
-    }
-    while (fifo) {
-        struct handoff *next = fifo->next;
-        conn_adopt(s, fifo);
-        fifo = next;
+    struct mpsc_node *n = mpsc_take_all(&s->inbox);
+    while (n) {
+        struct mpsc_node *next = n->next;
+        conn_adopt(s, CONTAINER_OF(n, struct handoff, node));
+        n = next;
     }
     unsigned bits = atomic_exchange(&s->ctl, 0);
     if (bits && s->on_control)
@@ -89,10 +81,7 @@ void shard_start_inbox(struct shard *s)
 
 void shard_post_handoff(struct shard *s, struct handoff *h)
 {
-    struct handoff *head = atomic_load(&s->inbox);
-    do
-        h->next = head;
-    while (!atomic_compare_exchange_weak(&s->inbox, &head, h));
+    mpsc_push(&s->inbox, &h->node);
     uv_async_send(&s->async);
 }
 
@@ -104,13 +93,13 @@ void shard_post_control(struct shard *s, unsigned bits)
 
 void shard_discard_inbox(struct shard *s)
 {
-    struct handoff *h = atomic_exchange(&s->inbox, NULL);
-    while (h) {
-        struct handoff *next = h->next;
-        conn_handoff_discard(h);
+    struct mpsc_node *n = mpsc_take_all(&s->inbox);
+    while (n) {
+        struct mpsc_node *next = n->next;
+        conn_handoff_discard(CONTAINER_OF(n, struct handoff, node));
         if (s->live)
             atomic_fetch_sub(s->live, 1);
-        h = next;
+        n = next;
     }
 }
 

@@ -57,11 +57,11 @@ struct shard {
     bool draining;
     void (*on_conn_freed)(struct shard *s); /* drain bookkeeping */
     /* multi-shard plumbing */
-    unsigned id;                     /* 0 .. nshards-1 */
-    uv_async_t async;                /* wakes the loop for the inbox and control bits */
-    bool async_on;                   /* async initialised (and not yet closed) */
-    _Atomic(struct handoff *) inbox; /* LIFO of connections posted by other shards */
-    atomic_uint ctl;                 /* SHARD_CTL_* bits not yet handled */
+    unsigned id;       /* 0 .. nshards-1 */
+    uv_async_t async;  /* wakes the loop for the inbox and control bits */
+    bool async_on;     /* async initialised (and not yet closed) */
+    struct mpsc inbox; /* connections posted by other shards */
+    atomic_uint ctl;   /* SHARD_CTL_* bits not yet handled */
     void (*on_control)(struct shard *s, unsigned bits);
     _Atomic size_t *live; /* process-wide count of connections (incl. in transit) */
     void *server;         /* the struct server this shard belongs to */

@@ -79,3 +79,45 @@ void list_remove(struct list *node)
     node->next->prev = node->prev;
     node->next = node->prev = node;
 }
+
+void mpsc_init(struct mpsc *q)
+{
+    atomic_init(&q->top, NULL);
+}
+
+void mpsc_push(struct mpsc *q, struct mpsc_node *n)
+{
+    struct mpsc_node *top = atomic_load(&q->top);
+    do
+        n->next = top;
+    while (!atomic_compare_exchange_weak(&q->top, &top, n));
+}
+
+struct mpsc_node *mpsc_take_all(struct mpsc *q)
+{
+    /* The consumer takes the whole stack, so no node is ever popped while
+     * another thread looks at it (no ABA); reversing restores push order. */
+    struct mpsc_node *n = atomic_exchange(&q->top, NULL), *fifo = NULL;
+    while (n) {
+        struct mpsc_node *next = n->next;
+        n->next = fifo;
+        fifo = n;
+        n = next;
+    }
+    return fifo;
+}
+
+int b64_digit(char c, bool url)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == (url ? '-' : '+'))
+        return 62;
+    if (c == (url ? '_' : '/'))
+        return 63;
+    return -1;
+}

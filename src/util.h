@@ -4,6 +4,7 @@
 #ifndef RELAY_UTIL_H
 #define RELAY_UTIL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -33,5 +34,25 @@ bool list_empty(const struct list *head);
 void list_push_back(struct list *head, struct list *node);
 /* Unlinks node and leaves it self-linked, so removing twice is harmless. */
 void list_remove(struct list *node);
+
+/* The value of base64 digit c (0..63), or -1; url selects the URL-safe
+ * alphabet ('-', '_') over the standard one ('+', '/'). */
+int b64_digit(char c, bool url);
+
+/* A multi-producer queue without locks: any thread pushes; one consumer
+ * takes everything at once, oldest first. Embed a node in the item. */
+struct mpsc_node {
+    struct mpsc_node *next;
+};
+
+struct mpsc {
+    _Atomic(struct mpsc_node *) top;
+};
+
+void mpsc_init(struct mpsc *q);
+void mpsc_push(struct mpsc *q, struct mpsc_node *n);
+
+/* Detaches every pushed node and returns them in push order (NULL: none). */
+struct mpsc_node *mpsc_take_all(struct mpsc *q);
 
 #endif

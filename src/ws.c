@@ -357,30 +357,15 @@ bool ws_close_code_valid(uint16_t code)
            (code >= 3000 && code <= 4999);
 }
 
-static int b64val(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
 bool ws_key_valid(const char *key, size_t len)
 {
     /* 16 bytes encode as 22 significant characters and "==". */
     if (len != 24 || key[22] != '=' || key[23] != '=')
         return false;
     for (size_t i = 0; i < 22; i++)
-        if (b64val(key[i]) < 0)
+        if (b64_digit(key[i], false) < 0)
             return false;
-    return (b64val(key[21]) & 0x0F) == 0; /* the unused low bits must be zero */
+    return (b64_digit(key[21], false) & 0x0F) == 0; /* the unused low bits must be zero */
 }
 
 void ws_accept_key(const char *key, size_t len, char out[WS_ACCEPT_LEN + 1])

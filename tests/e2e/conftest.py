@@ -2,6 +2,7 @@
 free loopback port, talk to it with independent clients (Python websockets,
 raw sockets, Node ws), and check on teardown that it exits cleanly without a
 sanitizer report."""
+import asyncio
 import base64
 import os
 import signal
@@ -12,6 +13,7 @@ import tempfile
 import time
 
 import pytest
+import websockets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELAY_BIN = os.environ.get("RELAY_BIN", os.path.join(ROOT, "build", "asan", "pyrycode-relay"))
@@ -284,3 +286,31 @@ def http_request(port, raw, timeout=5.0):
                 break
             body += chunk
         return status, headers, body
+
+
+# ---- helpers for tests written with Python websockets ------------------------
+
+def run(coro, timeout=60):
+    """Runs a test coroutine with an overall deadline."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def ws_binary(relay, sid="s1", **kw):
+    """A binary (websockets client) claiming sid on relay."""
+    return await websockets.connect(relay.url("/v1/server"), extra_headers=server_headers(sid),
+                                    max_size=None, close_timeout=0.5, **kw)
+
+
+async def ws_phone(relay, sid="s1", **kw):
+    """A phone (websockets client) for sid on relay."""
+    return await websockets.connect(relay.url("/v1/client"), extra_headers=client_headers(sid),
+                                    max_size=None, close_timeout=0.5, **kw)
+
+
+async def closed(ws, timeout=5):
+    """Waits for the close and returns (code, reason)."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    except websockets.exceptions.ConnectionClosed as e:
+        return e.code, e.reason

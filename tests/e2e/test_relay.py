@@ -7,30 +7,8 @@ import time
 import pytest
 import websockets
 
-from conftest import Raw, client_headers, http_request, server_headers
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-async def binary(relay, sid="s1", **kw):
-    return await websockets.connect(relay.url("/v1/server"), extra_headers=server_headers(sid),
-                                    max_size=None, close_timeout=0.5, **kw)
-
-
-async def phone(relay, sid="s1", **kw):
-    return await websockets.connect(relay.url("/v1/client"), extra_headers=client_headers(sid),
-                                    max_size=None, close_timeout=0.5, **kw)
-
-
-async def closed(ws, timeout=5):
-    """Waits for the close and returns (code, reason)."""
-    try:
-        while True:
-            await asyncio.wait_for(ws.recv(), timeout)
-    except websockets.exceptions.ConnectionClosed as e:
-        return e.code, e.reason
+from conftest import Raw, client_headers, closed, http_request, run, server_headers
+from conftest import ws_binary as binary, ws_phone as phone
 
 
 def healthz(relay):

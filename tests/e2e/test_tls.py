@@ -15,7 +15,7 @@ import time
 import pytest
 import websockets
 
-from conftest import client_headers, free_port, run_relay, server_headers
+from conftest import client_headers, closed, free_port, run, run_relay, server_headers
 from tlshelp import (DOMAIN, Pki, client_ctx, healthz, https_request, read_all, tls_connect,
                      tls_listen)
 
@@ -42,10 +42,6 @@ def tls_relay(relay_factory, certs):
     return make
 
 
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
-
-
 def fingerprint(sock):
     return hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest()
 
@@ -62,14 +58,6 @@ async def wss(relay, pki, path, headers, **kw):
     return await websockets.connect(f"wss://{DOMAIN}:{relay.port}{path}", sock=sock,
                                     ssl=client_ctx(pki), server_hostname=DOMAIN,
                                     extra_headers=headers, max_size=None, close_timeout=0.5, **kw)
-
-
-async def closed(ws, timeout=5):
-    try:
-        while True:
-            await asyncio.wait_for(ws.recv(), timeout)
-    except websockets.exceptions.ConnectionClosed as e:
-        return e.code, e.reason
 
 
 # ---- boot ------------------------------------------------------------------

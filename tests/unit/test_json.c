@@ -367,12 +367,39 @@ static void test_escape_truncation(void **state)
     }
 }
 
+/* The small decoding helpers the envelope and FCM readers share. */
+static void test_hex4_and_put_utf8(void **state)
+{
+    char out[4];
+    (void)state;
+    assert_int_equal(json_hex4((const uint8_t *)"00e9"), 0xe9);
+    assert_int_equal(json_hex4((const uint8_t *)"D83D"), 0xd83d);
+    assert_int_equal(json_hex4((const uint8_t *)"ffFF"), 0xffff);
+    static const struct {
+        uint32_t cp;
+        const char *utf8;
+    } cases[] = {{0x24, "$"},
+                 {0x7f, "\x7f"},
+                 {0x80, "\xc2\x80"},
+                 {0x7ff, "\xdf\xbf"},
+                 {0x800, "\xe0\xa0\x80"},
+                 {0xfffd, "\xef\xbf\xbd"},
+                 {0x10000, "\xf0\x90\x80\x80"},
+                 {0x10ffff, "\xf4\x8f\xbf\xbf"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = json_put_utf8(out, cases[i].cp);
+        assert_int_equal(n, strlen(cases[i].utf8));
+        assert_memory_equal(out, cases[i].utf8, n);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table_every_split), cmocka_unit_test(test_string_fast_path_lanes),
         cmocka_unit_test(test_depth_limit),       cmocka_unit_test(test_feed_contract),
         cmocka_unit_test(test_escape_table),      cmocka_unit_test(test_escape_truncation),
+        cmocka_unit_test(test_hex4_and_put_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

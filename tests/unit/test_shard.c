@@ -20,6 +20,7 @@
 #include "config.h"
 #include "conn.h"
 #include "shard.h"
+#include "util.h"
 
 static struct config cfg;
 static unsigned got_bits;
@@ -176,6 +177,52 @@ static void test_discard_closes_queued_sockets(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* The lock-free queue under concurrent pushes: nothing lost, each
+ * producer's nodes come out in the order it pushed them. */
+struct item {
+    struct mpsc_node node;
+    int producer, seq;
+};
+
+#define PRODUCERS    4
+#define PER_PRODUCER 5000
+
+static struct mpsc queue;
+static struct item items[PRODUCERS][PER_PRODUCER];
+
+static void produce(void *arg)
+{
+    int p = (int)(intptr_t)arg;
+    for (int i = 0; i < PER_PRODUCER; i++) {
+        items[p][i].producer = p;
+        items[p][i].seq = i;
+        mpsc_push(&queue, &items[p][i].node);
+    }
+}
+
+static void test_mpsc_keeps_each_producers_order(void **state)
+{
+    uv_thread_t t[PRODUCERS];
+    int next[PRODUCERS] = {0}, total = 0;
+    (void)state;
+    mpsc_init(&queue);
+    assert_null(mpsc_take_all(&queue));
+    for (int p = 0; p < PRODUCERS; p++)
+        uv_thread_create(&t[p], produce, (void *)(intptr_t)p);
+    /* consume while they produce */
+    while (total < PRODUCERS * PER_PRODUCER) {
+        for (struct mpsc_node *n = mpsc_take_all(&queue); n; n = n->next) {
+            struct item *it = CONTAINER_OF(n, struct item, node);
+            assert_int_equal(it->seq, next[it->producer]);
+            next[it->producer]++;
+            total++;
+        }
+    }
+    for (int p = 0; p < PRODUCERS; p++)
+        uv_thread_join(&t[p]);
+    assert_null(mpsc_take_all(&queue));
+}
+
 int main(void)
 {
     config_defaults(&cfg, NULL);
@@ -183,6 +230,7 @@ int main(void)
         cmocka_unit_test(test_control_bits_from_another_thread),
         cmocka_unit_test(test_handoffs_adopted_in_order),
         cmocka_unit_test(test_discard_closes_queued_sockets),
+        cmocka_unit_test(test_mpsc_keeps_each_producers_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
