@@ -169,18 +169,29 @@ static int check_insecure(const struct config *cfg, int mport)
 static int check_autocert(const struct config *cfg, int mport)
 {
     char err[512], host[256];
-    int ports[3] = {0, 0, mport};
+    int ports[3] = {0, 0, 0};
     const char *addrs[2] = {cfg->https_listen, cfg->http_listen};
-    if (!cfg->tls_cert[0] && autocert_check(cfg) != 0) /* static certificates: no ACME */
+    /* Static certificates turn ACME off, and with it the HTTP-01 listener. */
+    bool acme = !cfg->tls_cert[0];
+    if (!acme && config_flag_given(cfg, "http-listen")) {
+        LOGF(LOG_ERROR, "refusing to start: --http-listen needs ACME",
+             LOG_STR("err", "relay: --http-listen only serves ACME HTTP-01 challenges, and "
+                            "--tls-cert turns ACME off"),
+             LOG_STR("fix", "drop --http-listen, or drop --tls-cert/--tls-key to use ACME"));
+        return 2;
+    }
+    if (acme && autocert_check(cfg) != 0)
         return 1;
-    for (int i = 0; i < 2; i++) {
+    size_t naddrs = acme ? 2 : 1, n = naddrs;
+    for (size_t i = 0; i < naddrs; i++) {
         if (netaddr_split(addrs[i], host, sizeof host, &ports[i], err, sizeof err) != 0) {
             LOGF(LOG_ERROR, "refusing to start: invalid listener address", LOG_STR("err", err),
                  LOG_STR("addr", addrs[i]));
             return 2;
         }
     }
-    size_t n = mport ? 3 : 2;
+    if (mport)
+        ports[n++] = mport;
     if (checks_ports(ports, n, ports, n, err, sizeof err) != 0) {
         LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err));
         return 2;

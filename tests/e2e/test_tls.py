@@ -77,8 +77,7 @@ def test_starting_line_and_healthz(tls_relay, pki, tmp_path):
 def test_boot_refuses_unreadable_files(certs, which, tmp_path):
     cert, key = certs
     missing = str(tmp_path / "missing.pem")
-    args = ["--domain", DOMAIN, "--https-listen", f"127.0.0.1:{free_port()}",
-            "--http-listen", f"127.0.0.1:{free_port()}", "--metrics-listen=",
+    args = ["--domain", DOMAIN, "--https-listen", f"127.0.0.1:{free_port()}", "--metrics-listen=",
             "--tls-cert", missing if which == "cert" else cert,
             "--tls-key", missing if which == "key" else key]
     r = run_relay(*args)
@@ -90,8 +89,7 @@ def test_boot_refuses_unreadable_files(certs, which, tmp_path):
 def test_boot_refuses_mismatched_key_and_garbage(certs, pki, tmp_path):
     cert, _ = certs
     _, other_key = pki.leaf("other")
-    base = ["--domain", DOMAIN, "--https-listen", f"127.0.0.1:{free_port()}",
-            "--http-listen", f"127.0.0.1:{free_port()}", "--metrics-listen="]
+    base = ["--domain", DOMAIN, "--https-listen", f"127.0.0.1:{free_port()}", "--metrics-listen="]
     r = run_relay(*base, "--tls-cert", cert, "--tls-key", other_key)
     assert r.returncode == 1
     assert "private key does not match the certificate" in r.stderr
@@ -106,6 +104,19 @@ def test_boot_refuses_mismatched_key_and_garbage(certs, pki, tmp_path):
     # the check runs under --check-config too
     r = run_relay(*base, "--tls-cert", cert, "--tls-key", str(garbage), "--check-config")
     assert r.returncode == 1
+
+
+def test_static_certificates_leave_port_80_alone(certs):
+    """--tls-cert turns ACME off, so nothing listens on --http-listen and
+    its port is not expected; asking for it anyway is a boot error."""
+    cert, key = certs
+    base = ["--domain", DOMAIN, "--https-listen", f"127.0.0.1:{free_port()}", "--metrics-listen=",
+            "--tls-cert", cert, "--tls-key", key, "--check-config"]
+    assert run_relay(*base).returncode == 0
+    r = run_relay(*base, "--http-listen", f"127.0.0.1:{free_port()}")
+    assert r.returncode == 2
+    assert 'level=ERROR msg="refusing to start: --http-listen needs ACME"' in r.stderr
+    assert 'fix="drop --http-listen, or drop --tls-cert/--tls-key to use ACME"' in r.stderr
 
 
 @pytest.mark.parametrize("flag", ["--https-listen", "--http-listen"])

@@ -69,8 +69,7 @@ def tls_listen(cert, key, *extra):
     """Listener flags for autocert mode with a static certificate."""
     def listen(port):
         return ["--domain", DOMAIN, "--https-listen", f"127.0.0.1:{port}",
-                "--http-listen", f"127.0.0.1:{free_port()}", "--tls-cert", cert, "--tls-key", key,
-                *extra]
+                "--tls-cert", cert, "--tls-key", key, *extra]
     return listen
 
 
