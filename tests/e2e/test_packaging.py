@@ -44,6 +44,9 @@ def test_dockerfile_shape():
     # every library the binary links is installed in the runtime stage
     out = subprocess.run(["ldd", RELAY_BIN], capture_output=True, text=True).stdout
     for lib, pkg in (("libuv.so.1", "libuv1"), ("libhttp_parser.so", "libhttp-parser2.9"),
-                     ("libjansson.so", "libjansson4"), ("libcrypto.so.3", "libssl3")):
+                     ("libjansson.so", "libjansson4"), ("libcrypto.so.3", "libssl3"),
+                     ("libssl.so.3", "libssl3"), ("libcurl.so.4", "libcurl4")):
         if lib in out:
             assert pkg in runtime, lib
+    assert "libcurl.so.4" in out and "libssl.so.3" in out  # the map above is not stale
+    assert "ca-certificates" in runtime  # outbound HTTPS (ACME, FCM) verifies peers
