@@ -29,7 +29,8 @@ def _cap_eff():
 
 EXTRA_CAPS = _cap_eff() & ~(1 << 10) != 0
 WRAP = ["setpriv", "--bounding-set=-all", "--"] if EXTRA_CAPS else []
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer",
+                   "WARNING: ThreadSanitizer")
 
 
 def free_port():
