@@ -68,7 +68,8 @@ for size in 64 1024 16384; do
     start_fwd
     b=$("${LG[@]}" --mode baseline --scenario rtt --port $FWD_PORT --binaries 4 --phones 4 --size $size --duration "$SECS")
     stop_fwd
-    [[ $size == 64 ]] && PEAK64=$(val msgs_per_s "$r")
+    [[ $size == 64 ]] && PEAK64=$(val msgs_per_s "$r") && R64=$(ratio "$(val msgs_per_s "$r")" "$(val msgs_per_s "$b")")
+    [[ $size == 16384 ]] && R16=$(ratio "$(val bytes_per_s "$r")" "$(val bytes_per_s "$b")")
     printf '| %s B | %s | %s | %.1f | %s | %.1f | %s | %s | %s / %s / %s | %s / %s |\n' "$size" \
         "$(val rtt_per_s "$r")" "$(val msgs_per_s "$r")" "$(awk -v x="$(val bytes_per_s "$r")" 'BEGIN{print x/1e6}')" \
         "$(val msgs_per_s "$b")" "$(awk -v x="$(val bytes_per_s "$b")" 'BEGIN{print x/1e6}')" \
@@ -93,6 +94,7 @@ for frac in 25 50 75; do
     start_fwd
     b=$("${LG[@]}" --mode baseline --scenario rtt --port $FWD_PORT --binaries 4 --phones 4 --size 64 --duration "$SECS" --rate "$rate")
     stop_fwd
+    [[ $frac == 50 ]] && P99R=$(val p99_us "$r") && P99B=$(val p99_us "$b")
     echo "| $frac % | $((rate * 2)) | $(val p50_us "$r") / $(val p99_us "$r") / $(val p999_us "$r") | $(val p50_us "$b") / $(val p99_us "$b") / $(val p999_us "$b") |" >> "$OUT"
 done
 
@@ -109,23 +111,33 @@ for n in $IDLE_CONNS; do
     [[ -n "$r" ]] || r="open=failed(rc=$?)"
     stop_relay
     echo "| $n | $(val open "$r") | $(val alive_after "$r") | $(val rss_before_kib "$r") KiB → $(val rss_after_kib "$r") KiB | $(val bytes_per_conn "$r") B |" >> "$OUT"
+    IDLE_N=$(val alive_after "$r") IDLE_B=$(val bytes_per_conn "$r")
 done
 
 start_relay
 c=$("${LG[@]}" --scenario churn --port $RELAY_PORT --duration "$SECS")
 stop_relay
-start_relay
-f0=$("${LG[@]}" --scenario fanout --port $RELAY_PORT --size 1024 --duration "$SECS")
-stop_relay
-start_relay
-f1=$("${LG[@]}" --scenario fanout --port $RELAY_PORT --size 1024 --duration "$SECS" --rate 1)
-stop_relay
+# fanout pairs alternate (all reading, one stalled) three times; the median
+# of each is reported, so one noisy run does not decide the comparison
+F0=() F1=()
+for _ in 1 2 3; do
+    start_relay
+    F0+=("$(val sibling_msgs_per_s "$("${LG[@]}" --scenario fanout --port $RELAY_PORT --size 1024 --duration "$SECS")")")
+    stop_relay
+    start_relay
+    F1+=("$(val sibling_msgs_per_s "$("${LG[@]}" --scenario fanout --port $RELAY_PORT --size 1024 --duration "$SECS" --rate 1)")")
+    stop_relay
+done
+median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+f0="sibling_msgs_per_s=$(median "${F0[@]}")"
+f1="sibling_msgs_per_s=$(median "${F1[@]}")"
 {
 echo
 echo "## churn and fanout"
 echo
 echo "- churn (32 phones cycling connect → upgrade → one message through the binary → close): **$(val upgrades_per_s "$c") upgrades/s**"
-echo "- fanout, one binary → 16 phones, 1 KiB frames: $(val sibling_msgs_per_s "$f0") msgs/s per phone with every phone reading;"
+echo "- fanout, one binary → 16 phones, 1 KiB frames (median of 3 runs each; runs: ${F0[*]} / ${F1[*]}):"
+echo "  $(val sibling_msgs_per_s "$f0") msgs/s per phone with every phone reading;"
 echo "  $(val sibling_msgs_per_s "$f1") msgs/s per reading phone while one phone never reads (ratio $(ratio "$(val sibling_msgs_per_s "$f1")" "$(val sibling_msgs_per_s "$f0")"))."
 } >> "$OUT"
 {
@@ -151,4 +163,23 @@ for w in 1 2; do
         'BEGIN { if (m > 0) printf "%.2f", t / hz * 1e6 / (2 * m); else print "n/a" }')
     echo "| $w | $cpus | $(val msgs_per_s "$r") | $(val p50_us "$r") / $(val p99_us "$r") | $(ratio "$(val msgs_per_s "$r")" "$W1") | $cpu |" >> "$OUT"
 done
+# The issue's targets, checked against this run's figures.
+met() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { v += 0; ok = (op == ">=") ? v >= t : v <= t; print (ok ? "met" : "**not met**") }'; }
+pct() { sed 's/ %//' <<<"$1"; }
+{
+echo
+echo "## targets (performance issue)"
+echo
+echo "| target | this run | |"
+echo "|---|---|---|"
+echo "| rtt 64 B msgs/s ≥ 85 % of baseline | $R64 | $(met "$(pct "$R64")" ">=" 85) |"
+echo "| p99 added at 50 % of peak ≤ 1 ms | relay $P99R µs vs baseline $P99B µs | $(met "$(awk -v a="$P99R" -v b="$P99B" 'BEGIN{print a-b}')" "<=" 1000) |"
+echo "| rtt 16 KiB bytes/s ≥ 70 % of baseline | $R16 | $(met "$(pct "$R16")" ">=" 70) |"
+echo "| idle ≤ 1 KiB per connection (at 100k; largest here: $IDLE_N) | $IDLE_B B | $(met "$IDLE_B" "<=" 1024) |"
+echo "| churn ≥ 20 000 upgrades/s | $(val upgrades_per_s "$c") | $(met "$(val upgrades_per_s "$c")" ">=" 20000) |"
+echo "| stalled phone: siblings ≥ 95 % of the all-reading rate | $(ratio "$(val sibling_msgs_per_s "$f1")" "$(val sibling_msgs_per_s "$f0")") | $(met "$(pct "$(ratio "$(val sibling_msgs_per_s "$f1")" "$(val sibling_msgs_per_s "$f0")")")" ">=" 95) |"
+echo
+echo "What profiling shows behind each figure that is not met, and why 100k"
+echo "connections cannot be opened in this sandbox: docs/performance.md."
+} >> "$OUT"
 echo "report: $OUT"
