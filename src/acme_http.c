@@ -80,23 +80,13 @@ static void on_connection(uv_stream_t *listener, int status)
 int acme_http_listen(struct acme_http *h, struct server *srv, struct acme *acme, const char *addr,
                      char *err, size_t err_cap)
 {
-    struct sockaddr_storage sa;
     memset(h, 0, sizeof *h);
     h->srv = srv;
     h->acme = acme;
     g_http = h;
-    if (netaddr_resolve(addr, &sa, err, err_cap) != 0)
+    if (server_bind(srv, &h->listener, addr, 128, on_connection, err, err_cap) != 0)
         return -1;
-    uv_tcp_init(srv->loop, &h->listener);
     h->listener.data = h;
-    int rc = uv_tcp_bind(&h->listener, (const struct sockaddr *)&sa, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&h->listener, 128, on_connection);
-    if (rc != 0) {
-        snprintf(err, err_cap, "listen tcp %s: %s", addr, uv_strerror(rc));
-        uv_close((uv_handle_t *)&h->listener, NULL);
-        return -1;
-    }
     server_add_listener(srv, &h->listener);
     return 0;
 }

@@ -229,7 +229,6 @@ static void on_connection(uv_stream_t *listener, int status)
 int metrics_listen(struct metrics *m, struct server *srv, struct relay *relay, const char *addr,
                    char *err, size_t cap)
 {
-    struct sockaddr_storage sa;
     struct timeval tv;
     memset(m, 0, sizeof *m);
     m->srv = srv;
@@ -237,18 +236,9 @@ int metrics_listen(struct metrics *m, struct server *srv, struct relay *relay, c
     gettimeofday(&tv, NULL);
     m->start_time = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
     g_metrics = m;
-    if (netaddr_resolve(addr, &sa, err, cap) != 0)
+    if (server_bind(srv, &m->listener, addr, 128, on_connection, err, cap) != 0)
         return -1;
-    uv_tcp_init(srv->loop, &m->listener);
     m->listener.data = m;
-    int rc = uv_tcp_bind(&m->listener, (const struct sockaddr *)&sa, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&m->listener, 128, on_connection);
-    if (rc != 0) {
-        snprintf(err, cap, "listen tcp %s: %s", addr, uv_strerror(rc));
-        uv_close((uv_handle_t *)&m->listener, NULL);
-        return -1;
-    }
     server_add_listener(srv, &m->listener);
     return 0;
 }

@@ -207,30 +207,38 @@ void server_add_drain_hook(struct server *srv, void (*fn)(void *arg), void *arg)
     }
 }
 
+int server_bind(struct server *srv, uv_tcp_t *tcp, const char *addr, int backlog,
+                uv_connection_cb cb, char *err, size_t err_cap)
+{
+    struct sockaddr_storage sa;
+    if (netaddr_resolve(addr, &sa, err, err_cap) != 0)
+        return -1;
+    uv_tcp_init(srv->loop, tcp);
+    int rc = uv_tcp_bind(tcp, (const struct sockaddr *)&sa, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)tcp, backlog, cb);
+    if (rc != 0) {
+        snprintf(err, err_cap, "listen tcp %s: %s", addr, uv_strerror(rc));
+        uv_close((uv_handle_t *)tcp, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 int server_listen_opts(struct server *srv, const char *addr, const struct conn_opts *opts,
                        char *err, size_t err_cap)
 {
-    struct sockaddr_storage sa;
     if (srv->nlisteners == SERVER_MAX_LISTENERS) {
         snprintf(err, err_cap, "listen tcp %s: too many listeners", addr);
         return -1;
     }
-    if (netaddr_resolve(addr, &sa, err, err_cap) != 0)
-        return -1;
     struct listener *l = &srv->listeners[srv->nlisteners];
-    uv_tcp_init(srv->loop, &l->tcp);
-    l->tcp.data = l;
     l->srv = srv;
     l->addr = addr;
     l->opts = *opts;
-    int rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&sa, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection);
-    if (rc != 0) {
-        snprintf(err, err_cap, "listen tcp %s: %s", addr, uv_strerror(rc));
-        uv_close((uv_handle_t *)&l->tcp, NULL);
+    if (server_bind(srv, &l->tcp, addr, 4096, on_connection, err, err_cap) != 0)
         return -1;
-    }
+    l->tcp.data = l; /* callbacks run only once the loop does */
     l->open = true;
     srv->nlisteners++;
     return 0;

@@ -77,6 +77,13 @@ void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg, 
  * logs it and exits). */
 int server_listen(struct server *srv, const char *addr, char *err, size_t err_cap);
 
+/* Binds tcp (initialised here on srv's loop) to addr and listens with cb;
+ * set tcp->data afterwards. Returns 0, or -1 with "listen tcp ADDR: ..."
+ * (or a resolution error) in err. For listeners that accept for
+ * themselves (metrics, HTTP-01). */
+int server_bind(struct server *srv, uv_tcp_t *tcp, const char *addr, int backlog,
+                uv_connection_cb cb, char *err, size_t err_cap);
+
 /* Binds and listens on addr; its connections are served as opts says
  * (copied; opts->hooks and opts->tls must outlive the server). At most
  * SERVER_MAX_LISTENERS per server. Returns 0, or -1 with err set. */

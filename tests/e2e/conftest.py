@@ -161,11 +161,8 @@ class Raw:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.buf = b""
         self.key = key or base64.b64encode(os.urandom(16)).decode()
-        hdrs = {"Host": f"127.0.0.1:{port}", "Upgrade": "websocket", "Connection": "Upgrade",
-                "Sec-WebSocket-Key": self.key, "Sec-WebSocket-Version": "13"}
-        hdrs.update(headers if headers is not None else SERVER_HEADERS)
-        req = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
-        self.sock.sendall(req.encode())
+        self.sock.sendall(upgrade_request(path, headers if headers is not None else SERVER_HEADERS,
+                                          host=f"127.0.0.1:{port}", key=self.key))
         self.status, self.headers = self.read_head()
 
     def read_head(self):
@@ -263,30 +260,44 @@ def close_payload(code, reason=b""):
     return struct.pack(">H", code) + reason
 
 
+def read_reply(s):
+    """Reads one HTTP reply from socket s; returns (status, headers, body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, v = line.split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    want = int(headers.get("content-length", "0"))
+    while len(body) < want:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return status, headers, body
+
+
 def http_request(port, raw, timeout=5.0):
     """Sends raw request bytes, returns (status, headers, body) of the reply."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(raw if isinstance(raw, bytes) else raw.encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode().split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            k, v = line.split(":", 1)
-            headers[k.strip().lower()] = v.strip()
-        want = int(headers.get("content-length", "0"))
-        while len(body) < want:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-        return status, headers, body
+        return read_reply(s)
+
+
+def upgrade_request(path, headers, host="x", key=None):
+    """The bytes of a WebSocket upgrade request for path with extra headers."""
+    hdrs = {"Host": host, "Upgrade": "websocket", "Connection": "Upgrade",
+            "Sec-WebSocket-Key": key or base64.b64encode(os.urandom(16)).decode(),
+            "Sec-WebSocket-Version": "13", **headers}
+    return (f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+            + "\r\n").encode()
 
 
 # ---- helpers for tests written with Python websockets ------------------------

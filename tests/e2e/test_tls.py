@@ -412,13 +412,9 @@ def test_node_ws_over_wss(tls_relay, pki, scenario):
 
 def raw_wss(relay, pki, path, headers):
     """A TLS WebSocket driven by hand (for peers that stop reading)."""
-    from conftest import frame
+    from conftest import frame, upgrade_request
     s = tls_connect(relay.port, client_ctx(pki))
-    hdrs = {"Host": DOMAIN, "Upgrade": "websocket", "Connection": "Upgrade",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13",
-            **headers}
-    s.sendall((f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) +
-               "\r\n").encode())
+    s.sendall(upgrade_request(path, headers, host=DOMAIN))
     data = b""
     while b"\r\n\r\n" not in data:
         data += s.recv(1)
@@ -476,9 +472,7 @@ def test_wss_sessions_move_to_their_shard(tls_relay, pki):
     """With --workers 4 the handshake and head are read on shard 0 and the
     TLS session moves with the socket to the server-id's shard; frames that
     arrive in the same TLS flight as the upgrade request move with it."""
-    import base64
-
-    from conftest import frame
+    from conftest import frame, upgrade_request
 
     relay = tls_relay("--workers", "4")
     sids = [f"tls-{i}" for i in range(12)]
@@ -497,13 +491,8 @@ def test_wss_sessions_move_to_their_shard(tls_relay, pki):
         # request head and two frames written as one TLS record stream
         for i, sid in enumerate(sids):
             s = tls_connect(relay.port, client_ctx(pki))
-            key = base64.b64encode(os.urandom(16)).decode()
-            hdrs = {"Host": DOMAIN, "Upgrade": "websocket", "Connection": "Upgrade",
-                    "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13",
-                    **client_headers(sid)}
-            req = "GET /v1/client HTTP/1.1\r\n" + "".join(
-                f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
-            s.sendall(req.encode() + frame(0x1, b'{"early":1}') + frame(0x1, b'{"early":2}'))
+            req = upgrade_request("/v1/client", client_headers(sid), host=DOMAIN)
+            s.sendall(req + frame(0x1, b'{"early":1}') + frame(0x1, b'{"early":2}'))
             for n in (1, 2):
                 env = json.loads(await asyncio.wait_for(bins[i].recv(), 5))
                 assert env["frame"] == {"early": n}
@@ -512,13 +501,8 @@ def test_wss_sessions_move_to_their_shard(tls_relay, pki):
         # reads, so a partial record sits in the session when it moves
         big = json.dumps({"pad": "x" * 100_000}).encode()
         s = tls_connect(relay.port, client_ctx(pki))
-        key = base64.b64encode(os.urandom(16)).decode()
-        hdrs = {"Host": DOMAIN, "Upgrade": "websocket", "Connection": "Upgrade",
-                "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13",
-                **client_headers(sids[5])}
-        req = "GET /v1/client HTTP/1.1\r\n" + "".join(
-            f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
-        s.sendall(req.encode() + frame(0x1, big))
+        req = upgrade_request("/v1/client", client_headers(sids[5]), host=DOMAIN)
+        s.sendall(req + frame(0x1, big))
         env = {}
         while "frame" not in env:  # skip the close notice of the earlier raw phone
             env = json.loads(await asyncio.wait_for(bins[5].recv(), 5))

@@ -194,24 +194,17 @@ def test_workers_zero_means_one_per_cpu_and_validation(relay_factory):
 def test_frames_sent_with_the_upgrade_request_survive_the_handoff(relay_factory):
     """A phone that writes its first frames in the same packet as its
     upgrade request: those bytes travel with the connection to its shard."""
-    import base64
     import socket
 
-    from conftest import frame
+    from conftest import frame, upgrade_request
 
     relay = relay_factory("--workers", "4")
 
     async def go():
         for sid in SIDS[:12]:
             b = await binary(relay, sid)
-            key = base64.b64encode(os.urandom(16)).decode()
-            hdrs = {"Host": "x", "Upgrade": "websocket", "Connection": "Upgrade",
-                    "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13",
-                    **client_headers(sid)}
-            req = "GET /v1/client HTTP/1.1\r\n" + "".join(
-                f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
             s = socket.create_connection(("127.0.0.1", relay.port))
-            s.sendall(req.encode() + frame(0x1, b'{"early":1}') + frame(0x1, b'{"early":2}'))
+            s.sendall(upgrade_request("/v1/client", client_headers(sid)) + frame(0x1, b'{"early":1}') + frame(0x1, b'{"early":2}'))
             for n in (1, 2):
                 env = json.loads(await asyncio.wait_for(b.recv(), 5))
                 assert env["frame"] == {"early": n}

@@ -9,7 +9,7 @@ import struct
 import subprocess
 import time
 
-from conftest import free_port
+from conftest import free_port, read_reply
 
 DOMAIN = "relay.test"
 
@@ -114,25 +114,7 @@ def https_request(port, ctx, raw, prefix=b""):
     """Sends raw request bytes over TLS; returns (status, headers, body, tls_sock)."""
     s = tls_connect(port, ctx, prefix)
     s.sendall(raw.encode() if isinstance(raw, str) else raw)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, v = line.split(":", 1)
-        headers[k.strip().lower()] = v.strip()
-    want = int(headers.get("content-length", "0"))
-    while len(body) < want:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        body += chunk
+    status, headers, body = read_reply(s)
     return status, headers, body, s
 
 
