@@ -172,13 +172,7 @@ class Raw:
                 raise ConnectionError("closed before response head")
             self.buf += chunk
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode().split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            k, v = line.split(":", 1)
-            headers[k.strip().lower()] = v.strip()
-        return status, headers
+        return parse_head(head)
 
     def send_frame(self, opcode, payload=b"", fin=True, mask=True, rsv=0):
         self.sock.sendall(frame(opcode, payload, fin=fin, mask=mask, rsv=rsv))
@@ -260,6 +254,16 @@ def close_payload(code, reason=b""):
     return struct.pack(">H", code) + reason
 
 
+def parse_head(head):
+    """(status, headers with lower-case names) of a reply head without its blank line."""
+    lines = head.decode().split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, v = line.split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    return int(lines[0].split()[1]), headers
+
+
 def read_reply(s):
     """Reads one HTTP reply from socket s; returns (status, headers, body)."""
     data = b""
@@ -269,12 +273,7 @@ def read_reply(s):
             break
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, v = line.split(":", 1)
-        headers[k.strip().lower()] = v.strip()
+    status, headers = parse_head(head)
     want = int(headers.get("content-length", "0"))
     while len(body) < want:
         chunk = s.recv(65536)
