@@ -73,8 +73,14 @@ static const struct flag flags[] = {
     F("log-format", F_STRING, log_format, "text", "log line format: text or json"),
     F("max-connections", F_INT, max_connections, "20",
       "cap on live WebSocket connections; must be positive"),
+    F("max-frames-per-second", F_INT, max_frames_per_second, "10000",
+      "WebSocket frames a connection may send per second before it is not read for a while "
+      "(0: no limit)"),
     F("max-header-bytes", F_INT, max_header_bytes, "1048576",
       "largest request header block accepted, in bytes"),
+    F("max-header-bytes-total", F_INT, max_header_bytes_total, "67108864",
+      "bytes all unfinished request heads may hold together; over it the largest is refused "
+      "with 431"),
     F("max-message-bytes", F_INT, max_message_bytes, "262144",
       "largest WebSocket message accepted, in bytes"),
     F("max-phones-per-server", F_INT, max_phones_per_server, "16",
@@ -405,6 +411,18 @@ int config_validate(const struct config *cfg, FILE *err)
                     (long long)int_field(cfg, sizes[i]));
             return -1;
         }
+    }
+    if (cfg->max_header_bytes_total <= 0) {
+        fprintf(err, "invalid --max-header-bytes-total %lld: must be a positive number of bytes\n",
+                (long long)cfg->max_header_bytes_total);
+        return -1;
+    }
+    if (cfg->max_frames_per_second < 0 || cfg->max_frames_per_second > 1000000000) {
+        fprintf(err,
+                "invalid --max-frames-per-second %lld: must be 0 (no limit) or between 1 and "
+                "1000000000\n",
+                (long long)cfg->max_frames_per_second);
+        return -1;
     }
     if (cfg->rate_limit_burst < 0) {
         fprintf(err, "invalid --rate-limit-burst %lld: must be 0 (off) or positive\n",
