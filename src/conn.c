@@ -14,6 +14,7 @@
 
 #include "proxyproto.h"
 #include "shard.h"
+#include "tcpinfo.h"
 #include "tls.h"
 
 #define WRITE_BATCH 16
@@ -514,6 +515,18 @@ static void on_write_done(uv_write_t *req, int status)
     kick_writer(c);
 }
 
+/* How far our writes have got: the bytes the peer has acknowledged (it
+ * reads), or where the kernel does not say, how little libuv still holds.
+ * Grows with progress. */
+static uint64_t write_mark(const struct conn *c)
+{
+    uv_os_fd_t fd;
+    uint64_t acked;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0 && tcp_bytes_acked(fd, &acked) == 0)
+        return acked;
+    return UINT64_MAX - uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+}
+
 /* Hands batch b (n buffers) to libuv and arms the write-progress deadline;
  * a write that cannot start drops the connection. */
 static void start_write(struct conn *c, struct write_batch *b, unsigned n)
@@ -528,7 +541,7 @@ static void start_write(struct conn *c, struct write_batch *b, unsigned n)
     c->writing = true;
     if (!c->dl_write) {
         c->dl_write = after(c, c->shard->write_ms);
-        c->last_write_queue = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+        c->write_mark = write_mark(c);
         rearm(c);
     }
 }
@@ -1298,13 +1311,14 @@ static void heartbeat(struct conn *c, uint64_t now)
     conn_ws_ping(c, (const uint8_t *)&c->ping_seq, sizeof c->ping_seq);
 }
 
-/* True while libuv still makes progress on our write: a slow but moving
- * peer is not a stalled one. */
+/* True while our writes still make progress: a slow but reading peer is
+ * not a stalled one, even while the kernel waits for half its send buffer
+ * to drain before it lets libuv write again. */
 static bool write_progressing(struct conn *c, uint64_t now)
 {
-    size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
-    if (q < c->last_write_queue) {
-        c->last_write_queue = q;
+    uint64_t mark = write_mark(c);
+    if (mark > c->write_mark) {
+        c->write_mark = mark;
         c->dl_write = now + c->shard->write_ms;
         return true;
     }

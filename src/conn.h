@@ -116,7 +116,7 @@ struct conn {
     size_t data_bytes;                /* sum of item costs in data */
     size_t notify_below;              /* call on_drained when data_bytes <= this (SIZE_MAX: off) */
     _Atomic uint64_t *frames_counter; /* bumped per counted frame fully written (may be NULL) */
-    size_t last_write_queue;          /* libuv's pending bytes at the last progress check */
+    uint64_t write_mark;              /* write progress at the last check (see conn.c) */
     uint64_t ping_seq;                /* payload of the outstanding heartbeat ping */
     void *owner;                      /* the hooks' per-connection object */
     union { /* the TCP peer (or the PROXY header's source); sockaddr_storage would cost

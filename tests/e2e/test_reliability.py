@@ -68,14 +68,15 @@ def read_until_close(sock, timeout=10.0):
 
 # ---- 1. pings answered to a peer that reads slowly ---------------------------
 
-def test_ping_flood_slow_reader_memory_flat(relay):
+def test_ping_flood_slow_reader_memory_flat(relay_factory):
     """10,000 pings/s of 125 bytes to a peer reading 160 KiB/s: at most one
     pong waits per connection, so the relay's memory stays flat and the
-    connection stays open (only the most recent ping is answered)."""
+    connection stays open (only the most recent ping is answered). This
+    client never answers the relay's own pings: no heartbeat in the way."""
+    relay = relay_factory("--heartbeat-interval", "10m")
     seconds = float(os.environ.get("RELIABILITY_SECONDS", "12"))
     raw = Raw(relay.port, "/v1/server", server_headers("ping-flood"))
     assert raw.status == 101
-    raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     stop = threading.Event()
     got = {"bytes": 0, "eof": False}
 
@@ -291,7 +292,7 @@ def test_fat_heads_peak_rss_within_budget(relay_factory, monkeypatch):
     monkeypatch.setenv("RELAY_BIN", RELEASE_BIN)
     import conftest
     monkeypatch.setattr(conftest, "RELAY_BIN", RELEASE_BIN)
-    budget = 16 * 1024 * 1024
+    budget = int(os.environ.get("RELIABILITY_HEAD_BUDGET", 16 * 1024 * 1024))
     relay = relay_factory("--max-header-bytes-total", str(budget), "--workers", "1")
     base = rss_kib(relay)
     peak = base
@@ -311,7 +312,7 @@ def test_fat_heads_peak_rss_within_budget(relay_factory, monkeypatch):
             pass
         s.close()
     print(f"fat heads: base {base} KiB, peak {peak} KiB, refused {refused}")
-    assert refused >= 80, refused
+    assert refused >= 100 - budget // (1024 * 1024) - 4, refused   # at most the budget stays
     assert (peak - base) * 1024 <= budget + 16 * 1024 * 1024, (base, peak)
 
 
@@ -320,8 +321,9 @@ def test_fat_heads_peak_rss_within_budget(relay_factory, monkeypatch):
 def test_tiny_frame_flood_does_not_starve_neighbours(relay_factory):
     # RELIABILITY_FLOODERS=200 RELIABILITY_FRAME_RATE=10000 with RELAY_BIN
     # set to the release build reproduces the issue's measurement.
-    relay = relay_factory("--max-frames-per-second",
-                          os.environ.get("RELIABILITY_FRAME_RATE", "2000"))
+    # (RELIABILITY_FRAME_RATE=none passes no flag: for builds without it.)
+    rate = os.environ.get("RELIABILITY_FRAME_RATE", "2000")
+    relay = relay_factory(*(["--max-frames-per-second", rate] if rate != "none" else []))
     nflood = int(os.environ.get("RELIABILITY_FLOODERS", "40"))
     stop = threading.Event()
     empties = masked(0x0, b"", fin=False) * 10000
