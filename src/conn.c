@@ -8,6 +8,7 @@
 #include "conn.h"
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -272,6 +273,28 @@ void conn_abort(struct conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
+#define WRITE_TIMED_OUT "relay: write timed out"
+
+/* Drops c because its output cannot be delivered; an upgraded connection's
+ * hooks hear why first (spec §5.3: a phone whose write fails). */
+static void write_failed(struct conn *c, const char *err)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    if (c->upgraded && (c->state == CONN_WS_OPEN || c->state == CONN_WS_CLOSING) &&
+        c->hooks->on_write_failed)
+        c->hooks->on_write_failed(c, err);
+    conn_abort(c);
+}
+
+/* The same for a libuv write error. */
+static void write_error(struct conn *c, int status)
+{
+    char err[96];
+    snprintf(err, sizeof err, "write: %s", uv_strerror(status));
+    write_failed(c, err);
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     struct conn *c = req->data;
@@ -398,7 +421,7 @@ static void enqueue(struct conn *c, struct wq *q, const uv_buf_t *iov, unsigned 
             return;
         }
         if (r < 0 && r != UV_EAGAIN) {
-            conn_abort(c);
+            write_error(c, r);
             return;
         }
         skip = r > 0 ? (size_t)r : 0;
@@ -501,7 +524,7 @@ static void on_write_done(uv_write_t *req, int status)
     if (c->state == CONN_CLOSED)
         return;
     if (status < 0) {
-        conn_abort(c);
+        write_error(c, status);
         return;
     }
     c->dl_write = 0;
@@ -531,11 +554,12 @@ static uint64_t write_mark(const struct conn *c)
  * a write that cannot start drops the connection. */
 static void start_write(struct conn *c, struct write_batch *b, unsigned n)
 {
-    if (uv_write(&b->req, (uv_stream_t *)&c->tcp, b->bufs, n, on_write_done) != 0) {
+    int r = uv_write(&b->req, (uv_stream_t *)&c->tcp, b->bufs, n, on_write_done);
+    if (r != 0) {
         c->inflight_ctl = c->inflight_data = 0;
         free(b->owned);
         free(b);
-        conn_abort(c);
+        write_error(c, r);
         return;
     }
     c->writing = true;
@@ -593,7 +617,7 @@ static bool tls_emit(struct conn *c)
     int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (r < 0 && r != UV_EAGAIN) {
         tls_conn_out_end(c->tls, 0);
-        conn_abort(c);
+        write_error(c, r);
         return false;
     }
     size_t sent = r > 0 ? (size_t)r : 0;
@@ -1332,13 +1356,17 @@ void conn_on_timer(struct wheel_entry *e, void *arg)
     if (c->state == CONN_CLOSED)
         return;
     if ((c->dl_state && now >= c->dl_state) || (c->dl_request && now >= c->dl_request)) {
-        conn_abort(c); /* slow head, idle keep-alive, or close handshake overdue */
+        /* slow head, idle keep-alive, or close handshake overdue; frames
+         * still unsent then (a close directive's frame) were never written */
+        if (c->writing || c->ctl.head || c->data.head)
+            write_failed(c, WRITE_TIMED_OUT);
+        conn_abort(c);
         return;
     }
     if (c->dl_write && now >= c->dl_write && !write_progressing(c, now)) {
         if (c->state == CONN_WS_OPEN)
             c->close_sent = WS_CLOSE_INTERNAL;
-        conn_abort(c);
+        write_failed(c, WRITE_TIMED_OUT);
         return;
     }
     if (c->dl_message && now >= c->dl_message) {

@@ -59,6 +59,12 @@ struct conn_hooks {
     /* The WebSocket left the open state (any cause). Called exactly once per
      * upgraded connection; sends are refused from here on. */
     void (*on_ws_end)(struct conn *c);
+    /* A write failed (socket error, or no progress within --write-timeout,
+     * or the close timeout passed with frames still unsent) on an upgraded
+     * connection that is about to be dropped. err says why. The hook may
+     * set close_sent (the code the connection counts as closed with)
+     * before on_ws_end sees it. */
+    void (*on_write_failed)(struct conn *c, const char *err);
     /* Queued data fell to or below the mark set with conn_notify_below. */
     void (*on_drained)(struct conn *c);
     /* The connection is about to be freed. */

@@ -608,6 +608,27 @@ static void on_ws_end(struct conn *c)
         phone_end(p);
 }
 
+/* Spec §5.3: a phone whose write fails is closed 1011 "phone write failed"
+ * (the code its close notice carries), or with the directive's own code
+ * when the frame before a close directive could not be written. */
+static void on_write_failed(struct conn *c, const char *err)
+{
+    struct peer *p = c->owner;
+    if (!p || p->role != EP_CLIENT)
+        return;
+    if (p->binary_closed) {
+        LOGF(LOG_INFO, "binary_forwarder_close_frame_send_failed",
+             LOG_STRN("server_id", p->server_id, p->server_id_len),
+             LOG_STRN("conn_id", p->conn_id, p->conn_id_len), LOG_NUM("close_code", c->close_sent),
+             LOG_STR("err", err));
+    } else if (c->state == CONN_WS_OPEN && p->state == PEER_ACTIVE) {
+        LOGF(LOG_INFO, "binary_forwarder_phone_send_failed",
+             LOG_STRN("server_id", p->server_id, p->server_id_len),
+             LOG_STRN("conn_id", p->conn_id, p->conn_id_len), LOG_STR("err", err));
+        c->close_sent = WS_CLOSE_INTERNAL; /* "phone write failed": nothing more can be sent */
+    }
+}
+
 static void on_drained(struct conn *c)
 {
     struct peer *p = c->owner;
@@ -634,6 +655,7 @@ const struct conn_hooks relay_hooks = {
     .on_message = on_message,
     .on_pong = on_pong,
     .on_ws_end = on_ws_end,
+    .on_write_failed = on_write_failed,
     .on_drained = on_drained,
     .on_free = on_free,
 };

@@ -2,6 +2,7 @@
 websockets as both the binary and the phones."""
 import asyncio
 import json
+import socket
 import time
 
 import pytest
@@ -347,3 +348,60 @@ def test_peer_vanishing_mid_write_does_not_kill_relay(relay):
     time.sleep(0.3)
     assert relay.proc.poll() is None, relay.logs()
     assert healthz(relay)["status"] == "ok"
+
+
+def _stalled_phone(relay, sid):
+    """A raw phone that registers, then never reads again."""
+    ph = Raw(relay.port, "/v1/client", client_headers(sid))
+    assert ph.status == 101
+    ph.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ph.send_frame(1, b'"hello"')
+    return ph
+
+
+def test_phone_write_failure_closes_1011_with_log_line(relay_factory):
+    """Spec §5.3: a phone whose writes stop making progress is closed 1011
+    ("phone write failed"): binary_forwarder_phone_send_failed is logged and
+    the binary's close notice carries 1011."""
+    relay = relay_factory("--write-timeout", "1s", "--phone-backlog-bytes", str(64 << 20))
+
+    async def go():
+        b = await binary(relay, "wf")
+        ph = _stalled_phone(relay, "wf")
+        cid = json.loads(await b.recv())["conn_id"]
+        blob = "y" * 60000
+        for _ in range(140):                   # ~8 MB: far more than the kernel buffers
+            await b.send(json.dumps({"conn_id": cid, "frame": blob}))
+        notice = json.loads(await asyncio.wait_for(b.recv(), 10))
+        assert notice == {"conn_id": cid, "close_code": 1011}
+        ph.close()
+        await b.close()
+    run(go())
+    relay.wait_log("msg=binary_forwarder_phone_send_failed server_id=wf conn_id=client-wf-")
+    assert 'err="relay: write timed out"' in relay.logs()
+
+
+def test_directive_frame_unwritable_logs_close_frame_send_failed(relay_factory):
+    """A close directive whose frame cannot be written: the phone is closed
+    with the directive's code and binary_forwarder_close_frame_send_failed
+    is logged (no close notice: the binary asked for the close)."""
+    relay = relay_factory("--write-timeout", "1s", "--close-timeout", "1s",
+                          "--phone-backlog-bytes", str(64 << 20))
+
+    async def go():
+        b = await binary(relay, "wd")
+        ph = _stalled_phone(relay, "wd")
+        cid = json.loads(await b.recv())["conn_id"]
+        blob = "z" * 60000
+        for _ in range(140):
+            await b.send(json.dumps({"conn_id": cid, "frame": blob}))
+        await b.send(json.dumps({"conn_id": cid, "frame": "bye", "close_code": 4000}))
+        relay.wait_log("msg=binary_forwarder_close_frame_send_failed", timeout=10)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(b.recv(), 0.5)   # no notice for a directive
+        ph.close()
+        await b.close()
+    run(go())
+    assert ("msg=binary_forwarder_close_frame_send_failed server_id=wd conn_id=client-wd-"
+            in relay.logs())
+    assert "close_code=4000" in relay.logs()
