@@ -71,6 +71,9 @@ static const struct flag flags[] = {
     F("insecure-listen", F_STRING, insecure_listen, "",
       "plain-HTTP listen address (host:port) for behind-proxy mode; disables autocert"),
     F("log-format", F_STRING, log_format, "text", "log line format: text or json"),
+    F("max-bytes-per-second-per-server", F_INT, max_bytes_per_second_per_server, "0",
+      "bytes a server-id's binary and phones may send per second, both ways together; over it "
+      "their sockets are not read until the budget refills (0: no limit)"),
     F("max-connections", F_INT, max_connections, "20",
       "cap on live WebSocket connections; must be positive"),
     F("max-frames-per-second", F_INT, max_frames_per_second, "10000",
@@ -415,6 +418,13 @@ int config_validate(const struct config *cfg, FILE *err)
     if (cfg->max_header_bytes_total <= 0) {
         fprintf(err, "invalid --max-header-bytes-total %lld: must be a positive number of bytes\n",
                 (long long)cfg->max_header_bytes_total);
+        return -1;
+    }
+    if (cfg->max_bytes_per_second_per_server < 0) {
+        fprintf(err,
+                "invalid --max-bytes-per-second-per-server %lld: must be 0 (no limit) or "
+                "positive\n",
+                (long long)cfg->max_bytes_per_second_per_server);
         return -1;
     }
     if (cfg->max_frames_per_second < 0 || cfg->max_frames_per_second > 1000000000) {

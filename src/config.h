@@ -26,27 +26,28 @@ struct config {
     int64_t max_connections;
     bool version;
     /* relay knobs (ours; defaults match the reference constants) */
-    const char *log_format;            /* "text" | "json" */
-    int64_t max_message_bytes;         /* 262144 */
-    int64_t max_header_bytes;          /* 1 MiB, like Go's DefaultMaxHeaderBytes */
-    int64_t max_header_bytes_total;    /* 64 MiB held by unfinished heads, process-wide */
-    int64_t max_frames_per_second;     /* per connection; 0 = no limit */
-    int64_t max_phones_per_server;     /* 16; <= 0 means no cap */
-    int64_t phone_backlog_bytes;       /* 4 MiB */
-    int64_t workers;                   /* 0 = number of CPUs */
-    int64_t rate_limit_burst;          /* 20; 0 disables the per-IP limiter */
-    int64_t rate_limit_refill_ns;      /* 6s per token */
-    int64_t message_deadline_ns;       /* 30s */
-    int64_t heartbeat_interval_ns;     /* 30s */
-    int64_t heartbeat_timeout_ns;      /* 30s */
-    int64_t write_timeout_ns;          /* 10s */
-    int64_t drain_timeout_ns;          /* 10s */
-    int64_t grace_period_ns;           /* 30s */
-    int64_t conflict_probe_timeout_ns; /* 10s */
-    int64_t header_timeout_ns;         /* 5s: request head must arrive */
-    int64_t request_timeout_ns;        /* 60s: whole request must arrive */
-    int64_t idle_timeout_ns;           /* 120s: keep-alive idle */
-    int64_t close_timeout_ns;          /* 5s: wait for the peer's close frame */
+    const char *log_format;                  /* "text" | "json" */
+    int64_t max_message_bytes;               /* 262144 */
+    int64_t max_header_bytes;                /* 1 MiB, like Go's DefaultMaxHeaderBytes */
+    int64_t max_header_bytes_total;          /* 64 MiB held by unfinished heads, process-wide */
+    int64_t max_frames_per_second;           /* per connection; 0 = no limit */
+    int64_t max_bytes_per_second_per_server; /* both directions together; 0 = no limit */
+    int64_t max_phones_per_server;           /* 16; <= 0 means no cap */
+    int64_t phone_backlog_bytes;             /* 4 MiB */
+    int64_t workers;                         /* 0 = number of CPUs */
+    int64_t rate_limit_burst;                /* 20; 0 disables the per-IP limiter */
+    int64_t rate_limit_refill_ns;            /* 6s per token */
+    int64_t message_deadline_ns;             /* 30s */
+    int64_t heartbeat_interval_ns;           /* 30s */
+    int64_t heartbeat_timeout_ns;            /* 30s */
+    int64_t write_timeout_ns;                /* 10s */
+    int64_t drain_timeout_ns;                /* 10s */
+    int64_t grace_period_ns;                 /* 30s */
+    int64_t conflict_probe_timeout_ns;       /* 10s */
+    int64_t header_timeout_ns;               /* 5s: request head must arrive */
+    int64_t request_timeout_ns;              /* 60s: whole request must arrive */
+    int64_t idle_timeout_ns;                 /* 120s: keep-alive idle */
+    int64_t close_timeout_ns;                /* 5s: wait for the peer's close frame */
     bool check_config;
     /* TLS and ACME (spec §7) */
     const char *acme_directory;     /* Let's Encrypt production */

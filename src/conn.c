@@ -138,6 +138,9 @@ static uint64_t after(const struct conn *c, uint64_t ms)
     return now_ms(c) + ms;
 }
 
+/* The pauses that are the relay's doing, not the peer's. */
+#define CONN_PAUSE_RELAY (CONN_PAUSE_HOOK | CONN_PAUSE_THROTTLE)
+
 /* Sets or clears pause bits; reading stops while any bit is set. Time the
  * hooks keep a connection paused is the relay's, not the peer's, so the
  * message deadline stands still meanwhile (it resumes with what was left). */
@@ -147,12 +150,13 @@ static void set_paused(struct conn *c, uint8_t bits, bool on)
     if (c->state == CONN_CLOSED)
         return;
     c->paused = on ? (uint8_t)(was | bits) : (uint8_t)(was & ~bits);
-    if ((bits & CONN_PAUSE_HOOK) && on && !(was & CONN_PAUSE_HOOK) && c->dl_message) {
+    bool relay_was = was & CONN_PAUSE_RELAY, relay_now = c->paused & CONN_PAUSE_RELAY;
+    if (relay_now && !relay_was && c->dl_message) {
         uint64_t now = now_ms(c);
         uint64_t left = c->dl_message > now ? c->dl_message - now : 1;
         c->msg_left = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
         c->dl_message = 0;
-    } else if ((bits & CONN_PAUSE_HOOK) && !on && (was & CONN_PAUSE_HOOK) && c->msg_left) {
+    } else if (!relay_now && relay_was && c->msg_left) {
         c->dl_message = after(c, c->msg_left);
         c->msg_left = 0;
     }
@@ -201,8 +205,7 @@ static void set_state(struct conn *c, enum conn_state st)
         c->dl_state = after(c, s->close_ms);
         c->dl_ping = c->dl_pong = c->dl_message = 0;
         c->msg_left = 0;
-        set_paused(c, CONN_PAUSE_HOOK | CONN_PAUSE_RATE, false); /* the peer's close or FIN
-                                                                    must be seen */
+        set_paused(c, 0xff, false); /* the peer's close or FIN must be seen */
         break;
     case CONN_CLOSED:
         c->dl_state = c->dl_request = c->dl_message = 0;
@@ -776,6 +779,12 @@ void conn_pause_reading(struct conn *c, bool pause)
     set_paused(c, CONN_PAUSE_HOOK, pause);
 }
 
+void conn_throttle(struct conn *c, bool on)
+{
+    if (conn_is_ws(c))
+        set_paused(c, CONN_PAUSE_THROTTLE, on);
+}
+
 /* ---- WebSocket input --------------------------------------------------- */
 
 static void deliver(struct conn *c, uint8_t *data, size_t len)
@@ -953,7 +962,7 @@ static void message_deadline(struct conn *c, bool began)
         c->dl_message = 0;
         c->msg_left = 0;
     } else if (began || (!c->dl_message && !c->msg_left)) {
-        if (c->paused & CONN_PAUSE_HOOK) {
+        if (c->paused & CONN_PAUSE_RELAY) {
             c->msg_left = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
             c->dl_message = 0;
         } else {

@@ -28,8 +28,9 @@ struct tls_server;
 
 /* Why reading is stopped (struct conn.paused). */
 enum {
-    CONN_PAUSE_HOOK = 1, /* the hooks asked (back-pressure, liveness probe) */
-    CONN_PAUSE_RATE = 2, /* the peer used up its frame budget (--max-frames-per-second) */
+    CONN_PAUSE_HOOK = 1,     /* the hooks asked (back-pressure, liveness probe) */
+    CONN_PAUSE_RATE = 2,     /* the peer used up its frame budget (--max-frames-per-second) */
+    CONN_PAUSE_THROTTLE = 4, /* its server-id used up its byte budget (relay's decision) */
 };
 
 /* Every state has a deadline (see conn.c: set_state). */
@@ -237,6 +238,10 @@ void conn_abort(struct conn *c);
 /* Stops/restarts reading from the socket (back-pressure). While the hooks
  * keep a connection paused, its message deadline stands still. */
 void conn_pause_reading(struct conn *c, bool pause);
+
+/* Stops/restarts reading for the server-id's bandwidth limit; independent
+ * of conn_pause_reading, and likewise not held against the message deadline. */
+void conn_throttle(struct conn *c, bool on);
 
 /* Bytes queued for this connection and not yet handed to the kernel. */
 size_t conn_queued_bytes(const struct conn *c);

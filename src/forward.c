@@ -49,6 +49,146 @@ void forward_binary_drained(struct peer *b)
     set_phones_paused(b, false);
 }
 
+/* ---- per-server-id bandwidth (--max-bytes-per-second-per-server) ---------
+ * Every byte a server-id's binary and phones send through the relay, both
+ * ways together, is charged to a token bucket on its binary (all of that
+ * traffic passes through the binary; burst: one second's worth). Over the
+ * limit, the relay stops reading every socket of the server-id until the
+ * bucket has bytes again: TCP pushes back, nothing is dropped. A binary
+ * that reconnects starts with a full bucket. */
+
+struct bw_bucket {
+    struct list link;   /* relay->throttled while throttled */
+    struct peer *owner; /* the binary */
+    int64_t tokens;     /* bytes; negative after a message bigger than what was left */
+    uint64_t stamp;     /* loop ms of the last refill */
+    uint64_t since;     /* loop ms the throttle began */
+    bool throttled;
+};
+
+static uint64_t bw_rate(const struct relay *r)
+{
+    return (uint64_t)r->srv->cfg->max_bytes_per_second_per_server;
+}
+
+static void bw_refill(struct bw_bucket *bw, uint64_t rate, uint64_t now)
+{
+    uint64_t add = (now - bw->stamp) * rate / 1000;
+    if (!add)
+        return;
+    if (bw->tokens + (int64_t)add >= (int64_t)rate) {
+        bw->tokens = (int64_t)rate;
+        bw->stamp = now;
+    } else {
+        bw->tokens += (int64_t)add;
+        bw->stamp += add * 1000 / rate;
+    }
+}
+
+static void set_throttled(struct peer *b, bool on)
+{
+    struct reg_slot *s = b->rb.slot;
+    b->bw->throttled = on;
+    conn_throttle(b->conn, on);
+    if (!s)
+        return;
+    for (struct list *it = s->phones.next; it != &s->phones; it = it->next) {
+        struct peer *p = CONTAINER_OF(CONTAINER_OF(it, struct reg_phone, link), struct peer, rp);
+        conn_throttle(p->conn, on);
+    }
+}
+
+static void bw_unthrottle(struct bw_bucket *bw, uint64_t now)
+{
+    struct relay *r = bw->owner->relay;
+    atomic_fetch_add_explicit(&r->stats.throttled_ms, now - bw->since, memory_order_relaxed);
+    list_remove(&bw->link);
+    set_throttled(bw->owner, false);
+}
+
+static void on_bw_timer(uv_timer_t *t);
+
+/* Wakes the relay when the first throttled bucket has a byte again. */
+static void bw_arm(struct relay *r)
+{
+    uint64_t rate = bw_rate(r), now = shard_now(r->shard), next = UINT64_MAX;
+    for (struct list *it = r->throttled.next; it != &r->throttled; it = it->next) {
+        const struct bw_bucket *bw = CONTAINER_OF(it, struct bw_bucket, link);
+        uint64_t due = bw->stamp + ((uint64_t)(1 - bw->tokens) * 1000 + rate - 1) / rate;
+        if (due < next)
+            next = due;
+    }
+    if (next == UINT64_MAX)
+        uv_timer_stop(&r->bw_timer);
+    else
+        uv_timer_start(&r->bw_timer, on_bw_timer, next > now ? next - now : 1, 0);
+}
+
+static void on_bw_timer(uv_timer_t *t)
+{
+    struct relay *r = t->data;
+    uint64_t rate = bw_rate(r), now = shard_now(r->shard);
+    struct list *it = r->throttled.next;
+    while (it != &r->throttled) {
+        struct bw_bucket *bw = CONTAINER_OF(it, struct bw_bucket, link);
+        it = it->next;
+        bw_refill(bw, rate, now);
+        if (bw->tokens > 0)
+            bw_unthrottle(bw, now);
+    }
+    bw_arm(r);
+}
+
+/* Charges n bytes read for binary b's server-id. */
+static void bw_charge(struct peer *b, size_t n)
+{
+    struct relay *r = b->relay;
+    uint64_t rate = bw_rate(r), now = shard_now(r->shard);
+    if (!rate || b->state != PEER_ACTIVE)
+        return;
+    if (!b->bw) {
+        b->bw = xcalloc(1, sizeof *b->bw);
+        b->bw->owner = b;
+        b->bw->tokens = (int64_t)rate;
+        b->bw->stamp = now;
+        list_init(&b->bw->link);
+    }
+    struct bw_bucket *bw = b->bw;
+    bw_refill(bw, rate, now);
+    bw->tokens -= (int64_t)n;
+    if (bw->tokens > 0 || bw->throttled)
+        return;
+    bw->since = now;
+    list_push_back(&r->throttled, &bw->link);
+    set_throttled(b, true);
+    bw_arm(r);
+}
+
+void forward_binary_gone(struct peer *b)
+{
+    if (!b->bw)
+        return;
+    if (b->bw->throttled)
+        bw_unthrottle(b->bw, shard_now(b->relay->shard)); /* its phones find it gone */
+    free(b->bw);
+    b->bw = NULL;
+}
+
+void forward_phone_joined(struct peer *p, struct peer *b)
+{
+    if (b && b->phones_paused)
+        conn_pause_reading(p->conn, true);
+    if (b && b->bw && b->bw->throttled)
+        conn_throttle(p->conn, true);
+}
+
+void forward_bw_init(struct relay *r)
+{
+    list_init(&r->throttled);
+    uv_timer_init(r->shard->loop, &r->bw_timer);
+    r->bw_timer.data = r;
+}
+
 void forward_from_phone(struct peer *p, uint8_t *data, size_t len)
 {
     struct relay *r = p->relay;
@@ -76,6 +216,7 @@ void forward_from_phone(struct peer *p, uint8_t *data, size_t len)
         conn_ws_close(p->conn, WS_CLOSE_NORMAL, "", false);
         return;
     }
+    bw_charge(b, len);
     if (!b->phones_paused && conn_queued_bytes(b->conn) > r->high_water) {
         set_phones_paused(b, true);
         conn_notify_below(b->conn, r->low_water);
@@ -135,6 +276,7 @@ void forward_from_binary(struct peer *b, uint8_t *data, size_t len)
     char detail[160], err[224];
     if (b->state != PEER_ACTIVE)
         return;
+    bw_charge(b, len);
     enum envelope_kind kind =
         envelope_parse(data, len, &env, (char *)r->scratch, (size_t)r->srv->cfg->max_message_bytes,
                        detail, sizeof detail);

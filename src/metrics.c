@@ -109,6 +109,11 @@ static void relay_series(struct buf *b, const struct relay *r)
            "Grace windows that expired and evicted a server-id.");
     bprintf(b, "pyrycode_relay_grace_expiries_total %llu\n",
             (unsigned long long)st->grace_expiries);
+    family(b, "pyrycode_relay_throttled_seconds_total", "counter",
+           "Time server-ids spent over --max-bytes-per-second-per-server, not being read.");
+    bprintf(b, "pyrycode_relay_throttled_seconds_total %llu.%03llu\n",
+            (unsigned long long)(st->throttled_ms / 1000),
+            (unsigned long long)(st->throttled_ms % 1000));
     if (r->sh->push)
         push_series(b, r->sh->push);
     int kinds[KIND__COUNT], outcomes[OUT__COUNT];

@@ -85,6 +85,7 @@ void relay_totals(const struct relay_shared *sh, struct relay_totals *t)
         for (int d = 0; d < DIR__COUNT; d++)
             t->frames[d] += atomic_load_explicit(&st->frames[d], memory_order_relaxed);
         t->grace_expiries += atomic_load_explicit(&st->grace_expiries, memory_order_relaxed);
+        t->throttled_ms += atomic_load_explicit(&st->throttled_ms, memory_order_relaxed);
     }
 }
 
@@ -368,6 +369,7 @@ static void binary_end(struct peer *b)
              LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len), LOG_STR("err", err));
         if (b->phones_paused)
             forward_binary_drained(b); /* phones resume and find the binary gone */
+        forward_binary_gone(b);
         if (registry_schedule_release(&r->reg, &b->rb, now_ms(r))) {
             LOGF(LOG_INFO, "server_released",
                  LOG_STRN("server_id", b->server_id, b->server_id_len));
@@ -411,8 +413,7 @@ static void phone_start(struct peer *p, const char *dev, size_t dev_len)
     LOGF(LOG_INFO, "phone_registered", LOG_STRN("server_id", p->server_id, p->server_id_len),
          LOG_STRN("conn_id", p->conn_id, p->conn_id_len), LOG_STRN("device_name", dev, dev_len),
          LOG_STR("remote", remote));
-    if (b && b->phones_paused)
-        conn_pause_reading(p->conn, true);
+    forward_phone_joined(p, b);
 }
 
 static void phone_end(struct peer *p)
@@ -641,10 +642,12 @@ static void on_free(struct conn *c)
     struct peer *p = c->owner;
     if (!p)
         return;
-    if (p->role == EP_SERVER)
+    if (p->role == EP_SERVER) {
+        forward_binary_gone(p);
         registry_forget(&p->relay->reg, &p->rb);
-    else
+    } else {
         registry_remove_phone(&p->relay->reg, &p->rp);
+    }
     atomic_fetch_sub(&p->relay->sh->live_ws, 1);
     peer_free(p);
     c->owner = NULL;
@@ -665,6 +668,7 @@ static void on_drain(struct server *srv, struct shard *s)
     struct relay *r = s->owner;
     (void)srv;
     uv_timer_stop(&r->grace_timer); /* grace windows are simply lost (spec §11) */
+    uv_timer_stop(&r->bw_timer);
     if (s->id == 0)
         uv_timer_stop(&r->rl_sweep);
 }
@@ -768,6 +772,7 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
         r->scratch = xmalloc((size_t)cfg->max_message_bytes);
         r->high_water = 1024 * 1024;
         r->low_water = 256 * 1024;
+        forward_bw_init(r);
     }
     struct relay *r0 = &relays[0];
     uv_timer_init(srv->loop, &r0->rl_sweep);

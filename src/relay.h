@@ -45,6 +45,7 @@ struct relay_stats {
     _Atomic uint64_t failures[KIND__COUNT];
     _Atomic uint64_t frames[DIR__COUNT];
     _Atomic uint64_t grace_expiries;
+    _Atomic uint64_t throttled_ms; /* server-id time spent over its bandwidth limit */
 };
 
 /* The sum over every shard (a scrape or /healthz). */
@@ -54,6 +55,7 @@ struct relay_totals {
     uint64_t failures[KIND__COUNT];
     uint64_t frames[DIR__COUNT];
     uint64_t grace_expiries;
+    uint64_t throttled_ms;
 };
 
 enum peer_state {
@@ -64,6 +66,7 @@ enum peer_state {
 };
 
 struct probe;
+struct bw_bucket;
 struct push_waker;
 struct wake_req;
 
@@ -82,9 +85,10 @@ struct peer {
     union {        /* what only one role needs (a phone never probes, a binary has no wrap) */
         struct {   /* binary */
             struct reg_binary rb;
-            struct list probes;  /* probes aimed at this binary as incumbent */
-            struct probe *probe; /* the probe this binary waits on */
-            bool phones_paused;  /* back-pressure: its phones are not being read */
+            struct list probes;   /* probes aimed at this binary as incumbent */
+            struct probe *probe;  /* the probe this binary waits on */
+            bool phones_paused;   /* back-pressure: its phones are not being read */
+            struct bw_bucket *bw; /* --max-bytes-per-second-per-server (NULL: unused) */
         };
         struct { /* phone */
             struct reg_phone rp;
@@ -128,6 +132,8 @@ struct relay {
     size_t high_water, low_water; /* binary outbox marks for pausing phones */
     uint8_t *scratch;             /* envelope conn_id unescaping, max-message sized */
     uv_timer_t rl_sweep;          /* shard 0 only */
+    struct list throttled;        /* binaries over their bandwidth limit (forward.c) */
+    uv_timer_t bw_timer;          /* refills them */
 };
 
 /* The hooks every connection of the relay runs with. */
@@ -158,6 +164,17 @@ void relay_push_wake(struct peer *b, const uint8_t *raw, size_t len);
 
 /* forward.c: the binary's outbox drained below the low-water mark. */
 void forward_binary_drained(struct peer *b);
+
+/* forward.c: the binary's WebSocket ended; its phones are no longer
+ * throttled for it and its bandwidth bucket goes. */
+void forward_binary_gone(struct peer *b);
+
+/* forward.c: phone p joined binary b's server-id (b may be NULL): paused or
+ * throttled if b's phones are. */
+void forward_phone_joined(struct peer *p, struct peer *b);
+
+/* forward.c: the bandwidth timer of relay r (set up by relay_init). */
+void forward_bw_init(struct relay *r);
 
 /* forward.c: a phone's WebSocket ended; sends the close notice if due. */
 void forward_phone_ended(struct peer *p);

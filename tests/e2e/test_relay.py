@@ -405,3 +405,55 @@ def test_directive_frame_unwritable_logs_close_frame_send_failed(relay_factory):
     assert ("msg=binary_forwarder_close_frame_send_failed server_id=wd conn_id=client-wd-"
             in relay.logs())
     assert "close_code=4000" in relay.logs()
+
+
+def test_bandwidth_limit_per_server_id(relay_factory):
+    """--max-bytes-per-second-per-server: a server-id over its budget is not
+    read until it refills (both directions, nothing dropped, order kept), the
+    time shows in pyrycode_relay_throttled_seconds_total, and another
+    server-id is not slowed."""
+    mport = __import__("conftest").free_port()
+    relay = relay_factory("--max-bytes-per-second-per-server", "100000",
+                          "--metrics-listen", f"127.0.0.1:{mport}")
+    blob = "b" * 16000
+
+    async def go():
+        b = await binary(relay, "bulk")
+        p = await phone(relay, "bulk")
+        await p.send('"hi"')
+        cid = json.loads(await b.recv())["conn_id"]
+        qb = await binary(relay, "quiet")
+        qp = await phone(relay, "quiet")
+        # binary -> phone: 20 x 16 KB = 320 KB at 100 KB/s (burst 100 KB): >= ~2 s
+        t0 = time.time()
+        for i in range(20):
+            await b.send(json.dumps({"conn_id": cid, "frame": [i, blob]}))
+        quiet_rtts = []
+        for i in range(20):
+            assert json.loads(await asyncio.wait_for(p.recv(), 10))[0] == i
+            if i % 4 == 0:                      # the other server-id meanwhile
+                q0 = time.time()
+                await qp.send(str(i))
+                env = json.loads(await asyncio.wait_for(qb.recv(), 5))
+                assert env["frame"] == i
+                quiet_rtts.append(time.time() - q0)
+        down = time.time() - t0
+        # phone -> binary: the same budget, the same way
+        t0 = time.time()
+        for i in range(20):
+            await p.send(json.dumps([i, blob]))
+        for i in range(20):
+            assert json.loads(await asyncio.wait_for(b.recv(), 10))["frame"][0] == i
+        up = time.time() - t0
+        for ws in (p, b, qp, qb):
+            await ws.close()
+        return down, up, quiet_rtts
+
+    down, up, quiet = run(go())
+    assert 1.5 < down < 8 and 1.5 < up < 8, (down, up)
+    assert max(quiet) < 0.5, quiet
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    line = [l for l in text.splitlines() if l.startswith("pyrycode_relay_throttled_seconds_total ")]
+    assert line and float(line[0].split()[1]) > 1.0, line

@@ -349,8 +349,8 @@ static void test_usage_layout(void **state)
     }
     for (size_t i = 0; i < len; i++)
         lines += buf[i] == '\n';
-    assert_int_equal(count, 44);
-    assert_int_equal(lines, 1 + 2 * 44);
+    assert_int_equal(count, 45);
+    assert_int_equal(lines, 1 + 2 * 45);
     free(buf);
 
     config_defaults(&c, NULL);
@@ -384,6 +384,8 @@ static void test_validate(void **state)
          "invalid --max-frames-per-second -5: must be 0 (no "
          "limit) or between 1 and 1000000000"},
         {{"--max-frames-per-second=0", "--max-header-bytes-total=4294967296"}, NULL},
+        {{"--max-bytes-per-second-per-server=-1"},
+         "invalid --max-bytes-per-second-per-server -1: must be 0 (no limit) or positive"},
         {{"--workers=-1"}, "invalid --workers -1: must be between 0 and 256"},
         {{"--workers=257"}, "invalid --workers 257: must be between 0 and 256"},
         {{"--tls-cert=c.pem"},
