@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from conftest import (ROOT, Raw, client_headers, closed, frame, read_reply, run, server_headers,
-                      ws_binary, ws_phone)
+from conftest import (ROOT, Raw, client_headers, frame, read_reply, run, server_headers,
+                      upgrade_request, ws_binary, ws_phone)
 
 RELEASE_BIN = os.path.join(ROOT, "build", "release", "pyrycode-relay")
 
@@ -126,27 +126,36 @@ def test_ping_flood_slow_reader_memory_flat(relay_factory):
 
 def test_control_bytes_over_budget_closed_1008(relay_factory):
     """Queued control frames count against the connection's outbox budget:
-    with a budget smaller than two pongs, a peer that pings without reading
-    is closed 1008 (with the default budget, one pending pong never gets
-    near it)."""
-    relay = relay_factory("--phone-backlog-bytes", "200", "--close-timeout", "20s",
+    with a budget of exactly one largest pong (127 bytes), a peer that pings
+    without reading is closed 1008 as soon as anything waits beside that
+    pong (with the default budget, one pending pong never gets near it)."""
+    relay = relay_factory("--phone-backlog-bytes", "127", "--close-timeout", "20s",
                           "--max-frames-per-second", "0")
-    raw = Raw(relay.port, "/v1/server", server_headers("ping-hog"))
-    assert raw.status == 101
+    # A receive buffer fixed before connecting, so the kernels cannot absorb
+    # every pong (autotuned buffers hold megabytes) and pongs must queue.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", relay.port))
+    sock.sendall(upgrade_request("/v1/server", server_headers("ping-hog"),
+                                 host=f"127.0.0.1:{relay.port}"))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101")
     ping = masked(0x9, b"p" * 125) * 64
-    raw.sock.settimeout(10)
     sent = 0
     try:
-        while sent < 8 * 1024 * 1024:         # far past the kernel's buffers
-            raw.sock.sendall(ping)
+        while sent < 12 * 1024 * 1024:        # far past the kernel's buffers
+            sock.sendall(ping)
             sent += len(ping)
     except OSError:
         pass                                   # the relay may stop reading us
     time.sleep(3)                              # the relay answers into full buffers
-    code, reason, pongs = read_until_close(raw.sock)
+    code, reason, pongs = read_until_close(sock)
     assert (code, reason) == (1008, "control backlog full")
     assert 0 < pongs < sent // len(masked(0x9, b"p" * 125))   # some pings got no pong
-    raw.close()
+    sock.close()
 
 
 # ---- 2. message deadline and back-pressure ----------------------------------
