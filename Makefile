@@ -19,8 +19,8 @@ build: deps
 DROP_CAPS = $(if $(filter 0,$(shell id -u)),setpriv --bounding-set=-all,+net_bind_service --,)
 PREFIX ?= /usr/local
 
+# The relay itself says when it is listening (INFO listening, then ready).
 run: build
-	@echo "pyrycode-relay: listening on ws://$(LISTEN) (local dev mode; Ctrl-C to stop)"
 	@exec $(DROP_CAPS) build/release/pyrycode-relay --insecure-listen $(LISTEN) $(ARGS)
 
 install: build

@@ -196,6 +196,11 @@ char *metrics_render(const struct metrics *m, size_t *len)
         bprintf(&b, "promhttp_metric_handler_requests_total{code=\"%s\"} %llu\n", codes[i],
                 (unsigned long long)m->requests[i]);
     relay_series(&b, m->relay);
+    family(&b, "pyrycode_relay_accept_errors_total", "counter",
+           "accept(2) failures the relay survived (out of descriptors or memory: accepting "
+           "paused briefly; or the pending connection failed).");
+    bprintf(&b, "pyrycode_relay_accept_errors_total %llu\n",
+            (unsigned long long)atomic_load_explicit(&m->srv->accept_errors, memory_order_relaxed));
     *len = b.len;
     return b.p;
 }

@@ -496,7 +496,7 @@ static bool admitted(struct conn *c, const struct http_req *req, enum relay_endp
         conn_http_error(c, 429, true);
         return false;
     }
-    if (atomic_load(&r->sh->live_ws) >= (size_t)c->shard->cfg->max_connections) {
+    if (atomic_load(&r->sh->live_ws) >= (size_t)atomic_load(&r->sh->max_conns)) {
         size_t plen;
         const char *path = http_req_path(req, &plen);
         conn_remote(c, remote, sizeof remote);
@@ -712,6 +712,65 @@ static void on_finish(struct server *srv)
     push_shutdown(r->sh->push);
 }
 
+/* ---- cross-thread tasks and reloads -------------------------------------- */
+
+void relay_post(struct relay *r, struct relay_task *t)
+{
+    mpsc_push(&r->tasks, &t->node);
+    uv_async_send(&r->task_async);
+}
+
+static void on_tasks(uv_async_t *a)
+{
+    struct relay *r = a->data;
+    struct mpsc_node *n = mpsc_take_all(&r->tasks); /* in push order */
+    while (n) {
+        struct mpsc_node *next = n->next;
+        struct relay_task *t = CONTAINER_OF(n, struct relay_task, node);
+        t->fn(r, t);
+        n = next;
+    }
+}
+
+struct cap_task {
+    struct relay_task t;
+    int64_t cap;
+};
+
+static void set_phone_cap(struct relay *r, struct relay_task *t)
+{
+    struct cap_task *ct = CONTAINER_OF(t, struct cap_task, t);
+    r->reg.phone_cap = ct->cap; /* registrations from now on; nobody is evicted */
+    free(ct);
+}
+
+void relay_set_limits(struct relay_shared *sh, const struct relay_limits *l)
+{
+    atomic_store(&sh->max_conns, l->max_connections);
+    uv_mutex_lock(&sh->rl_mu);
+    if ((sh->rl.burst > 0) != (l->rate_limit_burst > 0)) {
+        /* switched on or off: start from empty buckets */
+        uint8_t seed[16];
+        memcpy(seed, sh->rl.seed, sizeof seed);
+        ratelimit_free(&sh->rl);
+        ratelimit_init(&sh->rl, l->rate_limit_burst,
+                       (uint64_t)(l->rate_limit_refill_ns / NS_PER_MS), seed);
+    } else {
+        sh->rl.burst = l->rate_limit_burst; /* buckets above it are capped on next use */
+        sh->rl.refill_ms = (uint64_t)(l->rate_limit_refill_ns / NS_PER_MS);
+    }
+    if (sh->rl.refill_ms == 0)
+        sh->rl.refill_ms = 1;
+    uv_mutex_unlock(&sh->rl_mu);
+    for (unsigned i = 0; i < sh->n; i++) {
+        struct cap_task *ct = xmalloc(sizeof *ct);
+        ct->t.fn = set_phone_cap;
+        ct->t.discard = NULL;
+        ct->cap = l->max_phones_per_server;
+        relay_post(&sh->relays[i], &ct->t);
+    }
+}
+
 void relay_init(struct relay *relays, struct relay_shared *sh, struct server *srv)
 {
     uint8_t seed[16];
@@ -721,6 +780,7 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
     sh->n = srv->nshards;
     sh->boot_ns = uv_hrtime();
     atomic_init(&sh->live_ws, 0);
+    atomic_init(&sh->max_conns, cfg->max_connections);
     random_bytes(sh->shard_key, sizeof sh->shard_key);
     random_bytes(seed, sizeof seed);
     uv_mutex_init(&sh->rl_mu);
@@ -742,6 +802,9 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
         r->scratch = xmalloc((size_t)cfg->max_message_bytes);
         r->high_water = 1024 * 1024;
         r->low_water = 256 * 1024;
+        mpsc_init(&r->tasks);
+        uv_async_init(s->loop, &r->task_async, on_tasks);
+        r->task_async.data = r;
     }
     struct relay *r0 = &relays[0];
     uv_timer_init(srv->loop, &r0->rl_sweep);
@@ -761,6 +824,14 @@ void relay_close(struct relay_shared *sh)
         registry_free(&r->reg);
         free(r->scratch);
         r->scratch = NULL;
+        for (struct mpsc_node *n = mpsc_take_all(&r->tasks), *next; n; n = next) {
+            next = n->next;
+            struct relay_task *t = CONTAINER_OF(n, struct relay_task, node);
+            if (t->discard)
+                t->discard(t);
+            else
+                free(t);
+        }
     }
     ratelimit_free(&sh->rl);
     uv_mutex_destroy(&sh->rl_mu);

@@ -103,10 +103,11 @@ struct relay_shared {
     struct relay *relays; /* one per shard, indexed by shard id */
     unsigned n;
     uv_mutex_t rl_mu;
-    struct ratelimit rl;    /* per-IP upgrade limiter (spec §9.2) */
-    _Atomic size_t live_ws; /* upgraded connections alive: the --max-connections cap */
-    uint8_t shard_key[16];  /* SipHash key: server-id -> owning shard */
-    uint64_t boot_ns;       /* uv_hrtime at start, for uptime */
+    struct ratelimit rl;       /* per-IP upgrade limiter (spec §9.2) */
+    _Atomic size_t live_ws;    /* upgraded connections alive: the --max-connections cap */
+    _Atomic int64_t max_conns; /* --max-connections, changed by a reload */
+    uint8_t shard_key[16];     /* SipHash key: server-id -> owning shard */
+    uint64_t boot_ns;          /* uv_hrtime at start, for uptime */
     /* FCM push wakes (spec §10): one waker on shard 0's loop, so the
      * in-flight cap and the access token are relay-wide. NULL = push off.
      * Other shards post their wakes to it through wake_async. */
@@ -128,7 +129,35 @@ struct relay {
     size_t high_water, low_water; /* binary outbox marks for pausing phones */
     uint8_t *scratch;             /* envelope conn_id unescaping, max-message sized */
     uv_timer_t rl_sweep;          /* shard 0 only */
+    uv_async_t task_async;        /* runs tasks other threads post (relay_post) */
+    struct mpsc tasks;
 };
+
+/* Work another thread hands to a shard's loop (its registry is touched
+ * only there). fn runs on the shard's thread and owns t from then on;
+ * a task still queued when the loops are gone is passed to discard (NULL:
+ * free). */
+struct relay_task {
+    struct mpsc_node node;
+    void (*fn)(struct relay *r, struct relay_task *t);
+    void (*discard)(struct relay_task *t);
+};
+
+/* Queues t for r's loop (any thread). */
+void relay_post(struct relay *r, struct relay_task *t);
+
+/* The reloadable admission limits (a SIGHUP with --config-file). */
+struct relay_limits {
+    int64_t max_connections;       /* > 0 */
+    int64_t max_phones_per_server; /* <= 0: no cap */
+    int64_t rate_limit_burst;      /* 0: limiter off */
+    int64_t rate_limit_refill_ns;  /* > 0 */
+};
+
+/* Applies new limits: the connection cap and the rate limiter at once,
+ * each shard's phone cap on its own loop. Established connections are
+ * never closed by a lower limit. Call on the main thread. */
+void relay_set_limits(struct relay_shared *sh, const struct relay_limits *l);
 
 /* The hooks every connection of the relay runs with. */
 extern const struct conn_hooks relay_hooks;

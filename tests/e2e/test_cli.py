@@ -21,7 +21,7 @@ def test_help_exits_0():
 def test_unknown_flag_exits_2():
     r = run_relay("--no-such-flag")
     assert r.returncode == 2
-    assert "flag provided but not defined: -no-such-flag" in r.stderr
+    assert 'err="flag provided but not defined: -no-such-flag"' in r.stderr
 
 
 def test_bad_values_exit_2():
@@ -32,7 +32,8 @@ def test_bad_values_exit_2():
         r = run_relay(*args)
         assert r.returncode == 2, (args, r.stderr)
     r = run_relay("--heartbeat-interval=abc")
-    assert 'invalid value "abc" for flag -heartbeat-interval: parse error' in r.stderr
+    assert ('err="invalid value \\"abc\\" for flag -heartbeat-interval: parse error"'
+            in r.stderr)
 
 
 def test_neither_domain_nor_insecure():

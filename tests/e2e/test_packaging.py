@@ -19,7 +19,7 @@ def test_systemd_unit_verifies():
         unit = f.read()
     for key in ("DynamicUser=yes", "AmbientCapabilities=CAP_NET_BIND_SERVICE",
                 "NoNewPrivileges=yes", "ProtectSystem=strict", "StateDirectory=pyrycode-relay",
-                "LimitNOFILE="):
+                "LimitNOFILE=", "ExecReload=/bin/kill -HUP $MAINPID"):
         assert key in unit
     unit = re.sub(r"ExecStart=\S+", "ExecStart=" + RELAY_BIN, unit)
     with tempfile.TemporaryDirectory() as d:

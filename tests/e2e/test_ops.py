@@ -1,0 +1,292 @@
+"""Operator experience (issue #14): SIGHUP reloads and never kills, the
+startup story (one line per bound listener, then `ready`), --check-config
+answers 0 or 2 without side effects, and every refusal is one line in the
+configured format with a fix=."""
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import websockets
+
+from conftest import (EXTRA_CAPS, closed, free_port, http_request, run, run_relay, ws_binary,
+                      ws_phone)
+from tlshelp import DOMAIN
+
+
+def lines(relay, needle):
+    return [ln for ln in relay.logs().splitlines() if needle in ln]
+
+
+# ---- 1. SIGHUP ----------------------------------------------------------------
+
+def test_sighup_in_insecure_mode_reloads_nothing_and_keeps_serving(relay):
+    async def go():
+        b = await ws_binary(relay, "hup1")
+        p = await ws_phone(relay, "hup1")
+        relay.proc.send_signal(signal.SIGHUP)
+        relay.wait_log("msg=reload")
+        await p.send('{"still": "here"}')
+        env = json.loads(await b.recv())
+        assert env["frame"] == {"still": "here"}
+        await p.close()
+        await b.close()
+    run(go())
+    assert relay.proc.poll() is None
+    line = lines(relay, "msg=reload")[0]
+    assert "level=INFO msg=reload changed=none reason=" in line
+    assert "--config-file" in line
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def test_config_file_reload_changes_limits_and_level(relay_factory, tmp_path):
+    conf = str(tmp_path / "relay.conf")
+    write(conf, "# reloadable settings\nmax-connections = 1\nrate-limit-burst = 0\n")
+    relay = relay_factory("--config-file", conf, admission=False)
+
+    async def attempt(sid):
+        try:
+            ws = await ws_binary(relay, sid)
+        except websockets.exceptions.InvalidStatusCode as e:
+            return e.status_code
+        await ws.close()
+        return 101
+
+    async def go():
+        b = await ws_binary(relay, "cap1")
+        assert await attempt("cap2") == 503  # the file's cap of 1
+        write(conf, "max-connections = 5\nlog-level = warn\nrate-limit-burst = 0\n")
+        relay.proc.send_signal(signal.SIGHUP)
+        relay.wait_log("msg=reload changed=")
+        assert await attempt("cap3") == 101
+        write(conf, "max-connections = 5\nrate-limit-burst = 0\n")
+        relay.proc.send_signal(signal.SIGHUP)
+        relay.wait_log('changed="log-level=info"')
+        assert await attempt("cap4") == 101
+        await b.close()
+    run(go())
+    line = lines(relay, "msg=reload")[0]
+    assert 'changed="log-level=warn,max-connections=5"' in line, line
+    relay.wait_log("msg=server_claimed server_id=cap4")
+    assert "server_id=cap3" not in relay.logs()  # claimed while the level was warn
+
+    # a broken file changes nothing and says why, in one ERROR line
+    write(conf, "max-connections = 5\nlog-level = loud\n")
+    relay.proc.send_signal(signal.SIGHUP)
+    relay.wait_log("level=ERROR msg=reload")
+    bad = lines(relay, "level=ERROR msg=reload")[0]
+    assert "changed=none" in bad and f"{conf}:2: invalid log-level" in bad and "fix=" in bad
+    assert relay.proc.poll() is None
+
+
+def test_config_file_refusals_at_boot(tmp_path):
+    conf = str(tmp_path / "relay.conf")
+    write(conf, "max-connections = 5\n")
+    r = run_relay("--insecure-listen", "127.0.0.1:1", "--metrics-listen=", "--config-file", conf,
+                  "--max-connections", "9", "--check-config")
+    assert r.returncode == 2
+    assert 'msg="refusing to start: invalid --config-file"' in r.stderr
+    assert "max-connections is also given on the command line" in r.stderr
+    r = run_relay("--insecure-listen", "127.0.0.1:1", "--metrics-listen=",
+                  "--config-file", str(tmp_path / "missing.conf"), "--check-config")
+    assert r.returncode == 2 and "missing.conf: No such file or directory" in r.stderr
+    write(conf, "max-connections = 0\n")
+    r = run_relay("--insecure-listen", "127.0.0.1:1", "--metrics-listen=", "--config-file", conf,
+                  "--check-config")
+    assert r.returncode == 2 and "refusing to start: invalid --max-connections" in r.stderr
+
+
+# ---- 2. the startup story ----------------------------------------------------------
+
+def test_listening_lines_then_ready(relay_factory):
+    mport = free_port()
+    relay = relay_factory(f"--metrics-listen=127.0.0.1:{mport}")
+    log = relay.logs().splitlines()
+    idx = {name: i for i, ln in enumerate(log) for name in ("msg=starting ", "kind=public",
+                                                            "kind=metrics", "msg=ready")
+           if name in ln}
+    assert idx["msg=starting "] < idx["kind=public"] < idx["kind=metrics"] < idx["msg=ready"]
+    assert f"level=INFO msg=listening addr=127.0.0.1:{relay.port} kind=public" in log[
+        idx["kind=public"]]
+    assert f"msg=listening addr=127.0.0.1:{mport} kind=metrics" in log[idx["kind=metrics"]]
+    assert "msg=ready version=" in log[idx["msg=ready"]]
+
+
+def test_listening_line_names_the_bound_port_and_kind_https(relay_factory, tmp_path):
+    from tlshelp import Pki, tls_listen
+    pki = Pki(tmp_path)
+    chain, key = pki.leaf("boot")
+    relay = relay_factory(listen=tls_listen(chain, key))
+    assert lines(relay, f"msg=listening addr=127.0.0.1:{relay.port} kind=https")
+    assert not lines(relay, "kind=http-01")  # no ACME, no port 80
+    start = lines(relay, "msg=starting")[0]
+    assert "mode=static-cert" in start and "mode=autocert" not in start
+
+
+# ---- 3. --check-config ---------------------------------------------------------------
+
+def test_check_config_prints_configuration_ok_not_starting():
+    r = run_relay("--insecure-listen", "127.0.0.1:1", "--metrics-listen=", "--check-config")
+    assert r.returncode == 0, r.stderr
+    assert "msg=\"configuration ok\" version=dev mode=insecure" in r.stderr
+    assert "msg=starting" not in r.stderr
+
+
+def test_check_config_missing_certificate_exits_2(tmp_path):
+    r = run_relay("--domain", DOMAIN, "--metrics-listen=", "--tls-cert", str(tmp_path / "c.pem"),
+                  "--tls-key", str(tmp_path / "k.pem"), "--check-config")
+    assert r.returncode == 2, r.stderr
+    assert "cannot load --tls-cert/--tls-key" in r.stderr and "fix=" in r.stderr
+
+
+def test_check_config_has_no_side_effects(tmp_path):
+    cache = tmp_path / "not" / "yet"
+    r = run_relay("--domain", DOMAIN, "--metrics-listen=", "--cert-cache", str(cache),
+                  "--https-listen", "127.0.0.1:1", "--http-listen", "127.0.0.1:2",
+                  "--check-config")
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "not").exists()
+    assert "configuration ok" in r.stderr and "mode=autocert" in r.stderr
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    os.chmod(loose, 0o755)
+    r = run_relay("--domain", DOMAIN, "--metrics-listen=", "--cert-cache", str(loose),
+                  "--https-listen", "127.0.0.1:1", "--http-listen", "127.0.0.1:2",
+                  "--check-config")
+    assert r.returncode == 0, r.stderr
+    assert os.stat(loose).st_mode & 0o777 == 0o755  # not tightened by a dry run
+    assert "tightened" not in r.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--insecure-listen", "127.0.0.1:9090"],  # the default metrics address
+    ["--insecure-listen", ":7000", "--metrics-listen", "127.0.0.1:7000"],
+    ["--domain", DOMAIN, "--https-listen", ":7443", "--http-listen", "127.0.0.1:7443",
+     "--metrics-listen="],
+])
+def test_two_listeners_on_one_address(args, tmp_path):
+    extra = ["--cert-cache", str(tmp_path / "c")] if "--domain" in args else []
+    for check in (["--check-config"], []):
+        r = run_relay(*args, *extra, *check)
+        assert r.returncode == 2, r.stderr
+        assert 'msg="refusing to start: two listeners on one address"' in r.stderr
+        assert "would bind the same address" in r.stderr and "fix=" in r.stderr
+
+
+# ---- 4. refusals: one line, configured format, fix= ---------------------------------
+
+@pytest.mark.parametrize("args,err", [
+    (["--heartbeat-interval", "0s"], 'invalid --heartbeat-interval \\"0s\\"'),
+    (["--heartbeat-interval", "10sec"], "for flag -heartbeat-interval: parse error"),
+    (["--no-such-flag"], "flag provided but not defined: -no-such-flag"),
+    (["--log-level", "loud"], "invalid --log-level"),
+])
+def test_flag_refusals_are_one_json_line_with_fix(args, err):
+    r = run_relay("--log-format", "json", "--insecure-listen", "127.0.0.1:1", *args)
+    assert r.returncode == 2
+    out = r.stderr.strip().splitlines()
+    assert len(out) == 1, r.stderr  # no usage dump
+    line = json.loads(out[0])
+    assert line["level"] == "ERROR" and line["msg"].startswith("refusing to start")
+    assert err.replace('\\"', '"') in line["err"]
+    assert line["fix"]
+
+
+def test_flag_refusal_in_text_format_after_the_flag():
+    # --log-format given after the bad flag still decides the format
+    r = run_relay("--heartbeat-interval", "0s", "--insecure-listen", "127.0.0.1:1",
+                  "--log-format=json")
+    assert r.returncode == 2
+    assert json.loads(r.stderr)["fix"].startswith("pass a positive duration such as 30s")
+
+
+def test_unknown_flag_suggests_the_closest():
+    r = run_relay("--insecure-listn", "127.0.0.1:1")
+    assert r.returncode == 2
+    assert "level=ERROR" in r.stderr and "did you mean --insecure-listen?" in r.stderr
+    r = run_relay("--qqqqqqqq")
+    assert "did you mean" not in r.stderr and "pyrycode-relay -h lists every flag" in r.stderr
+
+
+def test_env_refusal_has_fix_and_json():
+    r = run_relay("--log-format=json", "--insecure-listen", "127.0.0.1:1", "--metrics-listen=",
+                  env={"PYRYCODE_RELAY_PRODUCTION": "yes"})
+    assert r.returncode == 2
+    line = [json.loads(ln) for ln in r.stderr.splitlines() if "env-var" in ln][0]
+    assert line["env_var"] == "PYRYCODE_RELAY_PRODUCTION"
+    assert line["fix"] == "set PYRYCODE_RELAY_PRODUCTION to exactly 1, or unset it"
+
+
+def test_neither_mode_has_fix():
+    r = run_relay()
+    assert r.returncode == 2 and "fix=" in r.stderr
+
+
+@pytest.mark.skipif(not EXTRA_CAPS, reason="needs a capability-rich process")
+def test_capability_refusal_is_not_cut():
+    r = run_relay("--insecure-listen", "127.0.0.1:1", "--metrics-listen=", "--check-config",
+                  wrap=False)
+    assert r.returncode == 2
+    line = [ln for ln in r.stderr.splitlines() if "unexpected Linux capabilities" in ln][0]
+    # the whole allowlist and hint survive, then the fix
+    assert "allowlist: [CAP_NET_BIND_SERVICE (bit 10)]; drop with --cap-drop=ALL" in line
+    fix = line.split(" fix=", 1)[1]
+    assert "setpriv" in fix and "AmbientCapabilities" in fix and "CapabilityBoundingSet" in fix
+
+
+# ---- 7. accept errors never stop the relay ---------------------------------------------
+
+SHIM_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim", "accept_fail.c")
+
+
+@pytest.fixture(scope="module")
+def accept_shim(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("shim") / "accept_fail.so")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", out, SHIM_SRC, "-ldl"], check=True)
+    return out
+
+
+def healthz_ok(port, timeout=5.0):
+    status, _, body = http_request(port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                                   timeout=timeout)
+    return status == 200 and b'"status":"ok"' in body
+
+
+@pytest.mark.parametrize("errname", ["ENFILE", "ENOBUFS", "EMFILE"])
+def test_accept_errors_back_off_and_recover(relay_factory, accept_shim, tmp_path, errname):
+    flag = str(tmp_path / "fail")
+    mport = free_port()
+    relay = relay_factory(f"--metrics-listen=127.0.0.1:{mport}",
+                          env={"LD_PRELOAD": accept_shim, "ACCEPT_FAIL_FILE": flag,
+                               "ASAN_OPTIONS": "verify_asan_link_order=0:detect_leaks=1"})
+    write(flag, errname)
+    # The kernel completes the handshake; the relay, out of "descriptors",
+    # must neither exit nor spin: it backs off and keeps the connection queued.
+    s = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    relay.wait_log("msg=accept_error")
+    time.sleep(1.5)
+    assert relay.proc.poll() is None
+    assert "listener failed" not in relay.logs() and "draining" not in relay.logs()
+    warns = lines(relay, "msg=accept_error")
+    assert len(warns) <= 3, warns  # rate-limited: at most one a second
+    assert f"level=WARN msg=accept_error addr=127.0.0.1:{relay.port}" in warns[0]
+    os.unlink(flag)
+    # the queued client is served once the pressure is gone, and new ones too
+    from conftest import read_reply
+    status, _, body = read_reply(s)
+    s.close()
+    assert status == 200
+    assert healthz_ok(relay.port)
+    status, _, body = http_request(mport, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    n = int(re.search(rb"^pyrycode_relay_accept_errors_total (\d+)$", body, re.M).group(1))
+    assert n >= 1
