@@ -93,9 +93,17 @@ static void route(struct peer *b, const struct envelope *env)
     struct relay *r = b->relay;
     struct reg_phone *rp = registry_find_phone(&r->reg, &b->rb, env->conn_id, env->conn_id_len);
     if (!rp) {
-        LOGF(LOG_WARN, "binary_forwarder_unknown_conn_id",
-             LOG_STRN("server_id", b->server_id, b->server_id_len),
-             LOG_STRN("conn_id", env->conn_id, env->conn_id_len));
+        uint64_t sup;
+        if (!relay_warn_allowed(b, WARN_UNKNOWN_CONN_ID, &sup))
+            return;
+        if (sup)
+            LOGF(LOG_WARN, "binary_forwarder_unknown_conn_id",
+                 LOG_STRN("server_id", b->server_id, b->server_id_len),
+                 LOG_STRN("conn_id", env->conn_id, env->conn_id_len), LOG_NUM("suppressed", sup));
+        else
+            LOGF(LOG_WARN, "binary_forwarder_unknown_conn_id",
+                 LOG_STRN("server_id", b->server_id, b->server_id_len),
+                 LOG_STRN("conn_id", env->conn_id, env->conn_id_len));
         return;
     }
     struct peer *p = CONTAINER_OF(rp, struct peer, rp);
@@ -153,9 +161,21 @@ void forward_from_binary(struct peer *b, uint8_t *data, size_t len)
         snprintf(err, sizeof err, "%s", envelope_error(kind));
         break;
     }
-    LOGF(LOG_WARN, "binary_forwarder_unmarshal_err",
-         LOG_STRN("server_id", b->server_id, b->server_id_len),
-         LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len), LOG_STR("err", err));
+    uint64_t sup;
+    enum peer_warn w = kind == ENVELOPE_MALFORMED         ? WARN_MALFORMED
+                       : kind == ENVELOPE_MISSING_CONN_ID ? WARN_MISSING_CONN_ID
+                                                          : WARN_MISSING_FRAME;
+    if (!relay_warn_allowed(b, w, &sup))
+        return;
+    if (sup)
+        LOGF(LOG_WARN, "binary_forwarder_unmarshal_err",
+             LOG_STRN("server_id", b->server_id, b->server_id_len),
+             LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len), LOG_STR("err", err),
+             LOG_NUM("suppressed", sup));
+    else
+        LOGF(LOG_WARN, "binary_forwarder_unmarshal_err",
+             LOG_STRN("server_id", b->server_id, b->server_id_len),
+             LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len), LOG_STR("err", err));
 }
 
 /* Spec §2.2 step 10 with design.md §4: the code the relay closed with, else

@@ -151,6 +151,8 @@ static struct peer *peer_new(struct conn *c, enum relay_endpoint ep, const char 
 static void peer_free(struct peer *p)
 {
     free(p->version);
+    if (p->role == EP_SERVER)
+        free(p->warns);
     if (p->role == EP_CLIENT)
         free(p->wrap);
     free(p);
@@ -349,6 +351,68 @@ static void read_end_err(const struct conn *c, char *out, size_t cap)
         snprintf(out, cap, "received close frame: status = %u", c->close_rcvd);
 }
 
+static struct warn_state *warns_of(struct peer *b)
+{
+    if (!b->warns)
+        b->warns = xcalloc(1, sizeof *b->warns);
+    return b->warns;
+}
+
+bool relay_warn_allowed(struct peer *b, enum peer_warn w, uint64_t *suppressed)
+{
+    return log_limit_allow(&warns_of(b)->kinds[w], now_ms(b->relay), suppressed);
+}
+
+/* The limiter for one push_wake refusal text (a handful of constants). */
+static struct log_limit *push_limit(struct warn_state *ws, const char *err)
+{
+    for (size_t i = 0; i < PUSH_WARN_SLOTS; i++) {
+        if (!ws->push[i].err)
+            ws->push[i].err = err;
+        if (ws->push[i].err == err || strcmp(ws->push[i].err, err) == 0)
+            return &ws->push[i].lim;
+    }
+    return &ws->push[PUSH_WARN_SLOTS - 1].lim; /* more texts than slots: share the last */
+}
+
+/* The counts of collapsed warnings nobody has reported yet. */
+static void flush_warns(struct peer *b)
+{
+    static const char *const msgs[WARN__COUNT] = {
+        [WARN_UNKNOWN_CONN_ID] = "binary_forwarder_unknown_conn_id",
+        [WARN_MALFORMED] = "binary_forwarder_unmarshal_err",
+        [WARN_MISSING_CONN_ID] = "binary_forwarder_unmarshal_err",
+        [WARN_MISSING_FRAME] = "binary_forwarder_unmarshal_err",
+    };
+    static const char *const errs[WARN__COUNT] = {
+        [WARN_MALFORMED] = "relay: malformed routing envelope",
+        [WARN_MISSING_CONN_ID] = "relay: routing envelope missing conn_id",
+        [WARN_MISSING_FRAME] = "relay: routing envelope missing frame",
+    };
+    struct warn_state *ws = b->warns;
+    if (!ws)
+        return;
+    for (size_t i = 0; i < PUSH_WARN_SLOTS && ws->push[i].err; i++)
+        if (ws->push[i].lim.suppressed)
+            LOGF(LOG_WARN, "binary_forwarder_push_wake_dropped",
+                 LOG_STRN("server_id", b->server_id, b->server_id_len),
+                 LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len),
+                 LOG_STR("err", ws->push[i].err),
+                 LOG_NUM("suppressed", ws->push[i].lim.suppressed));
+    for (int w = 0; w < WARN__COUNT; w++) {
+        if (!ws->kinds[w].suppressed)
+            continue;
+        if (errs[w])
+            LOGF(LOG_WARN, msgs[w], LOG_STRN("server_id", b->server_id, b->server_id_len),
+                 LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len), LOG_STR("err", errs[w]),
+                 LOG_NUM("suppressed", ws->kinds[w].suppressed));
+        else
+            LOGF(LOG_WARN, msgs[w], LOG_STRN("server_id", b->server_id, b->server_id_len),
+                 LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len),
+                 LOG_NUM("suppressed", ws->kinds[w].suppressed));
+    }
+}
+
 static void binary_end(struct peer *b)
 {
     struct relay *r = b->relay;
@@ -363,6 +427,7 @@ static void binary_end(struct peer *b)
             probe_conclude(p, false);
     }
     if (b->state == PEER_ACTIVE) {
+        flush_warns(b);
         read_end_err(b->conn, err, sizeof err);
         LOGF(LOG_INFO, "binary_forwarder_read_end",
              LOG_STRN("server_id", b->server_id, b->server_id_len),
@@ -436,18 +501,38 @@ static void phone_end(struct peer *p)
 /* ---- hooks ------------------------------------------------------------- */
 
 /* Spec §2.1/§2.2 step 2: every required header present and non-empty
- * (values arrive trimmed, so whitespace-only counts as empty). */
-static bool gate_passes(const struct http_req *r, enum relay_endpoint ep)
+ * (values arrive trimmed, so whitespace-only counts as empty). Returns
+ * NULL, or the name of the first header that is missing or empty. */
+static const char *gate_missing(const struct http_req *r, enum relay_endpoint ep)
 {
     static const enum http_hdr server_hdrs[] = {HDR_X_SERVER, HDR_X_VERSION, HDR_USER_AGENT};
     static const enum http_hdr client_hdrs[] = {HDR_X_SERVER, HDR_X_TOKEN, HDR_USER_AGENT};
+    static const char *const server_names[] = {"X-Pyrycode-Server", "X-Pyrycode-Version",
+                                               "User-Agent"};
+    static const char *const client_names[] = {"X-Pyrycode-Server", "X-Pyrycode-Token",
+                                               "User-Agent"};
     const enum http_hdr *need = ep == EP_SERVER ? server_hdrs : client_hdrs;
     for (size_t i = 0; i < 3; i++) {
         size_t len;
         if (!http_req_header(r, need[i], &len))
-            return false;
+            return ep == EP_SERVER ? server_names[i] : client_names[i];
     }
-    return true;
+    return NULL;
+}
+
+/* At debug level, why an upgrade was refused: a header name or the
+ * handshake rule it broke, never a header value (tokens stay out). */
+static void log_refused(struct conn *c, const struct http_req *req, int status, const char *why,
+                        size_t why_len)
+{
+    char remote[64];
+    size_t plen;
+    if (!log_enabled(LOG_DEBUG))
+        return;
+    const char *path = http_req_path(req, &plen);
+    conn_remote(c, remote, sizeof remote);
+    LOGF(LOG_DEBUG, "upgrade_refused", LOG_STRN("path", path, plen), LOG_NUM("status", status),
+         LOG_STRN("reason", why, why_len), LOG_STR("remote", remote));
 }
 
 /* Spec §9.1: the peer's host, or with --trust-x-forwarded-for the first
@@ -512,18 +597,31 @@ static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpo
     struct relay *r = relay_of(c);
     if (!admitted(c, req, ep))
         return;
-    if (!gate_passes(req, ep)) {
+    const char *missing = gate_missing(req, ep);
+    if (missing) {
+        char why[64];
+        int n = snprintf(why, sizeof why, "missing or empty %s header", missing);
         r->stats.upgrades[ep][OUT_REJECT_HEADERS]++;
-        conn_http_error(c, 400, true); /* no log line: spec §2.1 step 2 */
+        log_refused(c, req, 400, why, (size_t)n); /* debug only: spec §2.1 step 2 */
+        conn_http_error(c, 400, true);
         return;
     }
     if (c->shard->draining) {
+        log_refused(c, req, 503, "shutting down", 13);
         conn_http_error(c, 503, true);
         return;
     }
     char resp[512];
     size_t len = 0;
-    if (http_ws_handshake(req, resp, sizeof resp, &len) != 101) {
+    int status = http_ws_handshake(req, resp, sizeof resp, &len);
+    if (status != 101) {
+        /* the reply's body is the handshake rule that was broken */
+        const char *body = memmem(resp, len, "\r\n\r\n", 4);
+        body = body ? body + 4 : resp + len;
+        size_t blen = (size_t)(resp + len - body);
+        while (blen && body[blen - 1] == '\n')
+            blen--;
+        log_refused(c, req, status, body, blen);
         conn_http_reply(c, resp, len, false);
         return;
     }
@@ -660,12 +758,20 @@ struct wake_req {
     char data[]; /* server-id, conn id, raw push_wake value */
 };
 
-static void admit_wake(struct relay_shared *sh, const char *sid, size_t sid_len,
-                       const char *conn_id, size_t conn_id_len, const uint8_t *raw, size_t len)
+static void admit_wake(struct relay_shared *sh, struct warn_state *ws, uint64_t now_ms,
+                       const char *sid, size_t sid_len, const char *conn_id, size_t conn_id_len,
+                       const uint8_t *raw, size_t len)
 {
     /* Admission only: an admitted send runs on without this binary. */
+    uint64_t sup;
     const char *refusal = push_wake(sh->push, sid, sid_len, raw, len);
-    if (refusal)
+    if (!refusal || !log_limit_allow(push_limit(ws, refusal), now_ms, &sup))
+        return;
+    if (sup)
+        LOGF(LOG_WARN, "binary_forwarder_push_wake_dropped", LOG_STRN("server_id", sid, sid_len),
+             LOG_STRN("binary_conn_id", conn_id, conn_id_len), LOG_STR("err", refusal),
+             LOG_NUM("suppressed", sup));
+    else
         LOGF(LOG_WARN, "binary_forwarder_push_wake_dropped", LOG_STRN("server_id", sid, sid_len),
              LOG_STRN("binary_conn_id", conn_id, conn_id_len), LOG_STR("err", refusal));
 }
@@ -675,7 +781,8 @@ void relay_push_wake(struct peer *b, const uint8_t *raw, size_t len)
     struct relay_shared *sh = b->relay->sh;
     /* "push off" is the first refusal and needs no waker: answer it here. */
     if (!sh->push || b->relay->shard->id == 0) {
-        admit_wake(sh, b->server_id, b->server_id_len, b->conn_id, b->conn_id_len, raw, len);
+        admit_wake(sh, warns_of(b), now_ms(b->relay), b->server_id, b->server_id_len, b->conn_id,
+                   b->conn_id_len, raw, len);
         return;
     }
     struct wake_req *w = xmalloc(sizeof *w + b->server_id_len + b->conn_id_len + len);
@@ -696,7 +803,8 @@ static void on_wakes(uv_async_t *a)
     while (n) {
         struct mpsc_node *next = n->next;
         struct wake_req *w = CONTAINER_OF(n, struct wake_req, node);
-        admit_wake(sh, w->data, w->sid_len, w->data + w->sid_len, w->conn_id_len,
+        admit_wake(sh, &sh->posted_drops, uv_now(a->loop), w->data, w->sid_len,
+                   w->data + w->sid_len, w->conn_id_len,
                    (const uint8_t *)w->data + w->sid_len + w->conn_id_len, w->raw_len);
         free(w);
         n = next;

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "conn.h"
+#include "log.h"
 #include "ratelimit.h"
 #include "registry.h"
 #include "server.h"
@@ -67,6 +68,27 @@ struct probe;
 struct push_waker;
 struct wake_req;
 
+/* The WARN lines a binary can cause once per frame: collapsed per binary
+ * and kind (log_limit) so a runaway binary cannot flood the log. Each
+ * unmarshal error text is a kind of its own. */
+enum peer_warn {
+    WARN_UNKNOWN_CONN_ID,
+    WARN_MALFORMED,
+    WARN_MISSING_CONN_ID,
+    WARN_MISSING_FRAME,
+    WARN__COUNT
+};
+
+/* Collapsed warnings of one source; push_wake refusals by their err text. */
+#define PUSH_WARN_SLOTS 8
+struct warn_state {
+    struct log_limit kinds[WARN__COUNT];
+    struct {
+        const char *err; /* a constant refusal text (NULL: free slot) */
+        struct log_limit lim;
+    } push[PUSH_WARN_SLOTS];
+};
+
 /* The relay's view of one upgraded connection (conn->owner). */
 struct peer {
     struct relay *relay;
@@ -82,9 +104,10 @@ struct peer {
     union {        /* what only one role needs (a phone never probes, a binary has no wrap) */
         struct {   /* binary */
             struct reg_binary rb;
-            struct list probes;  /* probes aimed at this binary as incumbent */
-            struct probe *probe; /* the probe this binary waits on */
-            bool phones_paused;  /* back-pressure: its phones are not being read */
+            struct list probes;       /* probes aimed at this binary as incumbent */
+            struct probe *probe;      /* the probe this binary waits on */
+            bool phones_paused;       /* back-pressure: its phones are not being read */
+            struct warn_state *warns; /* allocated at the first warning */
         };
         struct { /* phone */
             struct reg_phone rp;
@@ -112,6 +135,7 @@ struct relay_shared {
      * in-flight cap and the access token are relay-wide. NULL = push off.
      * Other shards post their wakes to it through wake_async. */
     struct push_waker *push;
+    struct warn_state posted_drops; /* refusals of wakes posted from other shards (shard 0) */
     uv_async_t wake_async;
     struct mpsc wakes; /* wakes posted by other shards */
 };
@@ -187,6 +211,10 @@ void relay_push_wake(struct peer *b, const uint8_t *raw, size_t len);
 
 /* forward.c: the binary's outbox drained below the low-water mark. */
 void forward_binary_drained(struct peer *b);
+
+/* Whether warning kind w of binary b may be logged now; *suppressed gets
+ * how many were dropped before it (log_limit). On b's loop only. */
+bool relay_warn_allowed(struct peer *b, enum peer_warn w, uint64_t *suppressed);
 
 /* forward.c: a phone's WebSocket ended; sends the close notice if due. */
 void forward_phone_ended(struct peer *p);

@@ -290,3 +290,75 @@ def test_accept_errors_back_off_and_recover(relay_factory, accept_shim, tmp_path
     status, _, body = http_request(mport, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     n = int(re.search(rb"^pyrycode_relay_accept_errors_total (\d+)$", body, re.M).group(1))
     assert n >= 1
+
+
+# ---- 6. log level, refusal reasons at debug, collapsed floods --------------------------
+
+def test_debug_says_why_an_upgrade_was_refused(relay_factory):
+    from conftest import client_headers, upgrade_request
+    relay = relay_factory("--log-level", "debug")
+    h = client_headers("dbg")
+    del h["X-Pyrycode-Token"]
+    status, _, _ = http_request(relay.port, upgrade_request("/v1/client", h))
+    assert status == 400
+    h = client_headers("dbg")
+    h["Sec-WebSocket-Version"] = "12"
+    status, _, _ = http_request(relay.port, upgrade_request("/v1/client", h))
+    assert status == 400
+    relay.wait_log("only 13 is supported")
+    refused = lines(relay, "msg=upgrade_refused")
+    assert ('level=DEBUG msg=upgrade_refused path=/v1/client status=400 '
+            'reason="missing or empty X-Pyrycode-Token header" remote=127.0.0.1') in refused[0]
+    assert 'reason="unsupported WebSocket protocol version (only 13 is supported)"' in refused[1]
+    assert "SECRET-TOKEN-123" not in relay.logs() and "UA-SECRET" not in relay.logs()
+
+
+def test_info_level_keeps_header_refusals_silent(relay):
+    from conftest import client_headers, upgrade_request
+    h = client_headers("dbg")
+    del h["X-Pyrycode-Token"]
+    assert http_request(relay.port, upgrade_request("/v1/client", h))[0] == 400
+    assert "upgrade_refused" not in relay.logs()  # spec §2.1: no log line at info
+
+
+def test_log_level_error_hides_info_and_warn(relay_factory, tmp_path):
+    conf = str(tmp_path / "relay.conf")
+    write(conf, "log-level = info\n")
+    relay = relay_factory("--config-file", conf)
+    write(conf, "log-level = error\n")
+    relay.proc.send_signal(signal.SIGHUP)
+    relay.wait_log("msg=reload")
+
+    async def go():
+        b = await ws_binary(relay, "quiet")
+        await b.send('{"conn_id":"client-quiet-0000000000000000","frame":1}')
+        await b.close()
+    run(go())
+    time.sleep(0.3)
+    after = relay.logs().split("msg=reload")[1]
+    assert "server_claimed" not in after and "unknown_conn_id" not in after
+
+
+def test_a_flooding_binary_is_collapsed(relay):
+    async def go():
+        b = await ws_binary(relay, "flood")
+        for _ in range(3000):  # a departed conn_id, thousands of times
+            await b.send('{"conn_id":"client-flood-00000000deadbeef","frame":{}}')
+        await b.send("not json")  # another kind: its own first line
+        await asyncio.sleep(1.2)
+        await b.send('{"conn_id":"client-flood-00000000deadbeef","frame":{}}')
+        for _ in range(10):
+            await b.send('{"conn_id":"client-flood-00000000deadbeef","frame":{}}')
+        await asyncio.sleep(0.2)
+        await b.close()
+    run(go())
+    relay.wait_log("msg=server_released")
+    unknown = lines(relay, "msg=binary_forwarder_unknown_conn_id")
+    assert 2 <= len(unknown) <= 4, unknown
+    assert "suppressed" not in unknown[0]  # the first is logged as before
+    assert "conn_id=client-flood-00000000deadbeef" in unknown[0]
+    counts = [int(re.search(r"suppressed=(\d+)", ln).group(1)) for ln in unknown[1:]]
+    logged = [ln for ln in unknown if " conn_id=" in ln]  # the last one is the close flush
+    assert sum(counts) + len(logged) == 3011, unknown  # every event accounted for
+    assert "binary_conn_id=server-flood-" in unknown[-1]
+    assert len(lines(relay, "msg=binary_forwarder_unmarshal_err")) == 1
