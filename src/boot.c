@@ -12,6 +12,7 @@
 #include "autocert.h"
 #include "log.h"
 #include "netaddr.h"
+#include "version.h"
 
 #define FIX_MUTEX                                                                                  \
     "use --insecure-listen alone (proxy-fronted plaintext mode), OR use --domain with optional "   \

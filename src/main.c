@@ -20,6 +20,7 @@
 #include "server.h"
 #include "tls.h"
 #include "util.h"
+#include "version.h"
 
 static const char *env_get(const char *name)
 {

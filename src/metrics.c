@@ -15,12 +15,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "http.h"
 #include "netaddr.h"
 #include "push.h"
 #include "registry.h"
 #include "relay.h"
 #include "server.h"
+#include "version.h"
 
 struct buf {
     char *p;
@@ -182,6 +185,33 @@ static void process_series(struct buf *b, const struct metrics *m)
     bprintf(b, "process_virtual_memory_bytes %lu\n", vsize_pages * (unsigned long)page);
 }
 
+/* Prometheus label values: backslash, quote and newline escaped. */
+static void label(struct buf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            bprintf(b, "\\%c", *v);
+        else if (*v == '\n')
+            bprintf(b, "\\n");
+        else
+            bprintf(b, "%c", *v);
+    }
+}
+
+/* The usual build_info idiom: a constant 1 whose labels say what runs. */
+static void build_info(struct buf *b)
+{
+    family(b, "pyrycode_relay_build_info", "gauge",
+           "Version of the relay and of the libraries it runs on; always 1.");
+    bprintf(b, "pyrycode_relay_build_info{version=\"");
+    label(b, RELAY_VERSION);
+    bprintf(b, "\",libuv=\"");
+    label(b, uv_version_string());
+    bprintf(b, "\",openssl=\"");
+    label(b, OpenSSL_version(OPENSSL_VERSION_STRING));
+    bprintf(b, "\"} 1\n");
+}
+
 char *metrics_render(const struct metrics *m, size_t *len)
 {
     struct buf b = {xmalloc(8192), 0, 8192};
@@ -195,6 +225,7 @@ char *metrics_render(const struct metrics *m, size_t *len)
     for (int i = 0; i < 3; i++)
         bprintf(&b, "promhttp_metric_handler_requests_total{code=\"%s\"} %llu\n", codes[i],
                 (unsigned long long)m->requests[i]);
+    build_info(&b);
     relay_series(&b, m->relay);
     family(&b, "pyrycode_relay_accept_errors_total", "counter",
            "accept(2) failures the relay survived (out of descriptors or memory: accepting "

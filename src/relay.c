@@ -14,6 +14,7 @@
 #include "log.h"
 #include "push.h"
 #include "shard.h"
+#include "version.h"
 
 #define CLOSE_NO_SERVER 4404
 #define CLOSE_CONFLICT  4409

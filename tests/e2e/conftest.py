@@ -29,6 +29,16 @@ def _cap_eff():
 
 EXTRA_CAPS = _cap_eff() & ~(1 << 10) != 0
 WRAP = ["setpriv", "--bounding-set=-all", "--"] if EXTRA_CAPS else []
+def _binary_version():
+    try:
+        return subprocess.run([RELAY_BIN, "--version"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except OSError:
+        return ""
+
+
+# What this build reports (git describe, a VERSION file, or "dev").
+VERSION = _binary_version()
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer",
                    "WARNING: ThreadSanitizer")
 

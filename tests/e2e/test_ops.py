@@ -362,3 +362,20 @@ def test_a_flooding_binary_is_collapsed(relay):
     assert sum(counts) + len(logged) == 3011, unknown  # every event accounted for
     assert "binary_conn_id=server-flood-" in unknown[-1]
     assert len(lines(relay, "msg=binary_forwarder_unmarshal_err")) == 1
+
+
+# ---- 5. a real version everywhere ---------------------------------------------------------
+
+def test_build_info_metric_and_healthz_agree(relay_factory):
+    from prometheus_client.parser import text_string_to_metric_families
+    from conftest import VERSION
+    mport = free_port()
+    relay = relay_factory(f"--metrics-listen=127.0.0.1:{mport}")
+    _, _, body = http_request(mport, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    (sample,) = fams["pyrycode_relay_build_info"].samples
+    assert sample.value == 1 and sample.labels["version"] == VERSION
+    assert sample.labels["openssl"].startswith("3.") and sample.labels["libuv"].startswith("1.")
+    _, _, hz = http_request(relay.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert json.loads(hz)["version"] == VERSION
+    assert f"msg=ready version={VERSION}" in relay.logs()

@@ -50,3 +50,27 @@ def test_dockerfile_shape():
             assert pkg in runtime, lib
     assert "libcurl.so.4" in out and "libssl.so.3" in out  # the map above is not stale
     assert "ca-certificates" in runtime  # outbound HTTPS (ACME, FCM) verifies peers
+
+
+def deps(target):
+    out = subprocess.run([os.path.join(ROOT, "scripts", "deps.sh"), "--list", target],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_run_installs_only_what_building_needs():
+    build, test = deps("build"), deps("test")
+    assert {"build-essential", "cmake", "pkg-config", "libuv1-dev", "libssl-dev",
+            "libhttp-parser-dev", "libjansson-dev", "libcurl4-openssl-dev",
+            "libsystemd-dev"} <= build
+    for tool in ("python3-pytest", "python3-websockets", "python3-prometheus-client", "nodejs",
+                 "npm", "clang", "clang-format", "libclang-rt-14-dev", "pebble",
+                 "libcmocka-dev"):
+        assert tool not in build and tool in test, tool
+    assert build <= test
+    # make run / make build call the build list; make test the test list
+    dry = subprocess.run(["make", "-n", "-C", ROOT, "run"], capture_output=True, text=True).stdout
+    assert "scripts/deps.sh build" in dry and "scripts/deps.sh test" not in dry
+    assert "-DRELAY_TESTS=OFF" in dry  # no cmocka needed to configure the release build
+    dry = subprocess.run(["make", "-n", "-C", ROOT, "test"], capture_output=True, text=True).stdout
+    assert "scripts/deps.sh test" in dry
