@@ -29,9 +29,22 @@ PREFIX ?= /usr/local
 run: build
 	@exec $(DROP_CAPS) build/release/pyrycode-relay --insecure-listen $(LISTEN) $(ARGS)
 
+UNIT = $(DESTDIR)/etc/systemd/system/pyrycode-relay.service
+DEFAULTS = $(DESTDIR)/etc/default/pyrycode-relay
+
+# The unit names the binary where PREFIX put it; the defaults file is the
+# operator's and is never overwritten (nor removed by uninstall).
 install: build
 	install -D -m 0755 build/release/pyrycode-relay $(DESTDIR)$(PREFIX)/bin/pyrycode-relay
-	install -D -m 0644 packaging/pyrycode-relay.service $(DESTDIR)/etc/systemd/system/pyrycode-relay.service
+	install -d $(dir $(UNIT))
+	sed 's|@PREFIX@|$(PREFIX)|g' packaging/pyrycode-relay.service > $(UNIT).tmp
+	chmod 0644 $(UNIT).tmp && mv $(UNIT).tmp $(UNIT)
+	test -e $(DEFAULTS) || install -D -m 0600 packaging/pyrycode-relay.default $(DEFAULTS)
+	@echo "installed; now: systemctl daemon-reload && systemctl enable --now pyrycode-relay"
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/pyrycode-relay $(UNIT)
+	@echo "kept $(DEFAULTS) and /var/lib/pyrycode-relay (configuration and certificates)"
 
 asan: test-deps
 	@CC=$${CC:-gcc} cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DRELAY_SANITIZE=ON >/dev/null

@@ -194,7 +194,7 @@ static int check_overlap(const char *const *names, const char *const *addrs, siz
 }
 
 /* Step 13 (insecure mode): Info starting, listener address, port allowlist. */
-static int check_insecure(const struct config *cfg, int mport)
+static int check_insecure(const struct config *cfg, int mport, int hport)
 {
     char err[512], host[256];
     int port;
@@ -206,24 +206,28 @@ static int check_insecure(const struct config *cfg, int mport)
              LOG_STR("addr", cfg->insecure_listen), LOG_STR("fix", FIX_ADDR));
         return 2;
     }
-    int actual[2] = {port, mport}, expected[2] = {port, mport};
-    size_t n = mport ? 2 : 1;
-    if (checks_ports(actual, n, expected, n, err, sizeof err) != 0) {
+    int actual[3] = {port, 0, 0};
+    size_t n = 1;
+    if (mport)
+        actual[n++] = mport;
+    if (hport)
+        actual[n++] = hport;
+    if (checks_ports(actual, n, actual, n, err, sizeof err) != 0) {
         LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err),
              LOG_STR("fix", FIX_PORTS));
         return 2;
     }
-    static const char *const names[] = {"insecure-listen", "metrics-listen"};
-    const char *addrs[] = {cfg->insecure_listen, cfg->metrics_listen};
-    return check_overlap(names, addrs, 2);
+    static const char *const names[] = {"insecure-listen", "metrics-listen", "health-listen"};
+    const char *addrs[] = {cfg->insecure_listen, cfg->metrics_listen, cfg->health_listen};
+    return check_overlap(names, addrs, 3);
 }
 
 /* Step 14 (autocert mode): 14a cache directory (exit 1), 14b listener
  * addresses and port allowlist, 14c Info starting. */
-static int check_autocert(const struct config *cfg, int mport)
+static int check_autocert(const struct config *cfg, int mport, int hport)
 {
     char err[512], host[256];
-    int ports[3] = {0, 0, 0};
+    int ports[4] = {0, 0, 0, 0};
     const char *addrs[2] = {cfg->https_listen, cfg->http_listen};
     /* Static certificates turn ACME off, and with it the HTTP-01 listener. */
     bool acme = !cfg->tls_cert[0];
@@ -246,14 +250,18 @@ static int check_autocert(const struct config *cfg, int mport)
     }
     if (mport)
         ports[n++] = mport;
+    if (hport)
+        ports[n++] = hport;
     if (checks_ports(ports, n, ports, n, err, sizeof err) != 0) {
         LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err),
              LOG_STR("fix", FIX_PORTS));
         return 2;
     }
-    static const char *const names[] = {"https-listen", "metrics-listen", "http-listen"};
-    const char *all[] = {cfg->https_listen, cfg->metrics_listen, cfg->http_listen};
-    if (check_overlap(names, all, acme ? 3 : 2) != 0)
+    static const char *const names[] = {"https-listen", "metrics-listen", "health-listen",
+                                        "http-listen"};
+    const char *all[] = {cfg->https_listen, cfg->metrics_listen, cfg->health_listen,
+                         cfg->http_listen};
+    if (check_overlap(names, all, acme ? 4 : 3) != 0)
         return 2;
     if (cfg->check_config)
         return 0;
@@ -282,7 +290,15 @@ static int check_listeners(const struct config *cfg)
     }
     if (cfg->metrics_listen[0])
         netaddr_split(cfg->metrics_listen, host, sizeof host, &mport, err, sizeof err);
-    return cfg->insecure_listen[0] ? check_insecure(cfg, mport) : check_autocert(cfg, mport);
+    int hport = 0;
+    if (cfg->health_listen[0] &&
+        netaddr_split(cfg->health_listen, host, sizeof host, &hport, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: invalid listener address", LOG_STR("err", err),
+             LOG_STR("addr", cfg->health_listen), LOG_STR("fix", FIX_ADDR));
+        return 2;
+    }
+    return cfg->insecure_listen[0] ? check_insecure(cfg, mport, hport)
+                                   : check_autocert(cfg, mport, hport);
 }
 
 int boot_checks(const struct config *cfg, checks_getenv_fn get, const char *status_path,

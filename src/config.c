@@ -63,6 +63,8 @@ static const struct flag flags[] = {
       "how long a departed binary's server-id stays reserved for it"),
     F("header-timeout", F_DURATION, header_timeout_ns, "5s",
       "time allowed for a client to send its request headers"),
+    F("health-listen", F_STRING, health_listen, "",
+      "plain-HTTP address serving only GET /healthz, for platform health checks; empty disables"),
     F("heartbeat-interval", F_DURATION, heartbeat_interval_ns, "30s",
       "time between WebSocket pings"),
     F("heartbeat-timeout", F_DURATION, heartbeat_timeout_ns, "30s",

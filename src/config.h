@@ -21,6 +21,7 @@ struct config {
     const char *https_listen;
     const char *http_listen;
     const char *metrics_listen;
+    const char *health_listen; /* ours: /healthz only, plain HTTP ("" none) */
     bool trust_x_forwarded_for;
     bool https_proxy_protocol;
     int64_t max_connections;

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "push.h"
 #include "relay.h"
 #include "server.h"
@@ -333,7 +334,18 @@ int main(int argc, char **argv)
         }
         server_log_listening(&metrics.listener, "metrics");
     }
+    if (cfg.health_listen[0]) {
+        struct conn_opts health_opts = {.hooks = &relay_health_hooks};
+        if (server_listen_opts(&srv, cfg.health_listen, &health_opts, err, sizeof err) != 0) {
+            LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", cfg.health_listen),
+                 LOG_STR("err", err),
+                 LOG_STR("fix", "free the address or pick another with --health-listen"));
+            return 1;
+        }
+        server_log_listening(&srv.listeners[srv.nlisteners - 1].tcp, "health");
+    }
     LOGF(LOG_INFO, "ready", LOG_STR("version", RELAY_VERSION), LOG_NUM("workers", srv.nshards));
+    notify_ready("serving");
     code = server_run(&srv);
     if (acme_on)
         autocert_free(&autocert);

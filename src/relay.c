@@ -681,6 +681,19 @@ static void on_request(struct conn *c, const struct http_req *r)
         upgrade(c, r, ep);
 }
 
+/* The --health-listen listener: /healthz and nothing else. */
+static void on_health_request(struct conn *c, const struct http_req *r)
+{
+    size_t plen;
+    const char *path = http_req_path(r, &plen);
+    if (str_eq(path, plen, "/healthz"))
+        healthz(c);
+    else
+        conn_http_not_found(c);
+}
+
+const struct conn_hooks relay_health_hooks = {.on_request = on_health_request};
+
 static void on_message(struct conn *c, uint8_t *data, size_t len)
 {
     struct peer *p = c->owner;

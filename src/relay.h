@@ -186,6 +186,9 @@ void relay_set_limits(struct relay_shared *sh, const struct relay_limits *l);
 /* The hooks every connection of the relay runs with. */
 extern const struct conn_hooks relay_hooks;
 
+/* The --health-listen listener's: GET /healthz, everything else 404. */
+extern const struct conn_hooks relay_health_hooks;
+
 /* Prepares one relay per shard of srv (relays has srv->nshards entries)
  * and makes each the owner of its shard. */
 void relay_init(struct relay *relays, struct relay_shared *sh, struct server *srv);

@@ -22,6 +22,7 @@
 
 #include "conn.h"
 #include "netaddr.h"
+#include "notify.h"
 
 #define ACCEPT_BACKOFF_MIN_MS 50
 #define ACCEPT_BACKOFF_MAX_MS 1000
@@ -147,11 +148,13 @@ static void on_hup(uv_signal_t *h, int signum)
     (void)signum;
     if (srv->draining)
         return;
+    notify_reloading();
     if (srv->on_reload)
         srv->on_reload(srv, srv->reload_arg);
     else
         LOGF(LOG_INFO, "reload", LOG_STR("changed", "none"),
              LOG_STR("reason", "nothing reloadable is configured"));
+    notify_ready("serving");
 }
 
 void server_on_reload(struct server *srv, void (*fn)(struct server *srv, void *arg), void *arg)
@@ -370,6 +373,7 @@ void server_drain(struct server *srv, int exit_code)
         return;
     srv->draining = true;
     srv->exit_code = exit_code;
+    notify_stopping();
     for (size_t i = 0; i < srv->nlisteners; i++) {
         struct listener *l = &srv->listeners[i];
         if (l->open) {

@@ -137,7 +137,8 @@ def test_listening_line_names_the_bound_port_and_kind_https(relay_factory, tmp_p
 def test_check_config_prints_configuration_ok_not_starting():
     r = run_relay("--insecure-listen", "127.0.0.1:1", "--metrics-listen=", "--check-config")
     assert r.returncode == 0, r.stderr
-    assert "msg=\"configuration ok\" version=dev mode=insecure" in r.stderr
+    from conftest import VERSION
+    assert f"msg=\"configuration ok\" version={VERSION} mode=insecure" in r.stderr
     assert "msg=starting" not in r.stderr
 
 
@@ -379,3 +380,42 @@ def test_build_info_metric_and_healthz_agree(relay_factory):
     _, _, hz = http_request(relay.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert json.loads(hz)["version"] == VERSION
     assert f"msg=ready version={VERSION}" in relay.logs()
+
+
+# ---- 9. systemd readiness (sd_notify) ------------------------------------------------------
+
+def test_sd_notify_ready_reloading_stopping(relay_factory, tmp_path):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(10)
+    relay = relay_factory(env={"NOTIFY_SOCKET": path})
+
+    def recv():
+        return sock.recv(4096).decode()
+
+    first = recv()
+    assert first.startswith("READY=1\n") and "STATUS=serving" in first
+    # READY comes after the listener is bound: connecting works at once
+    assert http_request(relay.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
+    relay.proc.send_signal(signal.SIGHUP)
+    msg = recv()
+    assert msg.startswith("RELOADING=1\nMONOTONIC_USEC=")
+    assert recv().startswith("READY=1")
+    assert relay.stop() == 0
+    assert recv().startswith("STOPPING=1")
+    sock.close()
+
+
+def test_health_listener_serves_only_healthz(relay_factory):
+    hport = free_port()
+    relay = relay_factory(f"--health-listen=127.0.0.1:{hport}")
+    assert lines(relay, f"msg=listening addr=127.0.0.1:{hport} kind=health")
+    status, headers, body = http_request(hport, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    assert headers["cache-control"] == "no-store"
+    for path in ("/v1/server", "/metrics", "/debug/server-ids"):
+        assert http_request(hport, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 404
+    r = run_relay("--insecure-listen", f"127.0.0.1:{hport}", f"--health-listen=:{hport}",
+                  "--metrics-listen=", "--check-config")
+    assert r.returncode == 2 and "two listeners on one address" in r.stderr

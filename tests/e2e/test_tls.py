@@ -15,7 +15,7 @@ import time
 import pytest
 import websockets
 
-from conftest import client_headers, closed, free_port, run, run_relay, server_headers
+from conftest import VERSION, client_headers, closed, free_port, run, run_relay, server_headers
 from tlshelp import (DOMAIN, Pki, client_ctx, healthz, https_request, read_all, tls_connect,
                      tls_listen)
 
@@ -70,7 +70,7 @@ def test_starting_line_and_healthz(tls_relay, pki, tmp_path, certs):
     assert headers["content-type"] == "application/json; charset=utf-8"
     line = [ln for ln in relay.logs().splitlines() if "msg=starting" in ln][0]
     # a static certificate is not ACME: no mode=autocert, no cache directory
-    assert (f"msg=starting version=dev mode=static-cert domain={DOMAIN} "
+    assert (f"msg=starting version={VERSION} mode=static-cert domain={DOMAIN} "
             f"tls_cert={certs[0]} https_proxy_protocol=false") in line
     assert not (tmp_path / "cache").exists()
     loaded = [ln for ln in relay.logs().splitlines() if "tls certificate loaded" in ln][0]

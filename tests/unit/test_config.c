@@ -351,8 +351,8 @@ static void test_usage_layout(void **state)
     }
     for (size_t i = 0; i < len; i++)
         lines += buf[i] == '\n';
-    assert_int_equal(count, 44);
-    assert_int_equal(lines, 1 + 2 * 44);
+    assert_int_equal(count, 45);
+    assert_int_equal(lines, 1 + 2 * 45);
     free(buf);
 
     config_defaults(&c, NULL);
