@@ -76,6 +76,7 @@ void forward_from_phone(struct peer *p, uint8_t *data, size_t len)
         conn_ws_close(p->conn, WS_CLOSE_NORMAL, "", false);
         return;
     }
+    b->ext->bytes_to_binary += len;
     if (!b->phones_paused && conn_queued_bytes(b->conn) > r->high_water) {
         set_phones_paused(b, true);
         conn_notify_below(b->conn, r->low_water);
@@ -126,7 +127,8 @@ static void route(struct peer *b, const struct envelope *env)
     }
     if (env->frame) {
         uv_buf_t part = uv_buf_init((char *)env->frame, (unsigned)env->frame_len);
-        conn_ws_send(p->conn, &part, 1, true);
+        if (conn_ws_send(p->conn, &part, 1, true) == 0)
+            b->ext->bytes_to_phones += env->frame_len;
     }
     if (code) {
         conn_ws_close(p->conn, wire_code(code), "", true);

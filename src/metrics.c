@@ -17,6 +17,7 @@
 
 #include <openssl/crypto.h>
 
+#include "admin.h"
 #include "http.h"
 #include "netaddr.h"
 #include "push.h"
@@ -243,7 +244,8 @@ static void on_request(struct conn *c, const struct http_req *r)
     size_t plen, blen;
     const char *path = http_req_path(r, &plen);
     if (!str_eq(path, plen, "/metrics")) {
-        conn_http_not_found(c);
+        if (!admin_handle(c, r, g_metrics->relay->sh))
+            conn_http_not_found(c);
         return;
     }
     g_metrics->requests[0]++; /* counted before rendering, as promhttp does */

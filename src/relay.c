@@ -136,6 +136,7 @@ static struct peer *peer_new(struct conn *c, enum relay_endpoint ep, const char 
     p->server_id_len = sid_len;
     if (ep == EP_SERVER) {
         list_init(&p->probes);
+        p->ext = xcalloc(1, sizeof *p->ext);
     } else {
         list_init(&p->rp.link);
         p->rp.key = p->key;
@@ -153,7 +154,7 @@ static void peer_free(struct peer *p)
 {
     free(p->version);
     if (p->role == EP_SERVER)
-        free(p->warns);
+        free(p->ext);
     if (p->role == EP_CLIENT)
         free(p->wrap);
     free(p);
@@ -206,6 +207,7 @@ static void binary_accept(struct peer *b)
     char remote[64];
     struct relay *r = b->relay;
     b->state = PEER_ACTIVE;
+    b->ext->since_ms = now_ms(r);
     r->stats.upgrades[EP_SERVER][OUT_ACCEPT]++;
     conn_heartbeat(b->conn, true);
     conn_pause_reading(b->conn, false);
@@ -354,9 +356,7 @@ static void read_end_err(const struct conn *c, char *out, size_t cap)
 
 static struct warn_state *warns_of(struct peer *b)
 {
-    if (!b->warns)
-        b->warns = xcalloc(1, sizeof *b->warns);
-    return b->warns;
+    return &b->ext->warns;
 }
 
 bool relay_warn_allowed(struct peer *b, enum peer_warn w, uint64_t *suppressed)
@@ -390,9 +390,7 @@ static void flush_warns(struct peer *b)
         [WARN_MISSING_CONN_ID] = "relay: routing envelope missing conn_id",
         [WARN_MISSING_FRAME] = "relay: routing envelope missing frame",
     };
-    struct warn_state *ws = b->warns;
-    if (!ws)
-        return;
+    struct warn_state *ws = &b->ext->warns;
     for (size_t i = 0; i < PUSH_WARN_SLOTS && ws->push[i].err; i++)
         if (ws->push[i].lim.suppressed)
             LOGF(LOG_WARN, "binary_forwarder_push_wake_dropped",

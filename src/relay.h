@@ -89,6 +89,15 @@ struct warn_state {
     } push[PUSH_WARN_SLOTS];
 };
 
+/* What only an operator asks about a binary (/debug/server-ids), and its
+ * collapsed warnings: kept out of struct peer so phones do not pay. */
+struct binary_ext {
+    uint64_t since_ms;        /* loop ms when it was accepted (0: still probing) */
+    uint64_t bytes_to_binary; /* payload bytes forwarded from its phones */
+    uint64_t bytes_to_phones; /* frame bytes it queued for its phones */
+    struct warn_state warns;
+};
+
 /* The relay's view of one upgraded connection (conn->owner). */
 struct peer {
     struct relay *relay;
@@ -104,10 +113,10 @@ struct peer {
     union {        /* what only one role needs (a phone never probes, a binary has no wrap) */
         struct {   /* binary */
             struct reg_binary rb;
-            struct list probes;       /* probes aimed at this binary as incumbent */
-            struct probe *probe;      /* the probe this binary waits on */
-            bool phones_paused;       /* back-pressure: its phones are not being read */
-            struct warn_state *warns; /* allocated at the first warning */
+            struct list probes;     /* probes aimed at this binary as incumbent */
+            struct probe *probe;    /* the probe this binary waits on */
+            bool phones_paused;     /* back-pressure: its phones are not being read */
+            struct binary_ext *ext; /* allocated with the peer (binaries are few) */
         };
         struct { /* phone */
             struct reg_phone rp;
