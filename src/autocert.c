@@ -50,7 +50,7 @@ int autocert_start(struct autocert *ac, struct server *srv, const struct config 
              LOG_STR("fix", "free the address or pick another with --http-listen"));
         return 1;
     }
-    server_log_listening(&ac->http.listener, "http-01");
+    server_log_listening(ac->http.listener, "http-01");
     server_add_drain_hook(srv, on_drain, ac->acme);
     acme_start(ac->acme);
     return 0;

@@ -86,7 +86,6 @@ static void reload(struct server *srv, void *arg)
         return;
     }
     struct tls_cert_info before, after;
-    bool cert_changed = false;
     if (rc->tls) {
         char err[512];
         tls_server_cert_info(rc->tls, &before);
@@ -97,8 +96,7 @@ static void reload(struct server *srv, void *arg)
             return;
         }
         tls_server_cert_info(rc->tls, &after);
-        cert_changed = memcmp(before.sha256, after.sha256, sizeof before.sha256) != 0;
-        if (cert_changed)
+        if (memcmp(before.sha256, after.sha256, sizeof before.sha256) != 0)
             note(changed, sizeof changed, "tls-cert", NULL);
     }
     enum log_level old_level = log_get_level(), new_level = LOG_INFO;
@@ -137,14 +135,18 @@ static void reload(struct server *srv, void *arg)
         relay_set_limits(rc->sh, &l);
     }
     rc->live = next;
+    /* One line: what changed (or why nothing did) and, with a static
+     * certificate, which one is now served and until when. */
+    struct log_field f[4];
+    size_t n = 0;
+    f[n++] = LOG_STR("changed", changed[0] ? changed : "none");
     if (!changed[0])
-        LOGF(LOG_INFO, "reload", LOG_STR("changed", "none"),
-             LOG_STR("reason", "the settings and the certificate are the ones in use"));
-    else if (cert_changed)
-        LOGF(LOG_INFO, "reload", LOG_STR("changed", changed), LOG_STR("subject", after.subject),
-             LOG_STR("not_after", after.not_after));
-    else
-        LOGF(LOG_INFO, "reload", LOG_STR("changed", changed));
+        f[n++] = LOG_STR("reason", "the settings and the certificate are the ones in use");
+    if (rc->tls) {
+        f[n++] = LOG_STR("subject", after.subject);
+        f[n++] = LOG_STR("not_after", after.not_after);
+    }
+    log_event(LOG_INFO, "reload", f, n);
     log_set_level(new_level);
 }
 
@@ -261,6 +263,8 @@ static int configure(struct config *cfg, struct reload_ctx *rc, int argc, char *
 
 int main(int argc, char **argv)
 {
+    /* SIGHUP never terminates, not even before the loop handles it. */
+    signal(SIGHUP, SIG_IGN);
     static struct config cfg;
     static struct reload_ctx rc;
     struct fcm_creds creds;
@@ -332,7 +336,7 @@ int main(int argc, char **argv)
                                 "--metrics-listen (empty disables it)"));
             return 1;
         }
-        server_log_listening(&metrics.listener, "metrics");
+        server_log_listening(metrics.listener, "metrics");
     }
     if (cfg.health_listen[0]) {
         struct conn_opts health_opts = {.hooks = &relay_health_hooks};

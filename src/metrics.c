@@ -256,13 +256,7 @@ static void on_request(struct conn *c, const struct http_req *r)
 
 static const struct conn_hooks metrics_hooks = {.on_request = on_request};
 
-static void on_connection(uv_stream_t *listener, int status)
-{
-    struct metrics *m = listener->data;
-    if (status < 0 || m->srv->draining)
-        return;
-    conn_accept(&m->srv->shards[0], listener, &metrics_hooks);
-}
+static const struct conn_opts metrics_opts = {.hooks = &metrics_hooks};
 
 int metrics_listen(struct metrics *m, struct server *srv, struct relay *relay, const char *addr,
                    char *err, size_t cap)
@@ -274,9 +268,9 @@ int metrics_listen(struct metrics *m, struct server *srv, struct relay *relay, c
     gettimeofday(&tv, NULL);
     m->start_time = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
     g_metrics = m;
-    if (server_bind(srv, &m->listener, addr, 128, on_connection, err, cap) != 0)
+    /* a server listener: accept errors back off like the public one's */
+    if (server_listen_opts(srv, addr, &metrics_opts, err, cap) != 0)
         return -1;
-    m->listener.data = m;
-    server_add_listener(srv, &m->listener);
+    m->listener = &srv->listeners[srv->nlisteners - 1].tcp;
     return 0;
 }

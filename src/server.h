@@ -16,7 +16,7 @@
 #include "log.h"
 #include "shard.h"
 
-#define SERVER_MAX_LISTENERS 4
+#define SERVER_MAX_LISTENERS 4 /* public, health, metrics, HTTP-01 */
 
 struct server;
 
