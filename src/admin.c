@@ -341,6 +341,21 @@ __attribute__((format(printf, 2, 3))) static void putf(struct buf *b, const char
 
 /* A JSON string. Server-ids are arbitrary bytes: invalid UTF-8 is shown
  * byte by byte as \u00XX (lossy, but always valid JSON). */
+static void put_json_str(struct buf *b, const char *s, size_t n);
+
+size_t admin_json_string(char *out, size_t cap, const char *s, size_t n)
+{
+    struct buf b = {0};
+    put_json_str(&b, s, n);
+    size_t len = b.len < cap ? b.len : (cap ? cap - 1 : 0);
+    if (cap) {
+        memcpy(out, b.p, len);
+        out[len] = '\0';
+    }
+    free(b.p);
+    return b.len;
+}
+
 static void put_json_str(struct buf *b, const char *s, size_t n)
 {
     bool utf8 = utf8_valid((const uint8_t *)s, n);
@@ -388,7 +403,7 @@ static int hexval(char c)
 
 /* Percent-decodes s[0..n) into a malloc'd buffer (and '+' to space when
  * form is set). Returns NULL on a bad escape. */
-static char *pct_decode(const char *s, size_t n, bool form, size_t *out_len)
+char *admin_pct_decode(const char *s, size_t n, bool form, size_t *out_len)
 {
     char *o = xmalloc(n + 1);
     size_t k = 0;
@@ -427,7 +442,7 @@ static size_t query_of(const char *path, size_t plen, const char **q)
 }
 
 /* Finds name=value in the query; returns the decoded value or NULL. */
-static char *query_param(const char *q, size_t qlen, const char *name, size_t *vlen, bool *bad)
+char *admin_query_param(const char *q, size_t qlen, const char *name, size_t *vlen, bool *bad)
 {
     size_t nlen = strlen(name);
     for (size_t i = 0; i < qlen;) {
@@ -435,7 +450,7 @@ static char *query_param(const char *q, size_t qlen, const char *name, size_t *v
         while (j < qlen && q[j] != '&')
             j++;
         if (j - i > nlen && memcmp(q + i, name, nlen) == 0 && q[i + nlen] == '=') {
-            char *v = pct_decode(q + i + nlen + 1, j - i - nlen - 1, true, vlen);
+            char *v = admin_pct_decode(q + i + nlen + 1, j - i - nlen - 1, true, vlen);
             if (!v)
                 *bad = true;
             return v;
@@ -454,7 +469,7 @@ static void server_ids(struct conn *c, struct relay_shared *sh, const char *path
     bool bad = false;
     struct gather *g = gather_new(G_SERVER_IDS, sh->n);
     g->limit = PAGE_DEFAULT;
-    char *lim = query_param(q, qlen, "limit", &llen, &bad);
+    char *lim = admin_query_param(q, qlen, "limit", &llen, &bad);
     if (lim) {
         char *end;
         long v = strtol(lim, &end, 10);
@@ -464,7 +479,7 @@ static void server_ids(struct conn *c, struct relay_shared *sh, const char *path
             g->limit = (size_t)v;
         free(lim);
     }
-    g->after = query_param(q, qlen, "after", &g->after_len, &bad);
+    g->after = admin_query_param(q, qlen, "after", &g->after_len, &bad);
     if (bad) {
         gather_unref(g);
         respond_error(c, 400, "limit must be 1-1000 and after a percent-encoded server-id", NULL);
@@ -585,7 +600,7 @@ static void close_server_id(struct conn *c, struct relay_shared *sh, const char 
                             size_t enc_len)
 {
     size_t len;
-    char *sid = pct_decode(enc, enc_len, false, &len);
+    char *sid = admin_pct_decode(enc, enc_len, false, &len);
     if (!sid || len == 0) {
         free(sid);
         respond_error(c, 400, "the server-id in the path is empty or badly percent-encoded", NULL);
