@@ -26,7 +26,7 @@ start_relay() {  # extra flags... (RELAY_CPUS picks the CPUs, default 0; --worke
     [[ " $* " == *" --workers "* ]] && workers=()
     taskset -c "${RELAY_CPUS:-0}" "${DROP[@]}" $BUILD/pyrycode-relay --insecure-listen 127.0.0.1:$RELAY_PORT \
         "${workers[@]}" --metrics-listen= --rate-limit-burst 0 --max-connections 2000000 \
-        --max-phones-per-server 0 --log-format json "$@" 2>/tmp/bench-relay.log &
+        --max-phones-per-server 0 --max-frames-per-second 0 --log-format json "$@" 2>/tmp/bench-relay.log &
     RELAY_PID=$!
     for _ in $(seq 100); do
         kill -0 "$RELAY_PID" 2>/dev/null || break

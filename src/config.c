@@ -83,8 +83,14 @@ static const struct flag flags[] = {
       "lowest level logged: debug, info, warn or error (reloadable)"),
     F("max-connections", F_INT, max_connections, "20",
       "cap on live WebSocket connections; must be positive"),
+    F("max-frames-per-second", F_INT, max_frames_per_second, "10000",
+      "WebSocket frames a connection may send per second before it is not read for a while "
+      "(0: no limit)"),
     F("max-header-bytes", F_INT, max_header_bytes, "1048576",
       "largest request header block accepted, in bytes"),
+    F("max-header-bytes-total", F_INT, max_header_bytes_total, "67108864",
+      "bytes all unfinished request heads may hold together; over it the largest is refused "
+      "with 431"),
     F("max-message-bytes", F_INT, max_message_bytes, "262144",
       "largest WebSocket message accepted, in bytes"),
     F("max-phones-per-server", F_INT, max_phones_per_server, "16",
@@ -522,6 +528,21 @@ int config_validate(const struct config *cfg, struct config_error *e)
                     (long long)int_field(cfg, sizes[i]));
             return -1;
         }
+    }
+    if (cfg->max_header_bytes_total <= 0) {
+        set_err(e,
+                "pass a positive byte count, or omit --max-header-bytes-total for the default "
+                "(67108864)",
+                "invalid --max-header-bytes-total %lld: must be a positive number of bytes",
+                (long long)cfg->max_header_bytes_total);
+        return -1;
+    }
+    if (cfg->max_frames_per_second < 0 || cfg->max_frames_per_second > 1000000000) {
+        set_err(e, "pass 0 for no limit or a rate from 1 to 1000000000 (default 10000)",
+                "invalid --max-frames-per-second %lld: must be 0 (no limit) or between 1 and "
+                "1000000000",
+                (long long)cfg->max_frames_per_second);
+        return -1;
     }
     if (cfg->rate_limit_burst < 0) {
         set_err(e, "pass 0 to turn the per-IP limiter off, or a positive burst (default 20)",

@@ -32,6 +32,8 @@ struct config {
     const char *config_file;           /* reloadable settings, re-read on SIGHUP ("" none) */
     int64_t max_message_bytes;         /* 262144 */
     int64_t max_header_bytes;          /* 1 MiB, like Go's DefaultMaxHeaderBytes */
+    int64_t max_header_bytes_total;    /* 64 MiB held by unfinished heads, process-wide */
+    int64_t max_frames_per_second;     /* per connection; 0 = no limit */
     int64_t max_phones_per_server;     /* 16; <= 0 means no cap */
     int64_t phone_backlog_bytes;       /* 4 MiB */
     int64_t workers;                   /* 0 = number of CPUs */

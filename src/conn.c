@@ -58,6 +58,38 @@ static void req_put(struct shard *s, struct http_req *r)
     free(r);
 }
 
+/* Bytes an unfinished request head of c holds (spec of the budget:
+ * docs/features/websocket.md, "Limits"). */
+static size_t head_charge(const struct conn *c)
+{
+    return c->req && !c->req->head_done ? c->req->buf_cap : 0;
+}
+
+/* Brings the process-wide head total up to date after c's charge was before. */
+static void head_settle(const struct conn *c, size_t before)
+{
+    size_t now = head_charge(c);
+    _Atomic size_t *total = c->shard->head_bytes;
+    if (!total || now == before)
+        return;
+    if (now > before)
+        atomic_fetch_add(total, now - before);
+    else
+        atomic_fetch_sub(total, before - now);
+}
+
+/* Gives c's request reader back (its head, finished or not, no longer counts). */
+static void req_release(struct conn *c)
+{
+    size_t before = head_charge(c);
+    struct http_req *r = c->req;
+    if (!r)
+        return;
+    c->req = NULL;
+    head_settle(c, before);
+    req_put(c->shard, r);
+}
+
 /* ---- deadlines --------------------------------------------------------- */
 
 static uint64_t now_ms(const struct conn *c)
@@ -65,10 +97,26 @@ static uint64_t now_ms(const struct conn *c)
     return shard_now(c->shard);
 }
 
+/* When a connection paused for its frame rate has a frame to spend again. */
+static uint64_t rate_resume_at(const struct conn *c)
+{
+    uint64_t now = now_ms(c), rate = (uint64_t)c->shard->cfg->max_frames_per_second;
+    uint64_t stamp = now - (uint32_t)((uint32_t)now - c->rate_stamp);
+    int64_t deficit = 1 - (int64_t)c->rate_tokens;
+    if (deficit <= 0 || !rate)
+        return now;
+    return stamp + ((uint64_t)deficit * 1000 + rate - 1) / rate;
+}
+
 static void rearm(struct conn *c)
 {
-    uint64_t dls[] = {c->dl_state, c->dl_request, c->dl_message,
-                      c->dl_ping,  c->dl_pong,    c->dl_write};
+    uint64_t dls[] = {c->dl_state,
+                      c->dl_ping,
+                      c->dl_pong,
+                      c->dl_request,
+                      c->dl_write,
+                      c->dl_message,
+                      c->paused & CONN_PAUSE_RATE ? rate_resume_at(c) : 0};
     uint64_t min = 0;
     for (size_t i = 0; i < ARRAY_LEN(dls); i++)
         if (dls[i] && (!min || dls[i] < min))
@@ -86,6 +134,32 @@ static void rearm(struct conn *c)
 static uint64_t after(const struct conn *c, uint64_t ms)
 {
     return now_ms(c) + ms;
+}
+
+/* Sets or clears pause bits; reading stops while any bit is set. Time the
+ * hooks keep a connection paused is the relay's, not the peer's, so the
+ * message deadline stands still meanwhile (it resumes with what was left). */
+static void set_paused(struct conn *c, uint8_t bits, bool on)
+{
+    uint8_t was = c->paused;
+    if (c->state == CONN_CLOSED)
+        return;
+    c->paused = on ? (uint8_t)(was | bits) : (uint8_t)(was & ~bits);
+    if ((bits & CONN_PAUSE_HOOK) && on && !(was & CONN_PAUSE_HOOK) && c->dl_message) {
+        uint64_t now = now_ms(c);
+        uint64_t left = c->dl_message > now ? c->dl_message - now : 1;
+        c->msg_left = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
+        c->dl_message = 0;
+    } else if ((bits & CONN_PAUSE_HOOK) && !on && (was & CONN_PAUSE_HOOK) && c->msg_left) {
+        c->dl_message = after(c, c->msg_left);
+        c->msg_left = 0;
+    }
+    if (!was && c->paused)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    else if (was && !c->paused)
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (c->paused != was)
+        rearm(c);
 }
 
 /* The only place the state changes; each state gets its own deadline. */
@@ -124,7 +198,9 @@ static void set_state(struct conn *c, enum conn_state st)
     case CONN_LINGER:
         c->dl_state = after(c, s->close_ms);
         c->dl_ping = c->dl_pong = c->dl_message = 0;
-        conn_pause_reading(c, false); /* the peer's close or FIN must be seen */
+        c->msg_left = 0;
+        set_paused(c, CONN_PAUSE_HOOK | CONN_PAUSE_RATE, false); /* the peer's close or FIN
+                                                                    must be seen */
         break;
     case CONN_CLOSED:
         c->dl_state = c->dl_request = c->dl_message = 0;
@@ -175,8 +251,7 @@ static void on_closed(uv_handle_t *h)
     free(c->msg);
     tls_conn_free(c->tls);
     free(c->pp);
-    if (c->req)
-        req_put(s, c->req);
+    req_release(c);
     list_remove(&c->link);
     s->nconns--;
     free(c);
@@ -299,6 +374,7 @@ static struct wq_item *item_from(const uv_buf_t *iov, unsigned n, size_t skip)
     }
     it->len = (uint32_t)len;
     it->cost = (uint32_t)len;
+    it->pong = false;
     return it;
 }
 
@@ -545,9 +621,19 @@ static void kick_writer(struct conn *c)
     start_write(c, b, n);
 }
 
+/* Bytes in the control queue: a handful of frames at most (our ping, one
+ * pong, a close, the rest of a frame the kernel took in part). */
+static size_t ctl_bytes(const struct conn *c)
+{
+    size_t n = 0;
+    for (const struct wq_item *it = c->ctl.head; it; it = it->next)
+        n += it->len;
+    return n;
+}
+
 size_t conn_queued_bytes(const struct conn *c)
 {
-    return c->data_bytes;
+    return c->data_bytes + ctl_bytes(c); /* control frames count against the budget too */
 }
 
 size_t conn_queued_items(const struct conn *c)
@@ -604,6 +690,8 @@ void conn_ws_accept(struct conn *c, const char *resp, size_t len)
     if (c->state == CONN_CLOSED)
         return;
     ws_decoder_init(&c->ws, (uint64_t)c->shard->cfg->max_message_bytes, true);
+    c->rate_tokens = (int32_t)c->shard->cfg->max_frames_per_second;
+    c->rate_stamp = (uint32_t)now_ms(c);
     c->upgraded = true;
     c->heartbeat_on = true;
     set_state(c, CONN_WS_OPEN);
@@ -648,13 +736,7 @@ void conn_ws_close(struct conn *c, uint16_t code, const char *reason, bool after
 
 void conn_pause_reading(struct conn *c, bool pause)
 {
-    if (pause == c->reading_paused || c->state == CONN_CLOSED)
-        return;
-    c->reading_paused = pause;
-    if (pause)
-        uv_read_stop((uv_stream_t *)&c->tcp);
-    else
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    set_paused(c, CONN_PAUSE_HOOK, pause);
 }
 
 /* ---- WebSocket input --------------------------------------------------- */
@@ -712,14 +794,58 @@ static void on_peer_close(struct conn *c, const struct ws_event *ev)
     }
 }
 
+/* The queued pong no write has taken yet, if any. */
+static struct wq_item *pending_pong(struct conn *c)
+{
+    struct wq_item *it = c->ctl.head;
+    for (int i = 0; i < c->inflight_ctl && it; i++)
+        it = it->next;
+    for (; it; it = it->next)
+        if (it->pong)
+            return it;
+    return NULL;
+}
+
+/* Writes a pong frame with payload into it (room for any control payload). */
+static void pong_fill(struct wq_item *it, const uint8_t *payload, size_t len)
+{
+    size_t hl = ws_frame_header(it->data, true, WS_OP_PONG, len, NULL);
+    if (len)
+        memcpy(it->data + hl, payload, len);
+    it->len = it->cost = (uint32_t)(hl + len);
+}
+
+/* RFC 6455 §5.5.3 lets an endpoint answer only the most recent ping: a pong
+ * still waiting for the socket takes the newer payload, so at most one
+ * pong waits per connection however fast the peer pings. Queued control
+ * bytes count against the connection's outbox budget (--phone-backlog-bytes);
+ * a peer whose control traffic alone passes it is closed 1008. */
+static void send_pong(struct conn *c, const uint8_t *payload, size_t len)
+{
+    struct wq_item *it = pending_pong(c);
+    if (it) {
+        pong_fill(it, payload, len);
+    } else if (c->writing || c->ctl.head || c->data.head) {
+        it = xmalloc(sizeof *it + 2 + WS_MAX_CONTROL);
+        pong_fill(it, payload, len);
+        it->counted = false;
+        it->pong = true;
+        wq_push(&c->ctl, it);
+        kick_writer(c);
+    } else {
+        uv_buf_t part = uv_buf_init((char *)payload, (unsigned)len);
+        send_frame(c, &c->ctl, WS_OP_PONG, &part, 1, false); /* straight to the kernel */
+    }
+    if (c->state == CONN_WS_OPEN && ctl_bytes(c) > (size_t)c->shard->cfg->phone_backlog_bytes)
+        conn_ws_close(c, WS_CLOSE_POLICY, "control backlog full", false);
+}
+
 static void on_control(struct conn *c, const struct ws_event *ev)
 {
     switch (ev->opcode) {
     case WS_OP_PING:
-        if (c->state == CONN_WS_OPEN) {
-            uv_buf_t part = uv_buf_init((char *)ev->data, (unsigned)ev->len);
-            send_frame(c, &c->ctl, WS_OP_PONG, &part, 1, false);
-        }
+        if (c->state == CONN_WS_OPEN)
+            send_pong(c, ev->data, ev->len);
         break;
     case WS_OP_PONG:
         if (c->dl_pong && ev->len == sizeof c->ping_seq &&
@@ -734,34 +860,98 @@ static void on_control(struct conn *c, const struct ws_event *ev)
     }
 }
 
+/* Refills the frame budget (--max-frames-per-second, burst of one second)
+ * for the time since the last refill; a remainder below one frame carries. */
+static void rate_refill(struct conn *c)
+{
+    uint64_t rate = (uint64_t)c->shard->cfg->max_frames_per_second;
+    uint32_t now = (uint32_t)now_ms(c);
+    uint64_t add = (uint64_t)(uint32_t)(now - c->rate_stamp) * rate / 1000;
+    if (!rate || !add)
+        return;
+    int64_t tokens = (int64_t)c->rate_tokens + (int64_t)add;
+    if (tokens >= (int64_t)rate) {
+        c->rate_tokens = (int32_t)rate;
+        c->rate_stamp = now;
+    } else {
+        c->rate_tokens = (int32_t)tokens;
+        c->rate_stamp += (uint32_t)(add * 1000 / rate);
+    }
+}
+
+/* The peer sent frames past its budget in this read: it is not read again
+ * until the budget has a frame again (the timer wakes it), so a flood of
+ * tiny frames slows only its sender. */
+static void rate_check(struct conn *c)
+{
+    if (c->rate_tokens < 0 && c->state == CONN_WS_OPEN)
+        set_paused(c, CONN_PAUSE_RATE, true);
+}
+
+/* A decoding error. On an open connection the close frame goes out and the
+ * peer gets --close-timeout to answer, as after any close of ours. Input
+ * that arrives after that cannot be decoded any more (there is no close
+ * frame to find in it): the peer is still talking, so flush our close,
+ * half-close and drain it until its FIN. Never a reset, which could
+ * destroy the close frame in flight. */
+static void ws_fail(struct conn *c, uint16_t code)
+{
+    if (c->state == CONN_WS_OPEN) {
+        conn_ws_close(c, code, "", false);
+        return;
+    }
+    if (c->state != CONN_WS_CLOSING)
+        return;
+    set_state(c, CONN_WS_DONE);
+    kick_writer(c);
+}
+
+/* A started frame or message must complete within the deadline; idle time
+ * between messages is the heartbeat's business. began: the message in
+ * progress (if any) started in this read. */
+static void message_deadline(struct conn *c, bool began)
+{
+    uint64_t ms = c->shard->message_ms;
+    if (!ws_decoder_busy(&c->ws)) {
+        c->dl_message = 0;
+        c->msg_left = 0;
+    } else if (began || (!c->dl_message && !c->msg_left)) {
+        if (c->paused & CONN_PAUSE_HOOK) {
+            c->msg_left = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+            c->dl_message = 0;
+        } else {
+            c->dl_message = after(c, ms);
+        }
+    }
+    rearm(c);
+}
+
 static void ws_input(struct conn *c, uint8_t *buf, size_t len)
 {
+    bool began = false, limited = c->shard->cfg->max_frames_per_second > 0;
     while (len > 0 && (c->state == CONN_WS_OPEN || c->state == CONN_WS_CLOSING)) {
         struct ws_event ev;
+        if (!ws_decoder_busy(&c->ws))
+            began = true; /* whatever is in progress at the end started in this read */
         size_t used = ws_decoder_feed(&c->ws, buf, len, &ev);
         buf += used;
         len -= used;
+        if (limited && (ev.type == WS_EV_DATA || ev.type == WS_EV_CONTROL) &&
+            c->rate_tokens > INT32_MIN / 2)
+            c->rate_tokens--;
         if (ev.type == WS_EV_DATA)
             on_data(c, &ev);
         else if (ev.type == WS_EV_CONTROL)
             on_control(c, &ev);
         else if (ev.type == WS_EV_ERROR) {
-            if (c->state == CONN_WS_OPEN)
-                conn_ws_close(c, ev.close_code, "", false);
-            else
-                conn_abort(c);
+            ws_fail(c, ev.close_code);
             return;
         }
     }
     if (c->state != CONN_WS_OPEN)
         return;
-    /* A started frame or message must complete within the deadline; idle
-     * time between messages is the heartbeat's business. */
-    if (!ws_decoder_busy(&c->ws))
-        c->dl_message = 0;
-    else if (!c->dl_message)
-        c->dl_message = after(c, c->shard->message_ms);
-    rearm(c);
+    rate_check(c);
+    message_deadline(c, began);
 }
 
 /* ---- HTTP input -------------------------------------------------------- */
@@ -808,6 +998,34 @@ static bool host_refused(const struct conn *c)
     return !tls_host_matches(h ? h : "", len, c->opts->domain);
 }
 
+/* Over --max-header-bytes-total: the connections on this shard holding the
+ * largest unfinished heads get 431 (as a single head over
+ * --max-header-bytes does) and give their buffers back, until the total is
+ * within the budget again. Request heads are read on the accepting shard,
+ * so that is where they are. Returns true if any connection was refused. */
+static bool head_budget_enforce(struct shard *s)
+{
+    size_t budget = (size_t)s->cfg->max_header_bytes_total;
+    bool refused = false;
+    while (s->head_bytes && atomic_load(s->head_bytes) > budget) {
+        struct conn *victim = NULL;
+        size_t most = 0;
+        for (struct list *it = s->conns.next; it != &s->conns; it = it->next) {
+            struct conn *x = CONTAINER_OF(it, struct conn, link);
+            if (x->state == CONN_HTTP_HEAD && head_charge(x) > most) {
+                most = head_charge(x);
+                victim = x;
+            }
+        }
+        if (!victim)
+            break;
+        conn_http_error(victim, 431, false);
+        req_release(victim);
+        refused = true;
+    }
+    return refused;
+}
+
 static void http_input(struct conn *c, uint8_t *buf, size_t len)
 {
     for (;;) {
@@ -822,8 +1040,7 @@ static void http_input(struct conn *c, uint8_t *buf, size_t len)
                 return;
             }
             if (c->state == CONN_WS_OPEN) {
-                req_put(c->shard, c->req);
-                c->req = NULL;
+                req_release(c);
                 ws_input(c, buf, len);
                 return;
             }
@@ -832,7 +1049,9 @@ static void http_input(struct conn *c, uint8_t *buf, size_t len)
             set_state(c, CONN_HTTP_BODY);
         }
         if (c->req->msg_done) {
+            size_t before = head_charge(c);
             http_req_reset(c->req);
+            head_settle(c, before);
             c->head_handled = false;
             set_state(c, CONN_HTTP_IDLE);
         }
@@ -842,11 +1061,16 @@ static void http_input(struct conn *c, uint8_t *buf, size_t len)
             set_state(c, CONN_HTTP_HEAD);
         if (c->state != CONN_HTTP_HEAD && c->state != CONN_HTTP_BODY)
             return;
+        size_t before = head_charge(c);
         ssize_t n = http_req_feed(c->req, (const char *)buf, len);
+        head_settle(c, before);
         if (n < 0) {
             conn_http_error(c, n == HTTP_E_TOO_LARGE ? 431 : 400, false);
+            req_release(c); /* the refused head is not kept while the reply drains */
             return;
         }
+        if (head_charge(c) > before && head_budget_enforce(c->shard) && c->state != CONN_HTTP_HEAD)
+            return; /* c held the largest head and was refused */
         buf += n;
         len -= (size_t)n;
         if (n == 0 && !(c->req->head_done && !c->head_handled) && !c->req->msg_done)
@@ -1053,6 +1277,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         if (!n)
             return;
     }
+    if (c->upgraded)
+        rate_refill(c);
     if (c->tls)
         tls_input(c, p, n);
     else
@@ -1111,6 +1337,10 @@ void conn_on_timer(struct wheel_entry *e, void *arg)
     }
     if (c->dl_ping && now >= c->dl_ping)
         heartbeat(c, now);
+    if ((c->paused & CONN_PAUSE_RATE) && now >= rate_resume_at(c)) {
+        rate_refill(c);
+        set_paused(c, CONN_PAUSE_RATE, false);
+    }
     rearm(c);
 }
 
@@ -1140,6 +1370,7 @@ static struct conn *accept_one(struct shard *s, uv_stream_t *server, const struc
     if (uv_tcp_getpeername(&c->tcp, &c->peer.sa, &namelen) != 0)
         c->peer.sa.sa_family = AF_UNSPEC;
     c->req = req_get(s);
+    head_settle(c, 0);
     c->notify_below = SIZE_MAX;
     list_init(&c->link);
     list_push_back(&s->conns, &c->link);

@@ -26,6 +26,12 @@ struct proxyproto;
 struct tls_conn;
 struct tls_server;
 
+/* Why reading is stopped (struct conn.paused). */
+enum {
+    CONN_PAUSE_HOOK = 1, /* the hooks asked (back-pressure, liveness probe) */
+    CONN_PAUSE_RATE = 2, /* the peer used up its frame budget (--max-frames-per-second) */
+};
+
 /* Every state has a deadline (see conn.c: set_state). */
 enum conn_state {
     CONN_PROXY_HEADER,  /* reading the PROXY v2 header (proxy header timeout) */
@@ -74,6 +80,7 @@ struct wq_item {
     uint32_t len;
     uint32_t cost; /* bytes charged against the outbox budget */
     bool counted;  /* a forwarded frame: count it once it is written */
+    bool pong;     /* a pong not yet started: a newer ping replaces its payload */
     uint8_t data[];
 };
 
@@ -120,6 +127,10 @@ struct conn {
     } peer;
     enum conn_state state;
     uint32_t data_items;             /* items in data */
+    uint32_t msg_left;               /* ms of the message deadline left while the hooks
+                                        pause reading (that time is not the peer's) */
+    int32_t rate_tokens;             /* frames the peer may still send now (may go negative) */
+    uint32_t rate_stamp;             /* loop ms (low 32 bits) the tokens were last refilled */
     uint32_t pend_counted;           /* counted frames inside TLS output not yet written */
     int inflight_ctl, inflight_data; /* items of each queue inside the write in flight */
     uint16_t close_sent;             /* code of the close frame we sent first (0 none) */
@@ -127,7 +138,7 @@ struct conn {
     bool head_handled;
     bool reply_keep_alive;
     bool writing;
-    bool reading_paused;
+    uint8_t paused; /* CONN_PAUSE_* bits: reading stops while any is set */
     bool upgraded;
     bool heartbeat_on;
     bool ws_end_reported;
@@ -217,7 +228,8 @@ void conn_ws_close(struct conn *c, uint16_t code, const char *reason, bool after
  * callback; the memory is released later. */
 void conn_abort(struct conn *c);
 
-/* Stops/restarts reading from the socket (back-pressure). */
+/* Stops/restarts reading from the socket (back-pressure). While the hooks
+ * keep a connection paused, its message deadline stands still. */
 void conn_pause_reading(struct conn *c, bool pause);
 
 /* Bytes queued for this connection and not yet handed to the kernel. */

@@ -269,6 +269,7 @@ void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg, 
     srv->cfg = cfg;
     srv->nshards = nshards ? nshards : 1;
     atomic_init(&srv->live, 0);
+    atomic_init(&srv->head_bytes, 0);
     srv->shards = xcalloc(srv->nshards, sizeof *srv->shards);
     if (srv->nshards > 1) {
         srv->loops = xcalloc(srv->nshards - 1, sizeof *srv->loops);
@@ -285,6 +286,7 @@ void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg, 
         s->id = i;
         s->server = srv;
         s->live = &srv->live;
+        s->head_bytes = &srv->head_bytes;
         s->on_conn_freed = on_conn_freed;
         s->on_control = on_control;
         shard_start_inbox(s);

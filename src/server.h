@@ -45,7 +45,8 @@ struct server {
     uv_loop_t *loops;     /* loops of shards 1..nshards-1 */
     uv_thread_t *threads; /* their threads */
     bool threads_started;
-    _Atomic size_t live; /* connections alive or in transit, every shard */
+    _Atomic size_t live;       /* connections alive or in transit, every shard */
+    _Atomic size_t head_bytes; /* held by unfinished request heads, every shard */
     struct listener listeners[SERVER_MAX_LISTENERS]; /* accepted on shard 0 */
     size_t nlisteners;
     uv_tcp_t *extra[4]; /* other listeners (metrics) closed when draining */

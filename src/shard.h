@@ -63,8 +63,9 @@ struct shard {
     struct mpsc inbox; /* connections posted by other shards */
     atomic_uint ctl;   /* SHARD_CTL_* bits not yet handled */
     void (*on_control)(struct shard *s, unsigned bits);
-    _Atomic size_t *live; /* process-wide count of connections (incl. in transit) */
-    void *server;         /* the struct server this shard belongs to */
+    _Atomic size_t *live;       /* process-wide count of connections (incl. in transit) */
+    _Atomic size_t *head_bytes; /* process-wide bytes held by unfinished request heads */
+    void *server;               /* the struct server this shard belongs to */
     struct http_req *req_pool[SHARD_REQ_POOL]; /* idle request readers for reuse */
     unsigned nreq_pool;
 };

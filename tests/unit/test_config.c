@@ -351,8 +351,8 @@ static void test_usage_layout(void **state)
     }
     for (size_t i = 0; i < len; i++)
         lines += buf[i] == '\n';
-    assert_int_equal(count, 45);
-    assert_int_equal(lines, 1 + 2 * 45);
+    assert_int_equal(count, 47);
+    assert_int_equal(lines, 1 + 2 * 47);
     free(buf);
 
     config_defaults(&c, NULL);
@@ -380,6 +380,12 @@ static void test_validate(void **state)
          "invalid --max-header-bytes -1: must be a positive number of bytes"},
         {{"--phone-backlog-bytes=0"},
          "invalid --phone-backlog-bytes 0: must be a positive number of bytes"},
+        {{"--max-header-bytes-total=0"},
+         "invalid --max-header-bytes-total 0: must be a positive number of bytes"},
+        {{"--max-frames-per-second=-5"},
+         "invalid --max-frames-per-second -5: must be 0 (no "
+         "limit) or between 1 and 1000000000"},
+        {{"--max-frames-per-second=0", "--max-header-bytes-total=4294967296"}, NULL},
         {{"--workers=-1"}, "invalid --workers -1: must be between 0 and 256"},
         {{"--workers=257"}, "invalid --workers 257: must be between 0 and 256"},
         {{"--tls-cert=c.pem"},
