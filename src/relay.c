@@ -606,7 +606,7 @@ static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpo
         return;
     }
     if (c->shard->draining) {
-        log_refused(c, req, 503, "shutting down", 13);
+        log_refused(c, req, 503, "shutting down", strlen("shutting down"));
         conn_http_error(c, 503, true);
         return;
     }
@@ -669,6 +669,9 @@ static void on_request(struct conn *c, const struct http_req *r)
     else if (str_eq(path, plen, "/v1/client"))
         ep = EP_CLIENT;
     else {
+        if (r->conn_has_upgrade) /* a WebSocket client at the wrong door */
+            log_refused(c, r, 404, "no WebSocket endpoint at this path",
+                        strlen("no WebSocket endpoint at this path"));
         conn_http_not_found(c);
         return;
     }

@@ -307,10 +307,13 @@ def test_debug_says_why_an_upgrade_was_refused(relay_factory):
     status, _, _ = http_request(relay.port, upgrade_request("/v1/client", h))
     assert status == 400
     relay.wait_log("only 13 is supported")
+    assert http_request(relay.port, upgrade_request("/v1/phone", client_headers("dbg")))[0] == 404
+    relay.wait_log("no WebSocket endpoint")
     refused = lines(relay, "msg=upgrade_refused")
     assert ('level=DEBUG msg=upgrade_refused path=/v1/client status=400 '
             'reason="missing or empty X-Pyrycode-Token header" remote=127.0.0.1') in refused[0]
     assert 'reason="unsupported WebSocket protocol version (only 13 is supported)"' in refused[1]
+    assert 'path=/v1/phone status=404 reason="no WebSocket endpoint at this path"' in refused[2]
     assert "SECRET-TOKEN-123" not in relay.logs() and "UA-SECRET" not in relay.logs()
 
 
@@ -419,3 +422,42 @@ def test_health_listener_serves_only_healthz(relay_factory):
     r = run_relay("--insecure-listen", f"127.0.0.1:{hport}", f"--health-listen=:{hport}",
                   "--metrics-listen=", "--check-config")
     assert r.returncode == 2 and "two listeners on one address" in r.stderr
+
+
+def test_fd_exhaustion_under_prlimit_then_recovery(relay_factory):
+    """Real descriptor pressure: the relay's fd limit is lowered under it and
+    idle clients use up the rest; it keeps running, and once the clients
+    leave and the limit is back it serves again."""
+    import resource
+    import shutil
+    if not shutil.which("prlimit"):
+        pytest.skip("prlimit not installed")
+    relay = relay_factory("--workers", "1", "--header-timeout", "30s")
+    pid = str(relay.proc.pid)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the relay inherited these
+    # only the soft limit moves: raising it back needs no privilege
+    subprocess.run(["prlimit", "--pid", pid, f"--nofile=48:{hard}"], check=True)
+    held = []
+    try:
+        for _ in range(80):  # more than the relay may open
+            try:
+                held.append(socket.create_connection(("127.0.0.1", relay.port), timeout=2))
+            except OSError:
+                break
+        time.sleep(1.0)
+        assert relay.proc.poll() is None
+        assert "listener failed" not in relay.logs()
+    finally:
+        for s in held:
+            s.close()
+        subprocess.run(["prlimit", "--pid", pid, f"--nofile={soft}:{hard}"], check=True)
+    relay.wait_log("msg=listening")  # (still the same process)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            if healthz_ok(relay.port, timeout=1):
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    assert healthz_ok(relay.port)
