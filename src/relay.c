@@ -143,8 +143,7 @@ static struct peer *peer_new(struct conn *c, enum relay_endpoint ep, const char 
         p->rp.conn_id = p->conn_id;
         p->rp.conn_id_len = p->conn_id_len;
     }
-    c->owner = p;
-    atomic_fetch_add(&r->sh->live_ws, 1);
+    c->owner = p; /* live_ws was counted before the 101 went out (upgrade) */
     c->frames_counter =
         &r->stats.frames[ep == EP_SERVER ? DIR_PHONE_TO_BINARY : DIR_BINARY_TO_PHONE];
     return p;
@@ -624,9 +623,14 @@ static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpo
         conn_http_reply(c, resp, len, false);
         return;
     }
+    /* Counted before the 101 leaves: a client that has read its 101 and
+     * dials again must find itself under --max-connections already. */
+    atomic_fetch_add(&r->sh->live_ws, 1);
     conn_ws_accept(c, resp, len);
-    if (c->state != CONN_WS_OPEN)
+    if (c->state != CONN_WS_OPEN) {
+        atomic_fetch_sub(&r->sh->live_ws, 1);
         return;
+    }
     size_t sid_len, v_len, d_len;
     const char *sid = http_req_header(req, HDR_X_SERVER, &sid_len);
     struct peer *p = peer_new(c, ep, sid, sid_len);

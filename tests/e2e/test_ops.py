@@ -461,3 +461,29 @@ def test_fd_exhaustion_under_prlimit_then_recovery(relay_factory):
             pass
         time.sleep(0.2)
     assert healthz_ok(relay.port)
+
+
+def test_cap_counts_a_connection_before_its_101(relay_factory):
+    """A client that has read its 101 and dials again at once must find
+    itself counted: the slot is taken before the 101 is written (it used
+    to be taken just after, so a fast client could slip past the cap)."""
+    from conftest import Raw, client_headers, server_headers
+
+    def dial(path, headers, deadline):
+        while True:  # the previous round's connections may still hold a slot
+            c = Raw(relay.port, path, headers)
+            if c.status == 101:
+                return c
+            c.close()
+            assert time.time() < deadline
+            time.sleep(0.01)
+
+    relay = relay_factory("--max-connections", "2", "--workers", "2")
+    for i in range(25):
+        deadline = time.time() + 10
+        b = dial("/v1/server", server_headers(f"race{i}"), deadline)
+        p = dial("/v1/client", client_headers(f"race{i}"), deadline)
+        status, _, _ = http_request(relay.port, "GET /v1/client HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 503, i  # two live WebSockets: the cap is full
+        b.close()
+        p.close()
