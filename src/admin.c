@@ -462,6 +462,29 @@ char *admin_query_param(const char *q, size_t qlen, const char *name, size_t *vl
 
 /* ---- endpoints ---------------------------------------------------------------- */
 
+/* Moves every shard's sorted page into *all and keeps the first limit.
+ * Returns true when entries were left out (a next page exists). */
+static bool merge_parts(struct gather *g, unsigned nshards, struct sid_list *all)
+{
+    bool more = false;
+    for (unsigned i = 0; i < nshards; i++) {
+        struct sid_list *l = &g->lists[i];
+        more = more || l->more;
+        for (size_t k = 0; k < l->n; k++) {
+            if (all->n == all->cap) {
+                all->cap = all->cap ? all->cap * 2 : 64;
+                all->v = xrealloc(all->v, all->cap * sizeof *all->v);
+            }
+            all->v[all->n++] = l->v[k];
+        }
+        free(l->v);
+        l->v = NULL;
+        l->n = 0;
+    }
+    trim_list(all, g->limit);
+    return more || all->more;
+}
+
 static void server_ids(struct conn *c, struct relay_shared *sh, const char *path, size_t plen)
 {
     const char *q;
@@ -493,25 +516,8 @@ static void server_ids(struct conn *c, struct relay_shared *sh, const char *path
         respond_error(c, 503, "a shard did not answer in time", NULL);
         return;
     }
-    /* merge the shards' sorted pages into one */
     struct sid_list all = {0};
-    bool more = false;
-    for (unsigned i = 0; i < sh->n; i++) {
-        struct sid_list *l = &g->lists[i];
-        more = more || l->more;
-        for (size_t k = 0; k < l->n; k++) {
-            if (all.n == all.cap) {
-                all.cap = all.cap ? all.cap * 2 : 64;
-                all.v = xrealloc(all.v, all.cap * sizeof *all.v);
-            }
-            all.v[all.n++] = l->v[k];
-        }
-        free(l->v);
-        l->v = NULL;
-        l->n = 0;
-    }
-    trim_list(&all, g->limit);
-    more = more || all.more;
+    bool more = merge_parts(g, sh->n, &all);
     struct buf b = {0};
     putf(&b, "{\"server_ids\":[");
     for (size_t i = 0; i < all.n; i++) {

@@ -58,6 +58,57 @@ static void reload_failed(const char *err, const char *fix)
     LOGF(LOG_ERROR, "reload", LOG_STR("changed", "none"), LOG_STR("err", err), LOG_STR("fix", fix));
 }
 
+/* Notes every reloadable limit that differs between the live settings and
+ * next; returns true when any did. */
+static bool diff_limits(const struct config *live, const struct config *next, char *changed,
+                        size_t cap)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+        bool duration;
+    } nums[] = {
+        {"max-connections", offsetof(struct config, max_connections), false},
+        {"max-phones-per-server", offsetof(struct config, max_phones_per_server), false},
+        {"rate-limit-burst", offsetof(struct config, rate_limit_burst), false},
+        {"rate-limit-refill", offsetof(struct config, rate_limit_refill_ns), true},
+    };
+    char buf[64];
+    bool any = false;
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        int64_t a = *(const int64_t *)((const char *)live + nums[i].off);
+        int64_t b = *(const int64_t *)((const char *)next + nums[i].off);
+        if (a == b)
+            continue;
+        any = true;
+        if (nums[i].duration)
+            duration_format(buf, sizeof buf, b);
+        else
+            snprintf(buf, sizeof buf, "%lld", (long long)b);
+        note(changed, cap, nums[i].name, buf);
+    }
+    return any;
+}
+
+/* Re-reads the static certificate files into the TLS context (all or
+ * nothing); notes "tls-cert" when the served certificate changed. */
+static int reload_cert(struct reload_ctx *rc, struct tls_cert_info *after, char *changed,
+                       size_t cap)
+{
+    struct tls_cert_info before;
+    char err[512];
+    tls_server_cert_info(rc->tls, &before);
+    if (tls_server_load_files(rc->tls, rc->base.tls_cert, rc->base.tls_key, err, sizeof err) != 0) {
+        reload_failed(err, "fix the file and send SIGHUP again; the previous certificate stays "
+                           "in use");
+        return -1;
+    }
+    tls_server_cert_info(rc->tls, after);
+    if (memcmp(before.sha256, after->sha256, sizeof before.sha256) != 0)
+        note(changed, cap, "tls-cert", NULL);
+    return 0;
+}
+
 /* SIGHUP: re-read, validate everything, then apply all of it or nothing.
  * One `reload` line says what changed, or why nothing did. New values
  * apply to what happens next (new connections, new handshakes, the next
@@ -67,7 +118,8 @@ static void reload(struct server *srv, void *arg)
     struct reload_ctx *rc = arg;
     struct config next = rc->base;
     struct config_error ce;
-    char changed[512] = "", buf[64];
+    struct tls_cert_info cert;
+    char changed[512] = "";
     (void)srv;
     if (!rc->base.config_file[0] && !rc->tls) {
         LOGF(LOG_INFO, "reload", LOG_STR("changed", "none"),
@@ -85,20 +137,8 @@ static void reload(struct server *srv, void *arg)
                       "set max-connections in --config-file to a positive count");
         return;
     }
-    struct tls_cert_info before, after;
-    if (rc->tls) {
-        char err[512];
-        tls_server_cert_info(rc->tls, &before);
-        if (tls_server_load_files(rc->tls, rc->base.tls_cert, rc->base.tls_key, err, sizeof err) !=
-            0) {
-            reload_failed(err, "fix the file and send SIGHUP again; the previous certificate "
-                               "stays in use");
-            return;
-        }
-        tls_server_cert_info(rc->tls, &after);
-        if (memcmp(before.sha256, after.sha256, sizeof before.sha256) != 0)
-            note(changed, sizeof changed, "tls-cert", NULL);
-    }
+    if (rc->tls && reload_cert(rc, &cert, changed, sizeof changed) != 0)
+        return;
     enum log_level old_level = log_get_level(), new_level = LOG_INFO;
     log_level_parse(next.log_level, &new_level);
     if (strcmp(next.log_level, rc->live.log_level) != 0)
@@ -106,30 +146,7 @@ static void reload(struct server *srv, void *arg)
     /* The reload line is written at the more verbose of the two levels, so
      * turning the level up to warn still says so once. */
     log_set_level(new_level < old_level ? new_level : old_level);
-    static const struct {
-        const char *name;
-        size_t off;
-        bool duration;
-    } nums[] = {
-        {"max-connections", offsetof(struct config, max_connections), false},
-        {"max-phones-per-server", offsetof(struct config, max_phones_per_server), false},
-        {"rate-limit-burst", offsetof(struct config, rate_limit_burst), false},
-        {"rate-limit-refill", offsetof(struct config, rate_limit_refill_ns), true},
-    };
-    bool limits = false;
-    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
-        int64_t a = *(const int64_t *)((const char *)&rc->live + nums[i].off);
-        int64_t b = *(const int64_t *)((const char *)&next + nums[i].off);
-        if (a == b)
-            continue;
-        limits = true;
-        if (nums[i].duration)
-            duration_format(buf, sizeof buf, b);
-        else
-            snprintf(buf, sizeof buf, "%lld", (long long)b);
-        note(changed, sizeof changed, nums[i].name, buf);
-    }
-    if (limits) {
+    if (diff_limits(&rc->live, &next, changed, sizeof changed)) {
         struct relay_limits l;
         limits_of(&next, &l);
         relay_set_limits(rc->sh, &l);
@@ -143,8 +160,8 @@ static void reload(struct server *srv, void *arg)
     if (!changed[0])
         f[n++] = LOG_STR("reason", "the settings and the certificate are the ones in use");
     if (rc->tls) {
-        f[n++] = LOG_STR("subject", after.subject);
-        f[n++] = LOG_STR("not_after", after.not_after);
+        f[n++] = LOG_STR("subject", cert.subject);
+        f[n++] = LOG_STR("not_after", cert.not_after);
     }
     log_event(LOG_INFO, "reload", f, n);
     log_set_level(new_level);
@@ -261,6 +278,36 @@ static int configure(struct config *cfg, struct reload_ctx *rc, int argc, char *
     return -1;
 }
 
+/* The loopback metrics listener and the /healthz-only one, each announced
+ * once bound. Returns 0, or 1 after logging `listener failed`. */
+static int bind_side_listeners(struct server *srv, const struct config *cfg,
+                               struct metrics *metrics, struct relay *relay)
+{
+    char err[256];
+    if (cfg->metrics_listen[0]) {
+        LOGF(LOG_INFO, "starting metrics listener", LOG_STR("listen", cfg->metrics_listen));
+        if (metrics_listen(metrics, srv, relay, cfg->metrics_listen, err, sizeof err) != 0) {
+            LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", cfg->metrics_listen),
+                 LOG_STR("err", err),
+                 LOG_STR("fix", "free the address or pick another loopback one with "
+                                "--metrics-listen (empty disables it)"));
+            return 1;
+        }
+        server_log_listening(metrics->listener, "metrics");
+    }
+    if (cfg->health_listen[0]) {
+        static const struct conn_opts health_opts = {.hooks = &relay_health_hooks};
+        if (server_listen_opts(srv, cfg->health_listen, &health_opts, err, sizeof err) != 0) {
+            LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", cfg->health_listen),
+                 LOG_STR("err", err),
+                 LOG_STR("fix", "free the address or pick another with --health-listen"));
+            return 1;
+        }
+        server_log_listening(&srv->listeners[srv->nlisteners - 1].tcp, "health");
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     /* SIGHUP never terminates, not even before the loop handles it. */
@@ -327,27 +374,8 @@ int main(int argc, char **argv)
     server_on_reload(&srv, reload, &rc);
     if (acme_on && (code = autocert_start(&autocert, &srv, &cfg)) != 0)
         return code;
-    if (cfg.metrics_listen[0]) {
-        LOGF(LOG_INFO, "starting metrics listener", LOG_STR("listen", cfg.metrics_listen));
-        if (metrics_listen(&metrics, &srv, relay, cfg.metrics_listen, err, sizeof err) != 0) {
-            LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", cfg.metrics_listen),
-                 LOG_STR("err", err),
-                 LOG_STR("fix", "free the address or pick another loopback one with "
-                                "--metrics-listen (empty disables it)"));
-            return 1;
-        }
-        server_log_listening(metrics.listener, "metrics");
-    }
-    if (cfg.health_listen[0]) {
-        struct conn_opts health_opts = {.hooks = &relay_health_hooks};
-        if (server_listen_opts(&srv, cfg.health_listen, &health_opts, err, sizeof err) != 0) {
-            LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", cfg.health_listen),
-                 LOG_STR("err", err),
-                 LOG_STR("fix", "free the address or pick another with --health-listen"));
-            return 1;
-        }
-        server_log_listening(&srv.listeners[srv.nlisteners - 1].tcp, "health");
-    }
+    if ((code = bind_side_listeners(&srv, &cfg, &metrics, relay)) != 0)
+        return code;
     LOGF(LOG_INFO, "ready", LOG_STR("version", RELAY_VERSION), LOG_NUM("workers", srv.nshards));
     notify_ready("serving");
     code = server_run(&srv);
