@@ -353,64 +353,6 @@ static void read_end_err(const struct conn *c, char *out, size_t cap)
         snprintf(out, cap, "received close frame: status = %u", c->close_rcvd);
 }
 
-static struct warn_state *warns_of(struct peer *b)
-{
-    return &b->ext->warns;
-}
-
-bool relay_warn_allowed(struct peer *b, enum peer_warn w, uint64_t *suppressed)
-{
-    return log_limit_allow(&warns_of(b)->kinds[w], now_ms(b->relay), suppressed);
-}
-
-/* The limiter for one push_wake refusal text (a handful of constants). */
-static struct log_limit *push_limit(struct warn_state *ws, const char *err)
-{
-    for (size_t i = 0; i < PUSH_WARN_SLOTS; i++) {
-        if (!ws->push[i].err)
-            ws->push[i].err = err;
-        if (ws->push[i].err == err || strcmp(ws->push[i].err, err) == 0)
-            return &ws->push[i].lim;
-    }
-    return &ws->push[PUSH_WARN_SLOTS - 1].lim; /* more texts than slots: share the last */
-}
-
-/* The counts of collapsed warnings nobody has reported yet. */
-static void flush_warns(struct peer *b)
-{
-    static const char *const msgs[WARN__COUNT] = {
-        [WARN_UNKNOWN_CONN_ID] = "binary_forwarder_unknown_conn_id",
-        [WARN_MALFORMED] = "binary_forwarder_unmarshal_err",
-        [WARN_MISSING_CONN_ID] = "binary_forwarder_unmarshal_err",
-        [WARN_MISSING_FRAME] = "binary_forwarder_unmarshal_err",
-    };
-    static const char *const errs[WARN__COUNT] = {
-        [WARN_MALFORMED] = "relay: malformed routing envelope",
-        [WARN_MISSING_CONN_ID] = "relay: routing envelope missing conn_id",
-        [WARN_MISSING_FRAME] = "relay: routing envelope missing frame",
-    };
-    struct warn_state *ws = &b->ext->warns;
-    for (size_t i = 0; i < PUSH_WARN_SLOTS && ws->push[i].err; i++)
-        if (ws->push[i].lim.suppressed)
-            LOGF(LOG_WARN, "binary_forwarder_push_wake_dropped",
-                 LOG_STRN("server_id", b->server_id, b->server_id_len),
-                 LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len),
-                 LOG_STR("err", ws->push[i].err),
-                 LOG_NUM("suppressed", ws->push[i].lim.suppressed));
-    for (int w = 0; w < WARN__COUNT; w++) {
-        if (!ws->kinds[w].suppressed)
-            continue;
-        if (errs[w])
-            LOGF(LOG_WARN, msgs[w], LOG_STRN("server_id", b->server_id, b->server_id_len),
-                 LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len), LOG_STR("err", errs[w]),
-                 LOG_NUM("suppressed", ws->kinds[w].suppressed));
-        else
-            LOGF(LOG_WARN, msgs[w], LOG_STRN("server_id", b->server_id, b->server_id_len),
-                 LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len),
-                 LOG_NUM("suppressed", ws->kinds[w].suppressed));
-    }
-}
-
 static void binary_end(struct peer *b)
 {
     struct relay *r = b->relay;
@@ -425,7 +367,7 @@ static void binary_end(struct peer *b)
             probe_conclude(p, false);
     }
     if (b->state == PEER_ACTIVE) {
-        flush_warns(b);
+        relay_flush_warns(b);
         read_end_err(b->conn, err, sizeof err);
         LOGF(LOG_INFO, "binary_forwarder_read_end",
              LOG_STRN("server_id", b->server_id, b->server_id_len),
@@ -784,7 +726,7 @@ static void admit_wake(struct relay_shared *sh, struct warn_state *ws, uint64_t 
     /* Admission only: an admitted send runs on without this binary. */
     uint64_t sup;
     const char *refusal = push_wake(sh->push, sid, sid_len, raw, len);
-    if (!refusal || !log_limit_allow(push_limit(ws, refusal), now_ms, &sup))
+    if (!refusal || !log_limit_allow(relay_push_limit(ws, refusal), now_ms, &sup))
         return;
     if (sup)
         LOGF(LOG_WARN, "binary_forwarder_push_wake_dropped", LOG_STRN("server_id", sid, sid_len),
@@ -800,7 +742,7 @@ void relay_push_wake(struct peer *b, const uint8_t *raw, size_t len)
     struct relay_shared *sh = b->relay->sh;
     /* "push off" is the first refusal and needs no waker: answer it here. */
     if (!sh->push || b->relay->shard->id == 0) {
-        admit_wake(sh, warns_of(b), now_ms(b->relay), b->server_id, b->server_id_len, b->conn_id,
+        admit_wake(sh, &b->ext->warns, now_ms(b->relay), b->server_id, b->server_id_len, b->conn_id,
                    b->conn_id_len, raw, len);
         return;
     }
@@ -839,65 +781,6 @@ static void on_finish(struct server *srv)
     push_shutdown(r->sh->push);
 }
 
-/* ---- cross-thread tasks and reloads -------------------------------------- */
-
-void relay_post(struct relay *r, struct relay_task *t)
-{
-    mpsc_push(&r->tasks, &t->node);
-    uv_async_send(&r->task_async);
-}
-
-static void on_tasks(uv_async_t *a)
-{
-    struct relay *r = a->data;
-    struct mpsc_node *n = mpsc_take_all(&r->tasks); /* in push order */
-    while (n) {
-        struct mpsc_node *next = n->next;
-        struct relay_task *t = CONTAINER_OF(n, struct relay_task, node);
-        t->fn(r, t);
-        n = next;
-    }
-}
-
-struct cap_task {
-    struct relay_task t;
-    int64_t cap;
-};
-
-static void set_phone_cap(struct relay *r, struct relay_task *t)
-{
-    struct cap_task *ct = CONTAINER_OF(t, struct cap_task, t);
-    r->reg.phone_cap = ct->cap; /* registrations from now on; nobody is evicted */
-    free(ct);
-}
-
-void relay_set_limits(struct relay_shared *sh, const struct relay_limits *l)
-{
-    atomic_store(&sh->max_conns, l->max_connections);
-    uv_mutex_lock(&sh->rl_mu);
-    if ((sh->rl.burst > 0) != (l->rate_limit_burst > 0)) {
-        /* switched on or off: start from empty buckets */
-        uint8_t seed[16];
-        memcpy(seed, sh->rl.seed, sizeof seed);
-        ratelimit_free(&sh->rl);
-        ratelimit_init(&sh->rl, l->rate_limit_burst,
-                       (uint64_t)(l->rate_limit_refill_ns / NS_PER_MS), seed);
-    } else {
-        sh->rl.burst = l->rate_limit_burst; /* buckets above it are capped on next use */
-        sh->rl.refill_ms = (uint64_t)(l->rate_limit_refill_ns / NS_PER_MS);
-    }
-    if (sh->rl.refill_ms == 0)
-        sh->rl.refill_ms = 1;
-    uv_mutex_unlock(&sh->rl_mu);
-    for (unsigned i = 0; i < sh->n; i++) {
-        struct cap_task *ct = xmalloc(sizeof *ct);
-        ct->t.fn = set_phone_cap;
-        ct->t.discard = NULL;
-        ct->cap = l->max_phones_per_server;
-        relay_post(&sh->relays[i], &ct->t);
-    }
-}
-
 void relay_init(struct relay *relays, struct relay_shared *sh, struct server *srv)
 {
     uint8_t seed[16];
@@ -929,9 +812,7 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
         r->scratch = xmalloc((size_t)cfg->max_message_bytes);
         r->high_water = 1024 * 1024;
         r->low_water = 256 * 1024;
-        mpsc_init(&r->tasks);
-        uv_async_init(s->loop, &r->task_async, on_tasks);
-        r->task_async.data = r;
+        relay_ctl_init(r);
     }
     struct relay *r0 = &relays[0];
     uv_timer_init(srv->loop, &r0->rl_sweep);
@@ -951,14 +832,7 @@ void relay_close(struct relay_shared *sh)
         registry_free(&r->reg);
         free(r->scratch);
         r->scratch = NULL;
-        for (struct mpsc_node *n = mpsc_take_all(&r->tasks), *next; n; n = next) {
-            next = n->next;
-            struct relay_task *t = CONTAINER_OF(n, struct relay_task, node);
-            if (t->discard)
-                t->discard(t);
-            else
-                free(t);
-        }
+        relay_ctl_close(r);
     }
     ratelimit_free(&sh->rl);
     uv_mutex_destroy(&sh->rl_mu);

@@ -224,9 +224,21 @@ void relay_push_wake(struct peer *b, const uint8_t *raw, size_t len);
 /* forward.c: the binary's outbox drained below the low-water mark. */
 void forward_binary_drained(struct peer *b);
 
-/* Whether warning kind w of binary b may be logged now; *suppressed gets
- * how many were dropped before it (log_limit). On b's loop only. */
+/* relay_ctl.c: whether warning kind w of binary b may be logged now;
+ * *suppressed gets how many were dropped before it (log_limit). On b's
+ * loop only. */
 bool relay_warn_allowed(struct peer *b, enum peer_warn w, uint64_t *suppressed);
+
+/* relay_ctl.c: the limiter for one push_wake refusal text in ws. */
+struct log_limit *relay_push_limit(struct warn_state *ws, const char *err);
+
+/* relay_ctl.c: logs the counts of b's collapsed warnings not yet reported
+ * (the binary is leaving). */
+void relay_flush_warns(struct peer *b);
+
+/* relay_ctl.c: r's task queue, set up on r's loop / emptied at the end. */
+void relay_ctl_init(struct relay *r);
+void relay_ctl_close(struct relay *r);
 
 /* forward.c: a phone's WebSocket ended; sends the close notice if due. */
 void forward_phone_ended(struct peer *p);
