@@ -1,5 +1,6 @@
 # Front door. Everything real lives in CMakeLists.txt and scripts/.
-.PHONY: all deps build run install test asan unit e2e fuzz fuzz-build fmt fmt-check clean bench
+.PHONY: all deps test-deps build run install uninstall test asan unit e2e fuzz fuzz-build fmt \
+        fmt-check clean bench
 
 JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8080
@@ -7,11 +8,16 @@ FUZZ_SECONDS ?= 60
 
 all: build
 
+# Building and running need only the compiler and the libraries' -dev
+# packages; the test, fuzz and format tools come with the targets that use them.
 deps:
-	@scripts/deps.sh
+	@scripts/deps.sh build
+
+test-deps:
+	@scripts/deps.sh test
 
 build: deps
-	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DRELAY_TESTS=OFF >/dev/null
 	@cmake --build build/release -j $(JOBS) --target pyrycode-relay >/dev/null
 
 # The relay refuses Linux capabilities beyond NET_BIND_SERVICE (spec §6.4);
@@ -19,21 +25,34 @@ build: deps
 DROP_CAPS = $(if $(filter 0,$(shell id -u)),setpriv --bounding-set=-all,+net_bind_service --,)
 PREFIX ?= /usr/local
 
+# The relay itself says when it is listening (INFO listening, then ready).
 run: build
-	@echo "pyrycode-relay: listening on ws://$(LISTEN) (local dev mode; Ctrl-C to stop)"
 	@exec $(DROP_CAPS) build/release/pyrycode-relay --insecure-listen $(LISTEN) $(ARGS)
 
+UNIT = $(DESTDIR)/etc/systemd/system/pyrycode-relay.service
+DEFAULTS = $(DESTDIR)/etc/default/pyrycode-relay
+
+# The unit names the binary where PREFIX put it; the defaults file is the
+# operator's and is never overwritten (nor removed by uninstall).
 install: build
 	install -D -m 0755 build/release/pyrycode-relay $(DESTDIR)$(PREFIX)/bin/pyrycode-relay
-	install -D -m 0644 packaging/pyrycode-relay.service $(DESTDIR)/etc/systemd/system/pyrycode-relay.service
+	install -d $(dir $(UNIT))
+	sed 's|@PREFIX@|$(PREFIX)|g' packaging/pyrycode-relay.service > $(UNIT).tmp
+	chmod 0644 $(UNIT).tmp && mv $(UNIT).tmp $(UNIT)
+	test -e $(DEFAULTS) || install -D -m 0600 packaging/pyrycode-relay.default $(DEFAULTS)
+	@echo "installed; now: systemctl daemon-reload && systemctl enable --now pyrycode-relay"
 
-asan: deps
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/pyrycode-relay $(UNIT)
+	@echo "kept $(DEFAULTS) and /var/lib/pyrycode-relay (configuration and certificates)"
+
+asan: test-deps
 	@CC=$${CC:-gcc} cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DRELAY_SANITIZE=ON >/dev/null
 	@cmake --build build/asan -j $(JOBS) >/dev/null
 
 # The optimised build `make run` uses is compiled too: -O2 enables warnings
 # (truncation, maybe-uninitialized) that the Debug+ASan build does not see.
-test: deps fmt-check asan build
+test: test-deps fmt-check asan build
 	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    ctest --output-on-failure -j $(JOBS)
@@ -44,7 +63,7 @@ unit: asan
 e2e: asan
 	@cd build/asan && ctest --output-on-failure -L e2e
 
-fuzz-build: deps
+fuzz-build: test-deps
 	@CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRELAY_FUZZ=ON >/dev/null
 	@cmake --build build/fuzz -j $(JOBS)
 
@@ -55,10 +74,10 @@ fuzz: fuzz-build
 	    $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus/$$n fuzz/corpus/$$n || exit 1; \
 	done
 
-fmt:
+fmt: test-deps
 	@clang-format -i src/*.c src/*.h tests/unit/*.c fuzz/*.c $(wildcard bench/*.c bench/*.h)
 
-fmt-check:
+fmt-check: test-deps
 	@clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c fuzz/*.c $(wildcard bench/*.c bench/*.h)
 
 bench: build

@@ -54,6 +54,9 @@ static struct {
 } opt = {"relay", "rtt", 8080, 1, 1, 64, 1000, 0, 5, 0};
 
 static int ep;
+/* Setup fails fast: the first reason a connection died, and how many did. */
+static char first_failure[160];
+static size_t failures;
 static uint64_t *lat;
 static size_t nlat, caplat;
 static uint64_t delivered, sent_total;
@@ -81,6 +84,8 @@ static void wait_events(struct lc *c, bool out)
     epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
+static void fail_conn(struct lc *c, const char *why);
+
 static void flush(struct lc *c)
 {
     while (c->woff < c->wlen) {
@@ -88,7 +93,7 @@ static void flush(struct lc *c)
         if (n < 0) {
             if (errno == EAGAIN)
                 break;
-            c->st = DEAD;
+            fail_conn(c, strerror(errno));
             return;
         }
         c->woff += (size_t)n;
@@ -226,9 +231,12 @@ static void frames(struct lc *c)
                 data[i] ^= (char)p[hl - 4 + (i & 3)];
         if (op == 9)
             send_frame(c, 10, data, (size_t)n, NULL, 0, NULL, 0);
-        else if (op == 8)
-            c->st = DEAD;
-        else if (op == 1 || op == 2) {
+        else if (op == 8) {
+            char why[64];
+            unsigned code = n >= 2 ? (unsigned)((uint8_t)data[0] << 8 | (uint8_t)data[1]) : 0;
+            snprintf(why, sizeof why, "closed by the relay with code %u", code);
+            fail_conn(c, why);
+        } else if (op == 1 || op == 2) {
             if (c->role == BINARY)
                 binary_message(c, data, (size_t)n);
             else
@@ -238,6 +246,18 @@ static void frames(struct lc *c)
     }
     memmove(c->rbuf, c->rbuf + off, c->rlen - off);
     c->rlen -= off;
+}
+
+/* c is finished: out of epoll (a dead socket would report HUP/ERR on every
+ * wait and spin the loop), the first reason kept for the setup report. */
+static void fail_conn(struct lc *c, const char *why)
+{
+    if (c->st == DEAD)
+        return;
+    c->st = DEAD;
+    epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+    if (why && !failures++)
+        snprintf(first_failure, sizeof first_failure, "%s", why);
 }
 
 static void on_readable(struct lc *c)
@@ -253,7 +273,10 @@ static void on_readable(struct lc *c)
         }
         ssize_t n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
         if (n == 0 || (n < 0 && errno != EAGAIN)) {
-            c->st = DEAD;
+            char why[96];
+            snprintf(why, sizeof why, "%s",
+                     n == 0 ? "connection closed by the relay" : strerror(errno));
+            fail_conn(c, why);
             return;
         }
         if (n < 0)
@@ -264,8 +287,10 @@ static void on_readable(struct lc *c)
             if (!end)
                 continue;
             if (strncmp(c->rbuf, "HTTP/1.1 101", 12) != 0) {
-                fprintf(stderr, "loadgen: upgrade refused: %.40s\n", c->rbuf);
-                c->st = DEAD;
+                char why[96];
+                snprintf(why, sizeof why, "upgrade refused: %.*s", (int)strcspn(c->rbuf, "\r"),
+                         c->rbuf);
+                fail_conn(c, why);
                 return;
             }
             size_t hl = (size_t)(end + 4 - c->rbuf);
@@ -317,8 +342,10 @@ static void run_loop(uint64_t until_ns, bool (*done)(void))
         int n = epoll_wait(ep, evs, 512, 1);
         for (int i = 0; i < n; i++) {
             struct lc *c = evs[i].data.ptr;
-            if (c->st == DEAD)
+            if (c->st == DEAD) {
+                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
                 continue;
+            }
             if (evs[i].events & EPOLLOUT)
                 flush(c);
             if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
@@ -333,12 +360,32 @@ static size_t nall;
  * the previous run never run this one out of ephemeral ports. */
 static long ip_base;
 
+/* Every connection dialled so far is open, or one has died (then waiting
+ * longer is pointless: setup_check reports it). */
 static bool all_open(void)
 {
     for (size_t i = 0; i < nall; i++)
-        if (all[i]->st != OPEN)
+        if (all[i]->st != OPEN && all[i]->st != DEAD)
             return false;
     return true;
+}
+
+/* A connection that died during setup means the relay is refusing us (not
+ * running, or a limit): fail now with the reason instead of timing out. */
+static void setup_check(void)
+{
+    size_t dead = 0;
+    for (size_t i = 0; i < nall; i++)
+        dead += all[i]->st == DEAD;
+    if (!dead)
+        return;
+    fprintf(stderr,
+            "loadgen: %zu of %zu connections failed during setup (first: %s); is the relay "
+            "listening on port %d, and are --max-connections, --max-phones-per-server, "
+            "--rate-limit-burst and the fd "
+            "limit high enough?\n",
+            dead, nall, first_failure[0] ? first_failure : "unknown", opt.port);
+    exit(1);
 }
 
 /* Dials binaries then their phones; in baseline mode each phone is paired
@@ -357,17 +404,21 @@ static void setup(int binaries, int phones_per)
                 bin = dial(BINARY, b, sid, ip_base + (long)nall / 20000);
                 all[nall++] = bin;
                 run_loop(now_ns() + 2000000000ULL, all_open);
+                setup_check();
             }
             struct lc *ph = dial(PHONE, b * phones_per + p, sid, ip_base + (long)nall / 20000);
             ph->bin = bin;
             all[nall++] = ph;
             /* clients arrive in waves, not all at once: at most 128
              * handshakes in flight, as a real population would */
-            if (baseline() || nall % 128 == 0)
+            if (baseline() || nall % 128 == 0) {
                 run_loop(now_ns() + 10000000000ULL, all_open);
+                setup_check();
+            }
         }
     }
     run_loop(now_ns() + 10000000000ULL, all_open);
+    setup_check();
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -466,6 +517,7 @@ static void scenario_churn(void)
     close(all[1]->fd);
     uint64_t start = now_ns(), end = start + (uint64_t)(opt.duration * 1e9), upgrades = 0;
     long src = 1;
+    uint64_t churn_failed = 0;
     bool sent[SLOTS] = {0};
     while (now_ns() < end && bin->st == OPEN) {
         for (int i = 0; i < SLOTS; i++) {
@@ -478,6 +530,13 @@ static void scenario_churn(void)
                 continue;
             if (ph) {
                 upgrades += ph->done_msg;
+                if (!ph->done_msg && ++churn_failed >= 4 * SLOTS && upgrades == 0) {
+                    fprintf(stderr,
+                            "loadgen: churn: %llu connections failed, none got through "
+                            "(first: %s)\n",
+                            (unsigned long long)churn_failed, first_failure);
+                    exit(1);
+                }
                 epoll_ctl(ep, EPOLL_CTL_DEL, ph->fd, NULL);
                 close(ph->fd);
                 free(ph->rbuf);

@@ -1,13 +1,40 @@
 #!/usr/bin/env bash
-# Installs the Debian and npm packages the build and tests need, only when
-# something is missing. Quiet when everything is present; idempotent.
+# Installs the Debian and npm packages a target needs, only when something
+# is missing. Quiet when everything is present; idempotent.
+#   scripts/deps.sh build   what building and running need (make build, make run)
+#   scripts/deps.sh test    that plus the test, fuzz and format tools (make test)
+#   scripts/deps.sh --list build|test   print the package list, install nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
-      libuv1-dev libssl-dev libhttp-parser-dev libjansson-dev libcurl4-openssl-dev
-      libcmocka-dev pebble openssl
-      python3 python3-pytest python3-websockets python3-prometheus-client nodejs npm)
+# Compiler, build system, and the -dev packages of the libraries the binary
+# links (libsystemd for sd_notify).
+BUILD_PKGS=(build-essential cmake pkg-config
+            libuv1-dev libssl-dev libhttp-parser-dev libjansson-dev libcurl4-openssl-dev
+            libsystemd-dev)
+# Unit tests (cmocka), fuzzing (clang + its runtime), formatting, the ACME
+# test CA, the openssl CLI the TLS tests mint certificates with, and the
+# independent clients of the end-to-end tests (Python websockets, Node ws).
+TEST_PKGS=(clang clang-format libclang-rt-14-dev libcmocka-dev pebble openssl git
+           python3 python3-pytest python3-websockets python3-prometheus-client nodejs npm)
+
+list=0
+if [[ "${1:-}" == --list ]]; then
+    list=1
+    shift
+fi
+case "${1:-test}" in
+build) PKGS=("${BUILD_PKGS[@]}") ;;
+test) PKGS=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}") ;;
+*)
+    echo "usage: scripts/deps.sh [--list] build|test" >&2
+    exit 2
+    ;;
+esac
+if ((list)); then
+    printf '%s\n' "${PKGS[@]}"
+    exit 0
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -28,7 +55,8 @@ if ((${#missing[@]})); then
 fi
 
 # Node test client (ws), pinned by the committed package-lock.json.
-if [[ -f tests/e2e/node/package-lock.json && ! -d tests/e2e/node/node_modules/ws ]]; then
+if [[ "${1:-test}" == test && -f tests/e2e/node/package-lock.json &&
+      ! -d tests/e2e/node/node_modules/ws ]]; then
     echo "deps: npm ci (tests/e2e/node)"
     (cd tests/e2e/node && npm ci --silent --no-audit --no-fund >/dev/null)
 fi

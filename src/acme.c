@@ -130,6 +130,15 @@ int acme_check_config(const struct config *cfg, char *err, size_t err_cap)
     return 0;
 }
 
+int acme_check_config_dry(const struct config *cfg, char *err, size_t err_cap)
+{
+    char domain[256];
+    if (certdir_check(cfg->domain, cfg->cert_cache, err, err_cap) != 0 ||
+        domain_normalize(cfg->domain, domain, sizeof domain, err, err_cap) != 0)
+        return -1;
+    return 0;
+}
+
 struct acme *acme_new(uv_loop_t *loop, const struct config *cfg, acme_on_cert_fn on_cert, void *ud,
                       char *err, size_t err_cap)
 {

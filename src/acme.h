@@ -35,6 +35,10 @@ typedef void (*acme_on_cert_fn)(void *ud, const char *chain_pem, size_t chain_le
  * §7.2). Returns 0, or -1 with a sentence in err. */
 int acme_check_config(const struct config *cfg, char *err, size_t err_cap);
 
+/* acme_check_config without side effects (--check-config): nothing is
+ * created or chmod-ed. Returns 0 or -1 with err set. */
+int acme_check_config_dry(const struct config *cfg, char *err, size_t err_cap);
+
 /* Checks and prepares everything that can fail at boot: the domain is a
  * plain DNS name, the cache directory obeys spec §7.2 (created 0700,
  * tightened or refused), the account key is loaded or created. A cached

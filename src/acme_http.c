@@ -69,13 +69,7 @@ static void on_request(struct conn *c, const struct http_req *r)
 
 static const struct conn_hooks acme_http_hooks = {.on_request = on_request};
 
-static void on_connection(uv_stream_t *listener, int status)
-{
-    struct acme_http *h = listener->data;
-    if (status < 0 || h->srv->draining)
-        return;
-    conn_accept(&h->srv->shards[0], listener, &acme_http_hooks);
-}
+static const struct conn_opts acme_http_opts = {.hooks = &acme_http_hooks};
 
 int acme_http_listen(struct acme_http *h, struct server *srv, struct acme *acme, const char *addr,
                      char *err, size_t err_cap)
@@ -84,9 +78,9 @@ int acme_http_listen(struct acme_http *h, struct server *srv, struct acme *acme,
     h->srv = srv;
     h->acme = acme;
     g_http = h;
-    if (server_bind(srv, &h->listener, addr, 128, on_connection, err, err_cap) != 0)
+    /* a server listener: accept errors back off like the public one's */
+    if (server_listen_opts(srv, addr, &acme_http_opts, err, err_cap) != 0)
         return -1;
-    h->listener.data = h;
-    server_add_listener(srv, &h->listener);
+    h->listener = &srv->listeners[srv->nlisteners - 1].tcp;
     return 0;
 }

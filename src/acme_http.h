@@ -15,7 +15,7 @@ struct server;
 #define ACME_HTTP_PREFIX "/.well-known/acme-challenge/"
 
 struct acme_http {
-    uv_tcp_t listener;
+    uv_tcp_t *listener; /* a server listener (server.c owns it) */
     struct server *srv;
     struct acme *acme;
 };

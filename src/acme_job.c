@@ -22,6 +22,7 @@
 #include "certdir.h"
 #include "pki.h"
 #include "util.h"
+#include "version.h"
 
 #define CALL_TIMEOUT_MS    30000L
 #define CONNECT_TIMEOUT_MS 10000L
@@ -145,7 +146,7 @@ static int exchange(struct ctx *c, const char *what, const char *url, bool head,
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, CALL_TIMEOUT_MS);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "pyrycode-relay/" RELAY_VERSION);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, (const char *)relay_user_agent);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->curl_err);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, r);

@@ -12,6 +12,7 @@
 #include "autocert.h"
 #include "log.h"
 #include "netaddr.h"
+#include "version.h"
 
 #define FIX_MUTEX                                                                                  \
     "use --insecure-listen alone (proxy-fronted plaintext mode), OR use --domain with optional "   \
@@ -29,19 +30,32 @@
     "truly dev"
 #define FIX_CAPS                                                                                   \
     "drop extra capabilities (e.g. --cap-drop=ALL --cap-add=NET_BIND_SERVICE on docker, or "       \
-    "securityContext.capabilities on kubernetes)"
+    "securityContext.capabilities on kubernetes); as root on a plain host: setpriv "               \
+    "--bounding-set=-all,+net_bind_service -- pyrycode-relay ...; under systemd: "                 \
+    "AmbientCapabilities=CAP_NET_BIND_SERVICE and CapabilityBoundingSet=CAP_NET_BIND_SERVICE"
 #define FIX_METRICS                                                                                \
     "use a loopback IP literal such as 127.0.0.1:9090 or [::1]:9090, or pass --metrics-listen= "   \
     "to disable"
 #define MSG_PROD "refusing to start: production-mode misconfiguration"
+#define FIX_MODE                                                                                   \
+    "pass --insecure-listen 127.0.0.1:8080 behind a TLS-terminating proxy, or --domain "           \
+    "relay.example.com to serve TLS itself"
+#define FIX_ADDR  "write the address as host:port, :port or [v6]:port with a port from 1 to 65535"
+#define FIX_PORTS "report this: the relay is about to bind a port its own flags do not name"
+#define FIX_PUSH                                                                                   \
+    "set PYRYCODE_RELAY_FCM_CREDENTIALS to the whole service-account JSON key, or unset it to "    \
+    "turn push off"
+#define FIX_OVERLAP "give each listener its own port (or its own IP address)"
 
 /* Steps 3-5: flags alone. */
 static int check_flags(const struct config *cfg)
 {
     bool insecure = cfg->insecure_listen[0] != '\0';
     if (!insecure && cfg->domain[0] == '\0') {
-        LOG0(LOG_ERROR, "either --domain (for autocert) or --insecure-listen (for behind-proxy "
-                        "mode) must be set");
+        LOGF(LOG_ERROR,
+             "either --domain (for autocert) or --insecure-listen (for behind-proxy mode) must be "
+             "set",
+             LOG_STR("fix", FIX_MODE));
         return -1;
     }
     if (insecure &&
@@ -70,8 +84,13 @@ static int check_env(const struct config *cfg, checks_getenv_fn get)
     struct env_failure f;
     char err[256];
     if (checks_env(get, &f) != 0) {
+        char fix[160];
+        if (strcmp(f.key, "PYRYCODE_RELAY_FCM_CREDENTIALS") == 0)
+            snprintf(fix, sizeof fix, "%s", FIX_PUSH);
+        else
+            snprintf(fix, sizeof fix, "set %s to exactly 1, or unset it", f.key);
         LOGF(LOG_ERROR, "refusing to start: invalid env-var config", LOG_STR("err", f.err),
-             LOG_STR("env_var", f.key), LOG_STR("reason", f.reason));
+             LOG_STR("env_var", f.key), LOG_STR("reason", f.reason), LOG_STR("fix", fix));
         return -1;
     }
     if (checks_single_instance(get, err, sizeof err) != 0) {
@@ -103,7 +122,7 @@ static int check_env(const struct config *cfg, checks_getenv_fn get)
 /* Step 10: Linux capability allowlist. */
 static int check_caps(const char *status_path)
 {
-    char text[8192], err[1024];
+    char text[8192], err[4096]; /* every bit named: never cut */
     uint64_t mask;
     FILE *f = fopen(status_path, "r");
     size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
@@ -137,39 +156,78 @@ static int check_push(checks_getenv_fn get, struct fcm_creds *creds)
     }
     if (fcm_creds_parse(value, strlen(value), creds) != 0) {
         LOGF(LOG_ERROR, "refusing to start: cannot build the FCM push sender",
-             LOG_STR("err", FCM_ERR_CREDENTIALS));
+             LOG_STR("err", FCM_ERR_CREDENTIALS), LOG_STR("fix", FIX_PUSH));
         return -1;
     }
     return 0;
 }
 
-/* Step 13 (insecure mode): Info starting, listener address, port allowlist. */
-static int check_insecure(const struct config *cfg, int mport)
+/* Wildcard hosts overlap every address on their port. */
+static bool wildcard(const char *host)
 {
-    char err[512], host[256];
-    int port;
-    LOGF(LOG_INFO, "starting", LOG_STR("version", RELAY_VERSION), LOG_STR("mode", "insecure"),
-         LOG_STR("listen", cfg->insecure_listen));
-    if (netaddr_split(cfg->insecure_listen, host, sizeof host, &port, err, sizeof err) != 0) {
-        LOGF(LOG_ERROR, "refusing to start: invalid listener address", LOG_STR("err", err),
-             LOG_STR("addr", cfg->insecure_listen));
-        return 2;
-    }
-    int actual[2] = {port, mport}, expected[2] = {port, mport};
-    size_t n = mport ? 2 : 1;
-    if (checks_ports(actual, n, expected, n, err, sizeof err) != 0) {
-        LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err));
-        return 2;
+    return !host[0] || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0;
+}
+
+/* Two listeners that would bind one address: the second bind would fail
+ * at run time (exit 1) or, worse, steal the other's traffic. names[i] is
+ * the flag of addrs[i]. Returns 0 or the exit code 2 after logging. */
+static int check_overlap(const char *const *names, const char *const *addrs, size_t n)
+{
+    char hi[256], hj[256], err[512];
+    int pi, pj;
+    for (size_t i = 0; i < n; i++) {
+        if (!addrs[i][0] || netaddr_split(addrs[i], hi, sizeof hi, &pi, err, sizeof err) != 0)
+            continue;
+        for (size_t j = i + 1; j < n; j++) {
+            if (!addrs[j][0] || netaddr_split(addrs[j], hj, sizeof hj, &pj, err, sizeof err) != 0)
+                continue;
+            if (pi != pj || !(strcmp(hi, hj) == 0 || wildcard(hi) || wildcard(hj)))
+                continue;
+            snprintf(err, sizeof err, "relay: --%s %s and --%s %s would bind the same address",
+                     names[i], addrs[i], names[j], addrs[j]);
+            LOGF(LOG_ERROR, "refusing to start: two listeners on one address", LOG_STR("err", err),
+                 LOG_STR("fix", FIX_OVERLAP));
+            return 2;
+        }
     }
     return 0;
 }
 
-/* Step 14 (autocert mode): 14a cache directory (exit 1), 14b listener
- * addresses and port allowlist, 14c Info starting. */
-static int check_autocert(const struct config *cfg, int mport)
+/* Step 13 (insecure mode): Info starting, listener address, port allowlist. */
+static int check_insecure(const struct config *cfg, int mport, int hport)
 {
     char err[512], host[256];
-    int ports[3] = {0, 0, 0};
+    int port;
+    if (!cfg->check_config)
+        LOGF(LOG_INFO, "starting", LOG_STR("version", RELAY_VERSION), LOG_STR("mode", "insecure"),
+             LOG_STR("listen", cfg->insecure_listen));
+    if (netaddr_split(cfg->insecure_listen, host, sizeof host, &port, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: invalid listener address", LOG_STR("err", err),
+             LOG_STR("addr", cfg->insecure_listen), LOG_STR("fix", FIX_ADDR));
+        return 2;
+    }
+    int actual[3] = {port, 0, 0};
+    size_t n = 1;
+    if (mport)
+        actual[n++] = mport;
+    if (hport)
+        actual[n++] = hport;
+    if (checks_ports(actual, n, actual, n, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err),
+             LOG_STR("fix", FIX_PORTS));
+        return 2;
+    }
+    static const char *const names[] = {"insecure-listen", "metrics-listen", "health-listen"};
+    const char *addrs[] = {cfg->insecure_listen, cfg->metrics_listen, cfg->health_listen};
+    return check_overlap(names, addrs, 3);
+}
+
+/* Step 14 (autocert mode): 14a cache directory (exit 1), 14b listener
+ * addresses and port allowlist, 14c Info starting. */
+static int check_autocert(const struct config *cfg, int mport, int hport)
+{
+    char err[512], host[256];
+    int ports[4] = {0, 0, 0, 0};
     const char *addrs[2] = {cfg->https_listen, cfg->http_listen};
     /* Static certificates turn ACME off, and with it the HTTP-01 listener. */
     bool acme = !cfg->tls_cert[0];
@@ -186,19 +244,36 @@ static int check_autocert(const struct config *cfg, int mport)
     for (size_t i = 0; i < naddrs; i++) {
         if (netaddr_split(addrs[i], host, sizeof host, &ports[i], err, sizeof err) != 0) {
             LOGF(LOG_ERROR, "refusing to start: invalid listener address", LOG_STR("err", err),
-                 LOG_STR("addr", addrs[i]));
+                 LOG_STR("addr", addrs[i]), LOG_STR("fix", FIX_ADDR));
             return 2;
         }
     }
     if (mport)
         ports[n++] = mport;
+    if (hport)
+        ports[n++] = hport;
     if (checks_ports(ports, n, ports, n, err, sizeof err) != 0) {
-        LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err));
+        LOGF(LOG_ERROR, "refusing to start: unexpected listener", LOG_STR("err", err),
+             LOG_STR("fix", FIX_PORTS));
         return 2;
     }
-    LOGF(LOG_INFO, "starting", LOG_STR("version", RELAY_VERSION), LOG_STR("mode", "autocert"),
-         LOG_STR("domain", cfg->domain), LOG_STR("cert_cache", cfg->cert_cache),
-         LOG_STR("https_proxy_protocol", cfg->https_proxy_protocol ? "true" : "false"));
+    static const char *const names[] = {"https-listen", "metrics-listen", "health-listen",
+                                        "http-listen"};
+    const char *all[] = {cfg->https_listen, cfg->metrics_listen, cfg->health_listen,
+                         cfg->http_listen};
+    if (check_overlap(names, all, acme ? 4 : 3) != 0)
+        return 2;
+    if (cfg->check_config)
+        return 0;
+    if (acme)
+        LOGF(LOG_INFO, "starting", LOG_STR("version", RELAY_VERSION), LOG_STR("mode", "autocert"),
+             LOG_STR("domain", cfg->domain), LOG_STR("cert_cache", cfg->cert_cache),
+             LOG_STR("https_proxy_protocol", cfg->https_proxy_protocol ? "true" : "false"));
+    else /* static certificate: no ACME, no cache directory */
+        LOGF(LOG_INFO, "starting", LOG_STR("version", RELAY_VERSION),
+             LOG_STR("mode", "static-cert"), LOG_STR("domain", cfg->domain),
+             LOG_STR("tls_cert", cfg->tls_cert),
+             LOG_STR("https_proxy_protocol", cfg->https_proxy_protocol ? "true" : "false"));
     return 0;
 }
 
@@ -215,7 +290,15 @@ static int check_listeners(const struct config *cfg)
     }
     if (cfg->metrics_listen[0])
         netaddr_split(cfg->metrics_listen, host, sizeof host, &mport, err, sizeof err);
-    return cfg->insecure_listen[0] ? check_insecure(cfg, mport) : check_autocert(cfg, mport);
+    int hport = 0;
+    if (cfg->health_listen[0] &&
+        netaddr_split(cfg->health_listen, host, sizeof host, &hport, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: invalid listener address", LOG_STR("err", err),
+             LOG_STR("addr", cfg->health_listen), LOG_STR("fix", FIX_ADDR));
+        return 2;
+    }
+    return cfg->insecure_listen[0] ? check_insecure(cfg, mport, hport)
+                                   : check_autocert(cfg, mport, hport);
 }
 
 int boot_checks(const struct config *cfg, checks_getenv_fn get, const char *status_path,

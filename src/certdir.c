@@ -115,6 +115,57 @@ int certdir_prepare(const char *domain, const char *dir, char *err, size_t err_c
     return 0;
 }
 
+int certdir_check(const char *domain, const char *dir, char *err, size_t err_cap)
+{
+    char etext[128], path[4096];
+    struct stat st;
+    if (!domain || !domain[0] || !dir || !dir[0]) {
+        snprintf(err, err_cap, "relay: domain and cacheDir required");
+        return -1;
+    }
+    if (stat(dir, &st) != 0) {
+        int e = errno;
+        if (e != ENOENT) {
+            snprintf(err, err_cap, "relay: stat cert cache dir %s: stat %s: %s", dir, dir,
+                     certdir_errno_text(e, etext, sizeof etext));
+            return -1;
+        }
+        /* It would be created: the nearest existing ancestor must let us. */
+        snprintf(path, sizeof path, "%s", dir);
+        for (;;) {
+            char *slash = strrchr(path, '/');
+            if (!slash) {
+                snprintf(path, sizeof path, ".");
+                break;
+            }
+            *slash = '\0';
+            if (path[0] == '\0')
+                snprintf(path, sizeof path, "/");
+            if (stat(path, &st) == 0 || errno != ENOENT)
+                break;
+        }
+        if (access(path, W_OK | X_OK) != 0) {
+            snprintf(err, err_cap, "relay: creating cert cache dir %s: mkdir %s: %s", dir, dir,
+                     certdir_errno_text(errno, etext, sizeof etext));
+            return -1;
+        }
+        return 0;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, err_cap, "relay: cert cache path is not a directory: %s", dir);
+        return -1;
+    }
+    unsigned mode = (unsigned)(st.st_mode & 0777);
+    if ((mode & 0077) != 0 && st.st_uid != geteuid()) {
+        snprintf(err, err_cap,
+                 "relay: cert cache dir has insecure permissions (must be 0700): %s "
+                 "(mode %o)",
+                 dir, mode);
+        return -1;
+    }
+    return 0;
+}
+
 static int join(char *out, size_t cap, const char *dir, const char *name)
 {
     int n = snprintf(out, cap, "%s/%s", dir, name);

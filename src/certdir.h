@@ -17,6 +17,12 @@
  * directory is left unchanged). */
 int certdir_prepare(const char *domain, const char *dir, char *err, size_t err_cap);
 
+/* The same rules without touching anything (--check-config): a missing
+ * directory passes when its nearest existing parent is writable, an owned
+ * insecure one passes (it would be tightened). Returns 0 or -1 with the
+ * sentence certdir_prepare would give. */
+int certdir_check(const char *domain, const char *dir, char *err, size_t err_cap);
+
 /* Reads dir/name whole into a malloc'd NUL-terminated buffer (*len bytes
  * without the NUL). Returns NULL (errno set) when it cannot be read or is
  * larger than max bytes. The caller frees it. */

@@ -7,8 +7,11 @@
  * environment variables: $HOME is passed in by the caller. */
 #include "config.h"
 
+#include <errno.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 
@@ -43,6 +46,9 @@ static const struct flag flags[] = {
       "validate flags and environment, then exit 0 or 2 without listening"),
     F("close-timeout", F_DURATION, close_timeout_ns, "5s",
       "how long to wait for the peer's close frame before dropping the connection"),
+    F("config-file", F_STRING, config_file, "",
+      "file of reloadable settings (log-level, max-connections, max-phones-per-server, "
+      "rate-limit-burst, rate-limit-refill), re-read on SIGHUP"),
     F("conflict-probe-timeout", F_DURATION, conflict_probe_timeout_ns, "10s",
       "how long a connected binary has to answer the liveness probe when its server-id is claimed"),
     F("domain", F_STRING, domain, "",
@@ -57,6 +63,8 @@ static const struct flag flags[] = {
       "how long a departed binary's server-id stays reserved for it"),
     F("header-timeout", F_DURATION, header_timeout_ns, "5s",
       "time allowed for a client to send its request headers"),
+    F("health-listen", F_STRING, health_listen, "",
+      "plain-HTTP address serving only GET /healthz, for platform health checks; empty disables"),
     F("heartbeat-interval", F_DURATION, heartbeat_interval_ns, "30s",
       "time between WebSocket pings"),
     F("heartbeat-timeout", F_DURATION, heartbeat_timeout_ns, "30s",
@@ -71,6 +79,8 @@ static const struct flag flags[] = {
     F("insecure-listen", F_STRING, insecure_listen, "",
       "plain-HTTP listen address (host:port) for behind-proxy mode; disables autocert"),
     F("log-format", F_STRING, log_format, "text", "log line format: text or json"),
+    F("log-level", F_STRING, log_level, "info",
+      "lowest level logged: debug, info, warn or error (reloadable)"),
     F("max-bytes-per-second-per-server", F_INT, max_bytes_per_second_per_server, "0",
       "bytes a server-id's binary and phones may send per second, both ways together; over it "
       "their sockets are not read until the budget refills (0: no limit)"),
@@ -281,53 +291,120 @@ void config_defaults(struct config *cfg, const char *home)
     apply_defaults(cfg);
 }
 
-/* Prints s as Go's %q would (strconv.Quote). */
-static void print_quoted(FILE *out, const char *s)
+/* s as Go's %q prints it (strconv.Quote), into a static buffer. */
+static const char *quoted(const char *s)
 {
-    char buf[4096];
-    size_t n = log_text_value(buf, sizeof buf, s, strlen(s));
-    if (n > 0 && buf[0] == '"') { /* slog quoting is strconv.Quote */
-        fwrite(buf, 1, n, out);
-        return;
-    }
-    /* Bare for slog means nothing to escape but backslashes. */
-    fputc('"', out);
-    for (size_t i = 0; i < n; i++) {
-        if (buf[i] == '\\')
-            fputc('\\', out);
-        fputc(buf[i], out);
-    }
-    fputc('"', out);
+    static char buf[600];
+    log_go_quote(buf, sizeof buf, s, strlen(s));
+    return buf;
 }
 
-static enum config_result fail(FILE *err)
+__attribute__((format(printf, 3, 4))) static void set_err(struct config_error *e, const char *fix,
+                                                          const char *fmt, ...)
 {
-    config_usage(err);
-    return CONFIG_ERROR;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->err, sizeof e->err, fmt, ap);
+    va_end(ap);
+    snprintf(e->fix, sizeof e->fix, "%s", fix);
+}
+
+/* Edit distance between a[0..na) and b (insert, delete, substitute, swap
+ * of neighbours), capped at 99. */
+static size_t distance(const char *a, size_t na, const char *b)
+{
+    size_t nb = strlen(b);
+    size_t d[3][65];
+    if (na > 64 || nb > 64)
+        return 99;
+    for (size_t j = 0; j <= nb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= na; i++) {
+        size_t *cur = d[i % 3], *prev = d[(i - 1) % 3], *prev2 = d[(i + 1) % 3];
+        cur[0] = i;
+        for (size_t j = 1; j <= nb; j++) {
+            size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+            size_t v = prev[j - 1] + cost;
+            if (prev[j] + 1 < v)
+                v = prev[j] + 1;
+            if (cur[j - 1] + 1 < v)
+                v = cur[j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                prev2[j - 2] + 1 < v)
+                v = prev2[j - 2] + 1;
+            cur[j] = v;
+        }
+    }
+    return d[na % 3][nb];
+}
+
+const char *config_suggest(const char *name, size_t len)
+{
+    const char *best = NULL;
+    size_t best_d = len / 3 > 2 ? len / 3 : 2; /* farther than this is no suggestion */
+    for (size_t i = 0; i < NFLAGS; i++) {
+        size_t d = distance(name, len, flags[i].name);
+        size_t flen = strlen(flags[i].name);
+        /* A case slip or a prefix ("--heartbeat") counts as close. */
+        if (d > 0 && len >= 4 && len < flen && memcmp(flags[i].name, name, len) == 0)
+            d = 1;
+        if (flen == len && strncasecmp(flags[i].name, name, len) == 0)
+            d = 0;
+        if (d <= best_d && (!best || d < best_d)) {
+            best = flags[i].name;
+            best_d = d;
+        }
+    }
+    return best;
+}
+
+/* What to write instead of a value of f's type. */
+static void type_fix(char *out, size_t cap, const struct flag *f)
+{
+    switch (f->type) {
+    case F_DURATION:
+        snprintf(out, cap,
+                 "pass --%s a duration: a number with a unit (ns, us, ms, s, m, h) such as %s, "
+                 "500ms or 1m30s",
+                 f->name, f->def);
+        break;
+    case F_INT:
+        snprintf(out, cap, "pass --%s a whole number such as %s", f->name, f->def);
+        break;
+    case F_BOOL:
+        snprintf(out, cap, "write --%s alone for true, or --%s=false (also 1/0, t/f)", f->name,
+                 f->name);
+        break;
+    case F_STRING:
+        snprintf(out, cap, "pass --%s a value", f->name);
+        break;
+    }
 }
 
 /* Sets f from val or reports Go's message for a bad value. */
 static enum config_result set_flag(struct config *cfg, const struct flag *f, const char *val,
-                                   FILE *err)
+                                   struct config_error *e)
 {
+    char fix[256];
     int rc = set_value(cfg, f, val);
     if (rc == PARSE_OK) {
         cfg->explicit_mask |= 1ULL << (f - flags);
         return CONFIG_OK;
     }
-    fputs(f->type == F_BOOL ? "invalid boolean value " : "invalid value ", err);
-    print_quoted(err, val);
-    fprintf(err, " for %s-%s: %s\n", f->type == F_BOOL ? "" : "flag ", f->name,
+    type_fix(fix, sizeof fix, f);
+    set_err(e, fix, "invalid %svalue %s for %s-%s: %s", f->type == F_BOOL ? "boolean " : "",
+            quoted(val), f->type == F_BOOL ? "" : "flag ", f->name,
             rc == PARSE_RANGE ? "value out of range" : "parse error");
-    return fail(err);
+    return CONFIG_ERROR;
 }
 
 /* Go's FlagSet.parseOne for argv[*i]. Returns CONFIG_OK with *stop set
  * when flags have ended, CONFIG_OK to go on, or HELP/ERROR. */
 static enum config_result parse_one(struct config *cfg, int argc, char **argv, int *i, bool *stop,
-                                    FILE *err)
+                                    FILE *usage, struct config_error *e)
 {
     const char *s = argv[*i];
+    char fix[256];
     *stop = true;
     if (s[0] != '-' || s[1] == '\0')
         return CONFIG_OK; /* a positional argument or "-" */
@@ -337,43 +414,74 @@ static enum config_result parse_one(struct config *cfg, int argc, char **argv, i
         return CONFIG_OK;
     }
     if (*name == '\0' || *name == '-' || *name == '=') {
-        fprintf(err, "bad flag syntax: %s\n", s);
-        return fail(err);
+        set_err(e, "write flags as --name=value or --name value", "bad flag syntax: %s", s);
+        return CONFIG_ERROR;
     }
     (*i)++;
     const char *eq = strchr(name + 1, '=');
     size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
     const struct flag *f = find_flag(name, nlen);
     if (!f && ((nlen == 1 && name[0] == 'h') || (nlen == 4 && memcmp(name, "help", 4) == 0))) {
-        config_usage(err);
+        config_usage(usage);
         return CONFIG_HELP;
     }
     if (!f) {
-        fprintf(err, "flag provided but not defined: -%.*s\n", (int)nlen, name);
-        return fail(err);
+        const char *near = config_suggest(name, nlen);
+        if (near)
+            snprintf(fix, sizeof fix, "did you mean --%s? (pyrycode-relay -h lists every flag)",
+                     near);
+        else
+            snprintf(fix, sizeof fix, "pyrycode-relay -h lists every flag");
+        set_err(e, fix, "flag provided but not defined: -%.*s", (int)nlen, name);
+        return CONFIG_ERROR;
     }
     *stop = false;
     if (eq)
-        return set_flag(cfg, f, eq + 1, err);
+        return set_flag(cfg, f, eq + 1, e);
     if (f->type == F_BOOL)
-        return set_flag(cfg, f, "true", err);
+        return set_flag(cfg, f, "true", e);
     if (*i >= argc) {
-        fprintf(err, "flag needs an argument: -%s\n", f->name);
-        return fail(err);
+        snprintf(fix, sizeof fix, "give it a value: --%s=VALUE or --%s VALUE", f->name, f->name);
+        set_err(e, fix, "flag needs an argument: -%s", f->name);
+        return CONFIG_ERROR;
     }
-    return set_flag(cfg, f, argv[(*i)++], err);
+    return set_flag(cfg, f, argv[(*i)++], e);
 }
 
-enum config_result config_parse(struct config *cfg, int argc, char **argv, FILE *err)
+enum config_result config_parse(struct config *cfg, int argc, char **argv, FILE *usage,
+                                struct config_error *e)
 {
     int i = 1;
     bool stop = false;
+    memset(e, 0, sizeof *e);
     while (i < argc && !stop) {
-        enum config_result rc = parse_one(cfg, argc, argv, &i, &stop, err);
+        enum config_result rc = parse_one(cfg, argc, argv, &i, &stop, usage, e);
         if (rc != CONFIG_OK)
             return rc;
     }
     return CONFIG_OK;
+}
+
+const char *config_prescan(int argc, char **argv, const char *name)
+{
+    const char *val = NULL;
+    size_t nlen = strlen(name);
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (s[0] != '-' || s[1] == '\0' || strcmp(s, "--") == 0)
+            break;
+        s += 1 + (s[1] == '-');
+        if (strncmp(s, name, nlen) == 0 && s[nlen] == '=') {
+            val = s + nlen + 1;
+        } else if (strncmp(s, name, nlen) == 0 && s[nlen] == '\0' && i + 1 < argc) {
+            val = argv[++i];
+        } else if (!strchr(s, '=')) { /* skip the value of another flag */
+            const struct flag *f = find_flag(s, strlen(s));
+            if (f && f->type != F_BOOL)
+                i++;
+        }
+    }
+    return val;
 }
 
 bool config_flag_given(const struct config *cfg, const char *name)
@@ -387,72 +495,92 @@ static int64_t int_field(const struct config *cfg, const char *name)
     return *(const int64_t *)cfield(cfg, find_flag(name, strlen(name)));
 }
 
-int config_validate(const struct config *cfg, FILE *err)
+int config_validate(const struct config *cfg, struct config_error *e)
 {
     static const char *const sizes[] = {"max-message-bytes", "max-header-bytes",
                                         "phone-backlog-bytes"};
-    char buf[48];
+    char buf[48], fix[256];
     enum log_format fmt;
+    enum log_level level;
+    memset(e, 0, sizeof *e);
     for (size_t i = 0; i < NFLAGS; i++) {
         if (flags[i].type != F_DURATION)
             continue;
         int64_t v = *(const int64_t *)cfield(cfg, &flags[i]);
         if (v <= 0) {
             duration_format(buf, sizeof buf, v);
-            fprintf(err, "invalid --%s \"%s\": must be a positive duration\n", flags[i].name, buf);
+            snprintf(fix, sizeof fix,
+                     "pass a positive duration such as %s (the default), or omit --%s",
+                     flags[i].def, flags[i].name);
+            set_err(e, fix, "invalid --%s \"%s\": must be a positive duration", flags[i].name, buf);
             return -1;
         }
     }
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        const struct flag *f = find_flag(sizes[i], strlen(sizes[i]));
+        snprintf(fix, sizeof fix,
+                 "pass a byte count from 1 to 1073741824, or omit --%s for the default (%s)",
+                 sizes[i], f->def);
         if (int_field(cfg, sizes[i]) <= 0) {
-            fprintf(err, "invalid --%s %lld: must be a positive number of bytes\n", sizes[i],
+            set_err(e, fix, "invalid --%s %lld: must be a positive number of bytes", sizes[i],
                     (long long)int_field(cfg, sizes[i]));
             return -1;
         }
         if (int_field(cfg, sizes[i]) > (1LL << 30)) { /* offsets and lengths are 32-bit */
-            fprintf(err, "invalid --%s %lld: must be at most 1073741824 bytes\n", sizes[i],
+            set_err(e, fix, "invalid --%s %lld: must be at most 1073741824 bytes", sizes[i],
                     (long long)int_field(cfg, sizes[i]));
             return -1;
         }
     }
     if (cfg->max_header_bytes_total <= 0) {
-        fprintf(err, "invalid --max-header-bytes-total %lld: must be a positive number of bytes\n",
+        set_err(e,
+                "pass a positive byte count, or omit --max-header-bytes-total for the default "
+                "(67108864)",
+                "invalid --max-header-bytes-total %lld: must be a positive number of bytes",
                 (long long)cfg->max_header_bytes_total);
         return -1;
     }
     if (cfg->max_bytes_per_second_per_server < 0) {
-        fprintf(err,
-                "invalid --max-bytes-per-second-per-server %lld: must be 0 (no limit) or "
-                "positive\n",
+        set_err(e, "pass 0 for no limit or a number of bytes per second",
+                "invalid --max-bytes-per-second-per-server %lld: must be 0 (no limit) or positive",
                 (long long)cfg->max_bytes_per_second_per_server);
         return -1;
     }
     if (cfg->max_frames_per_second < 0 || cfg->max_frames_per_second > 1000000000) {
-        fprintf(err,
+        set_err(e, "pass 0 for no limit or a rate from 1 to 1000000000 (default 10000)",
                 "invalid --max-frames-per-second %lld: must be 0 (no limit) or between 1 and "
-                "1000000000\n",
+                "1000000000",
                 (long long)cfg->max_frames_per_second);
         return -1;
     }
     if (cfg->rate_limit_burst < 0) {
-        fprintf(err, "invalid --rate-limit-burst %lld: must be 0 (off) or positive\n",
+        set_err(e, "pass 0 to turn the per-IP limiter off, or a positive burst (default 20)",
+                "invalid --rate-limit-burst %lld: must be 0 (off) or positive",
                 (long long)cfg->rate_limit_burst);
         return -1;
     }
     if (cfg->workers < 0 || cfg->workers > 256) {
-        fprintf(err, "invalid --workers %lld: must be between 0 and 256\n",
-                (long long)cfg->workers);
+        set_err(e, "pass 0 for one shard per CPU, or a thread count up to 256",
+                "invalid --workers %lld: must be between 0 and 256", (long long)cfg->workers);
         return -1;
     }
     if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0')) {
-        fprintf(err, "invalid --%s: --tls-cert and --tls-key must be given together\n",
+        set_err(e,
+                "give both --tls-cert and --tls-key for a static certificate, or neither to "
+                "use ACME",
+                "invalid --%s: --tls-cert and --tls-key must be given together",
                 cfg->tls_cert[0] ? "tls-key" : "tls-cert");
         return -1;
     }
     if (log_format_parse(cfg->log_format, &fmt) != 0) {
-        fprintf(err, "invalid --log-format ");
-        print_quoted(err, cfg->log_format);
-        fprintf(err, ": must be \"text\" or \"json\"\n");
+        set_err(e, "use --log-format=text or --log-format=json",
+                "invalid --log-format %s: must be \"text\" or \"json\"", quoted(cfg->log_format));
+        return -1;
+    }
+    if (log_level_parse(cfg->log_level, &level) != 0) {
+        set_err(e, "use --log-level=debug, info, warn or error",
+                "invalid --log-level %s: must be \"debug\", \"info\", \"warn\" or \"error\"",
+                quoted(cfg->log_level));
         return -1;
     }
     return 0;
@@ -464,9 +592,7 @@ static void print_default(FILE *out, const struct config *def, const struct flag
     const void *v = cfield(def, f);
     char buf[48];
     if (f->type == F_STRING && **(const char *const *)v) {
-        fprintf(out, " (default ");
-        print_quoted(out, *(const char *const *)v);
-        fprintf(out, ")");
+        fprintf(out, " (default %s)", quoted(*(const char *const *)v));
     } else if (f->type == F_BOOL && *(const bool *)v) {
         fprintf(out, " (default true)");
     } else if (f->type == F_INT && *(const int64_t *)v) {
@@ -682,4 +808,120 @@ int duration_format(char *out, size_t cap, int64_t ns)
     char buf[32];
     int w = format_rev(buf, ns);
     return snprintf(out, cap, "%.*s", 32 - w, buf + w);
+}
+
+/* ---- --config-file: the reloadable settings ----------------------------- */
+
+static const char *const reloadable[] = {"log-level", "max-connections", "max-phones-per-server",
+                                         "rate-limit-burst", "rate-limit-refill"};
+
+static bool is_reloadable(const char *name)
+{
+    for (size_t i = 0; i < sizeof reloadable / sizeof reloadable[0]; i++)
+        if (strcmp(reloadable[i], name) == 0)
+            return true;
+    return false;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    return s;
+}
+
+/* One "name = value" line of path (lineno for messages). */
+static int apply_line(struct config *cfg, const char *path, int lineno, char *line,
+                      struct config_error *e)
+{
+    char fix[256];
+    char *eq = strchr(line, '=');
+    if (!eq) {
+        set_err(e, "write one setting per line as name = value (# starts a comment)",
+                "%s:%d: expected name = value", path, lineno);
+        return -1;
+    }
+    *eq = '\0';
+    char *name = trim(line), *val = trim(eq + 1);
+    size_t vlen = strlen(val);
+    if (vlen >= 2 && val[0] == '"' && val[vlen - 1] == '"') {
+        val[vlen - 1] = '\0';
+        val++;
+    }
+    if (name[0] == '-')
+        name += 1 + (name[1] == '-');
+    const struct flag *f = find_flag(name, strlen(name));
+    if (!f || !is_reloadable(name)) {
+        const char *near = f ? NULL : config_suggest(name, strlen(name));
+        snprintf(fix, sizeof fix,
+                 "%s%s%sthe file holds only log-level, max-connections, max-phones-per-server, "
+                 "rate-limit-burst and rate-limit-refill; everything else is a command-line flag",
+                 near ? "did you mean " : "", near ? near : "", near ? "? " : "");
+        set_err(e, fix, "%s:%d: %s %s", path, lineno, quoted(name),
+                f ? "cannot be set in --config-file" : "is not a setting");
+        return -1;
+    }
+    if (cfg->explicit_mask & (1ULL << (f - flags))) {
+        snprintf(fix, sizeof fix,
+                 "set %s in one place: remove --%s from the command line to make it reloadable",
+                 f->name, f->name);
+        set_err(e, fix, "%s:%d: %s is also given on the command line", path, lineno, f->name);
+        return -1;
+    }
+    if (f->offset == offsetof(struct config, log_level)) {
+        enum log_level level;
+        if (log_level_parse(val, &level) != 0) {
+            set_err(e, "use debug, info, warn or error", "%s:%d: invalid log-level %s", path,
+                    lineno, quoted(val));
+            return -1;
+        }
+        cfg->log_level = log_level_name(level); /* a literal: outlives the file's text */
+        return 0;
+    }
+    int rc = set_value(cfg, f, val);
+    if (rc != PARSE_OK) {
+        type_fix(fix, sizeof fix, f);
+        set_err(e, fix, "%s:%d: invalid value %s for %s: %s", path, lineno, quoted(val), f->name,
+                rc == PARSE_RANGE ? "value out of range" : "parse error");
+        return -1;
+    }
+    return 0;
+}
+
+int config_file_apply(struct config *cfg, const char *path, struct config_error *e)
+{
+    char text[CONFIG_FILE_MAX + 1];
+    memset(e, 0, sizeof *e);
+    FILE *fp = fopen(path, "r");
+    if (!fp) {
+        set_err(e, "create the file, fix the path, or drop --config-file", "--config-file %s: %s",
+                path, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(text, 1, sizeof text, fp);
+    bool bad = ferror(fp);
+    fclose(fp);
+    if (bad || n > CONFIG_FILE_MAX) {
+        set_err(e, "--config-file holds five settings; point it at the right file",
+                "--config-file %s: %s", path, bad ? "read error" : "larger than 64 KiB");
+        return -1;
+    }
+    text[n] = '\0';
+    int lineno = 0;
+    for (char *line = text, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *t = trim(line);
+        if (*t && apply_line(cfg, path, lineno, t, e) != 0)
+            return -1;
+    }
+    return 0;
 }

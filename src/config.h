@@ -21,12 +21,15 @@ struct config {
     const char *https_listen;
     const char *http_listen;
     const char *metrics_listen;
+    const char *health_listen; /* ours: /healthz only, plain HTTP ("" none) */
     bool trust_x_forwarded_for;
     bool https_proxy_protocol;
     int64_t max_connections;
     bool version;
     /* relay knobs (ours; defaults match the reference constants) */
     const char *log_format;                  /* "text" | "json" */
+    const char *log_level;                   /* "debug" | "info" | "warn" | "error" */
+    const char *config_file;                 /* reloadable settings, re-read on SIGHUP ("" none) */
     int64_t max_message_bytes;               /* 262144 */
     int64_t max_header_bytes;                /* 1 MiB, like Go's DefaultMaxHeaderBytes */
     int64_t max_header_bytes_total;          /* 64 MiB held by unfinished heads, process-wide */
@@ -67,25 +70,53 @@ struct config {
     uint64_t explicit_mask;
 };
 
+/* Why a flag, value or config file was refused: one sentence naming the
+ * flag (or file and line), and what to write instead. */
+struct config_error {
+    char err[1024];
+    char fix[512];
+};
+
+#define CONFIG_FILE_MAX (64 * 1024)
+
 enum config_result {
     CONFIG_OK = 0,
     CONFIG_HELP = 1,   /* -h/--help: usage printed, exit 0 */
-    CONFIG_ERROR = -1, /* message and usage printed, exit 2 */
+    CONFIG_ERROR = -1, /* *e filled in, exit 2 */
 };
 
 /* Fills cfg with every default. home is $HOME (may be NULL) for --cert-cache. */
 void config_defaults(struct config *cfg, const char *home);
 
 /* Parses argv[1..argc) into cfg (call config_defaults first). Stops at the
- * first non-flag argument or after "--", like Go. Errors and usage go to
- * err. Strings in cfg point into argv. */
-enum config_result config_parse(struct config *cfg, int argc, char **argv, FILE *err);
+ * first non-flag argument or after "--", like Go. -h prints the usage to
+ * usage and returns CONFIG_HELP; a bad flag or value fills *e (Go's
+ * sentence in err, with the closest known flag suggested for an unknown
+ * one) and returns CONFIG_ERROR. Strings in cfg point into argv. */
+enum config_result config_parse(struct config *cfg, int argc, char **argv, FILE *usage,
+                                struct config_error *e);
+
+/* The value of the last -name/--name flag before the flags end (so a
+ * refusal found while parsing can already use --log-format), or NULL. */
+const char *config_prescan(int argc, char **argv, const char *name);
+
+/* The known flag closest to name[0..len) (a typo, a case slip, a prefix),
+ * or NULL when none is close. */
+const char *config_suggest(const char *name, size_t len);
 
 /* Checks values that parse but make no sense (non-positive durations and
- * sizes, unknown --log-format). Writes one sentence naming the flag to err
+ * sizes, unknown --log-format or --log-level). Fills *e naming the flag
  * and returns -1, else 0. --max-connections is left to the startup checks
  * (spec §6.3 step 5). */
-int config_validate(const struct config *cfg, FILE *err);
+int config_validate(const struct config *cfg, struct config_error *e);
+
+/* Applies the reloadable settings of the --config-file at path to cfg:
+ * lines "name = value" (names as the flags, without dashes), '#' comments.
+ * Only log-level, max-connections, max-phones-per-server, rate-limit-burst
+ * and rate-limit-refill may appear, and none that was also given on the
+ * command line. Returns 0, or -1 with *e naming the file and line (cfg may
+ * then be partly changed: apply to a copy). */
+int config_file_apply(struct config *cfg, const char *path, struct config_error *e);
 
 /* True when the flag named name (without dashes) was given explicitly. */
 bool config_flag_given(const struct config *cfg, const char *name);

@@ -216,6 +216,7 @@ void forward_from_phone(struct peer *p, uint8_t *data, size_t len)
         conn_ws_close(p->conn, WS_CLOSE_NORMAL, "", false);
         return;
     }
+    b->ext->bytes_to_binary += len;
     bw_charge(b, len);
     if (!b->phones_paused && conn_queued_bytes(b->conn) > r->high_water) {
         set_phones_paused(b, true);
@@ -234,9 +235,17 @@ static void route(struct peer *b, const struct envelope *env)
     struct relay *r = b->relay;
     struct reg_phone *rp = registry_find_phone(&r->reg, &b->rb, env->conn_id, env->conn_id_len);
     if (!rp) {
-        LOGF(LOG_WARN, "binary_forwarder_unknown_conn_id",
-             LOG_STRN("server_id", b->server_id, b->server_id_len),
-             LOG_STRN("conn_id", env->conn_id, env->conn_id_len));
+        uint64_t sup;
+        if (!relay_warn_allowed(b, WARN_UNKNOWN_CONN_ID, &sup))
+            return;
+        if (sup)
+            LOGF(LOG_WARN, "binary_forwarder_unknown_conn_id",
+                 LOG_STRN("server_id", b->server_id, b->server_id_len),
+                 LOG_STRN("conn_id", env->conn_id, env->conn_id_len), LOG_NUM("suppressed", sup));
+        else
+            LOGF(LOG_WARN, "binary_forwarder_unknown_conn_id",
+                 LOG_STRN("server_id", b->server_id, b->server_id_len),
+                 LOG_STRN("conn_id", env->conn_id, env->conn_id_len));
         return;
     }
     struct peer *p = CONTAINER_OF(rp, struct peer, rp);
@@ -259,7 +268,8 @@ static void route(struct peer *b, const struct envelope *env)
     }
     if (env->frame) {
         uv_buf_t part = uv_buf_init((char *)env->frame, (unsigned)env->frame_len);
-        conn_ws_send(p->conn, &part, 1, true);
+        if (conn_ws_send(p->conn, &part, 1, true) == 0)
+            b->ext->bytes_to_phones += env->frame_len;
     }
     if (code) {
         conn_ws_close(p->conn, wire_code(code), "", true);
@@ -295,9 +305,21 @@ void forward_from_binary(struct peer *b, uint8_t *data, size_t len)
         snprintf(err, sizeof err, "%s", envelope_error(kind));
         break;
     }
-    LOGF(LOG_WARN, "binary_forwarder_unmarshal_err",
-         LOG_STRN("server_id", b->server_id, b->server_id_len),
-         LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len), LOG_STR("err", err));
+    uint64_t sup;
+    enum peer_warn w = kind == ENVELOPE_MALFORMED         ? WARN_MALFORMED
+                       : kind == ENVELOPE_MISSING_CONN_ID ? WARN_MISSING_CONN_ID
+                                                          : WARN_MISSING_FRAME;
+    if (!relay_warn_allowed(b, w, &sup))
+        return;
+    if (sup)
+        LOGF(LOG_WARN, "binary_forwarder_unmarshal_err",
+             LOG_STRN("server_id", b->server_id, b->server_id_len),
+             LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len), LOG_STR("err", err),
+             LOG_NUM("suppressed", sup));
+    else
+        LOGF(LOG_WARN, "binary_forwarder_unmarshal_err",
+             LOG_STRN("server_id", b->server_id, b->server_id_len),
+             LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len), LOG_STR("err", err));
 }
 
 /* Spec §2.2 step 10 with design.md §4: the code the relay closed with, else

@@ -8,24 +8,90 @@
 #include "log.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #define LINE_MAX_BYTES  8192
-#define VALUE_MAX_BYTES 1024 /* a longer string value is cut to this */
-#define FIELD_MIN_ROOM  8    /* below this much room, later fields are dropped */
+#define VALUE_MAX_BYTES 1024         /* a longer string value is cut to this (below ERROR) */
+#define ERROR_MAX_BYTES (256 * 1024) /* an ERROR line (a boot refusal) is never cut below this */
+#define FIELD_MIN_ROOM  8            /* below this much room, later fields are dropped */
 
 static const char hex[] = "0123456789abcdef";
 
 static enum log_format g_format = LOG_FORMAT_TEXT;
-static enum log_level g_min = LOG_INFO;
+static _Atomic int g_min = LOG_INFO; /* changed by a reload while shards log */
 static int g_fd = 2;
 
 void log_setup(enum log_format fmt, enum log_level min_level, int fd)
 {
     g_format = fmt;
-    g_min = min_level;
+    atomic_store_explicit(&g_min, min_level, memory_order_relaxed);
     g_fd = fd;
+}
+
+void log_set_level(enum log_level min_level)
+{
+    atomic_store_explicit(&g_min, min_level, memory_order_relaxed);
+}
+
+enum log_level log_get_level(void)
+{
+    return (enum log_level)atomic_load_explicit(&g_min, memory_order_relaxed);
+}
+
+bool log_enabled(enum log_level level)
+{
+    return level >= log_get_level();
+}
+
+enum log_format log_get_format(void)
+{
+    return g_format;
+}
+
+int log_level_parse(const char *s, enum log_level *out)
+{
+    static const struct {
+        const char *name;
+        enum log_level level;
+    } names[] = {
+        {"debug", LOG_DEBUG}, {"info", LOG_INFO}, {"warn", LOG_WARN}, {"error", LOG_ERROR}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(s, names[i].name) == 0) {
+            *out = names[i].level;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+const char *log_level_name(enum log_level level)
+{
+    switch (level) {
+    case LOG_DEBUG:
+        return "debug";
+    case LOG_INFO:
+        return "info";
+    case LOG_WARN:
+        return "warn";
+    default:
+        return "error";
+    }
+}
+
+bool log_limit_allow(struct log_limit *l, uint64_t now_ms, uint64_t *suppressed)
+{
+    *suppressed = 0;
+    if (l->last_ms != 0 && now_ms - l->last_ms < LOG_LIMIT_PERIOD_MS) {
+        l->suppressed++;
+        return false;
+    }
+    *suppressed = l->suppressed;
+    l->suppressed = 0;
+    l->last_ms = now_ms ? now_ms : 1;
+    return true;
 }
 
 int log_format_parse(const char *s, enum log_format *out)
@@ -343,34 +409,35 @@ static void put_time(struct out *o, const struct timespec *now)
     put_str(o, buf);
 }
 
-/* String values longer than VALUE_MAX_BYTES are cut at a character start. */
-static size_t cut_len(const char *s, size_t len)
+/* String values longer than limit are cut at a character start. */
+static size_t cut_len(const char *s, size_t len, size_t limit)
 {
-    if (len <= VALUE_MAX_BYTES)
+    if (len <= limit)
         return len;
-    size_t n = VALUE_MAX_BYTES;
+    size_t n = limit;
     while (n > 0 && ((uint8_t)s[n] & 0xC0) == 0x80)
         n--;
     return n;
 }
 
 /* Writes one field's value in the chosen format. */
-static void put_value(struct out *o, enum log_format fmt, const struct log_field *f)
+static void put_value(struct out *o, enum log_format fmt, const struct log_field *f, size_t limit)
 {
     char num[24];
     if (f->is_num) {
         snprintf(num, sizeof num, "%lld", f->num);
         put_str(o, num);
     } else if (fmt == LOG_FORMAT_JSON) {
-        json_str(o, f->str, cut_len(f->str, f->len));
+        json_str(o, f->str, cut_len(f->str, f->len, limit));
     } else {
-        text_str(o, f->str, cut_len(f->str, f->len));
+        text_str(o, f->str, cut_len(f->str, f->len, limit));
     }
 }
 
 /* Appends the fields that fit; a field is started only with room for its
  * key and a few bytes of value, so a cut line never ends in a bare key. */
-static void put_fields(struct out *o, enum log_format fmt, const struct log_field *f, size_t n)
+static void put_fields(struct out *o, enum log_format fmt, const struct log_field *f, size_t n,
+                       size_t limit)
 {
     bool json = fmt == LOG_FORMAT_JSON;
     for (size_t i = 0; i < n && !o->full; i++) {
@@ -383,7 +450,7 @@ static void put_fields(struct out *o, enum log_format fmt, const struct log_fiel
         else
             text_str(o, f[i].key, klen);
         put(o, json ? ":" : "=", 1);
-        put_value(o, fmt, &f[i]);
+        put_value(o, fmt, &f[i], limit);
     }
 }
 
@@ -418,29 +485,54 @@ size_t log_format_line(char *out, size_t cap, enum log_format fmt, const struct 
     struct out o = {out, 0, cap - tail, false};
     if (!put_head(&o, fmt, now, level, msg))
         tail = 1;
-    put_fields(&o, fmt, f, n);
+    /* ERROR lines are refusals and failures an operator must read whole
+     * (a capability list, a hint): their values are not cut. */
+    put_fields(&o, fmt, f, n, level >= LOG_ERROR ? ERROR_MAX_BYTES : VALUE_MAX_BYTES);
     if (tail == 2)
         out[o.len++] = '}';
     out[o.len++] = '\n';
     return o.len;
 }
 
+/* Room an ERROR line needs so that nothing in it is cut: every value
+ * escaped at worst (\\U0010ffff is 10 bytes for a 4-byte rune, \\xff 4 for
+ * one byte: at most 6 per input byte in text and JSON alike). */
+static size_t error_line_cap(const char *msg, const struct log_field *f, size_t n)
+{
+    size_t need = 256 + 6 * strlen(msg);
+    for (size_t i = 0; i < n; i++)
+        need += 8 + 6 * (strlen(f[i].key) + (f[i].is_num ? 24 : f[i].len));
+    return need;
+}
+
 void log_event(enum log_level level, const char *msg, const struct log_field *f, size_t n)
 {
-    char line[LINE_MAX_BYTES];
+    char stack[LINE_MAX_BYTES];
+    char *line = stack;
+    size_t cap = sizeof stack;
     struct timespec now;
-    if (level < g_min || g_fd < 0)
+    if (!log_enabled(level) || g_fd < 0)
         return;
+    if (level >= LOG_ERROR && (cap = error_line_cap(msg, f, n)) > sizeof stack)
+        line = malloc(cap);
+    if (!line) { /* no memory: the cut line is better than none */
+        line = stack;
+        cap = sizeof stack;
+    }
+    if (line == stack)
+        cap = sizeof stack;
     clock_gettime(CLOCK_REALTIME, &now);
-    size_t len = log_format_line(line, sizeof line, g_format, &now, level, msg, f, n);
+    size_t len = log_format_line(line, cap, g_format, &now, level, msg, f, n);
     const char *p = line;
     while (len > 0) {
         ssize_t w = write(g_fd, p, len);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
-            return; /* nowhere left to report it */
+            break; /* nowhere left to report it */
         p += w;
         len -= (size_t)w;
     }
+    if (line != stack)
+        free(line);
 }

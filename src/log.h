@@ -37,6 +37,38 @@ struct log_field {
  * output file descriptor defaults to 2 (stderr). */
 void log_setup(enum log_format fmt, enum log_level min_level, int fd);
 
+/* Changes the minimum level (a reload; safe from any thread). */
+void log_set_level(enum log_level min_level);
+
+/* The current minimum level / output format. */
+enum log_level log_get_level(void);
+enum log_format log_get_format(void);
+
+/* True when a line at level would be written (skip building costly
+ * fields otherwise). */
+bool log_enabled(enum log_level level);
+
+/* Parses "debug", "info", "warn" or "error"; returns 0 or -1. */
+int log_level_parse(const char *s, enum log_level *out);
+
+/* The flag spelling of a level ("debug" ...). */
+const char *log_level_name(enum log_level level);
+
+/* Collapses a repeated line of one kind from one source (a binary that
+ * keeps writing to a departed phone): the first line passes, then at most
+ * one per LOG_LIMIT_PERIOD_MS, which carries how many were dropped in
+ * between. Zero-initialise; one per (source, kind); not thread-safe (it
+ * lives with its connection on one loop). */
+#define LOG_LIMIT_PERIOD_MS 1000
+struct log_limit {
+    uint64_t last_ms;    /* when the last line passed (0: never) */
+    uint32_t suppressed; /* dropped since */
+};
+
+/* Returns true when the line should be written now; *suppressed then holds
+ * how many were dropped before it (log it as suppressed=N when non-zero). */
+bool log_limit_allow(struct log_limit *l, uint64_t now_ms, uint64_t *suppressed);
+
 /* Parses "text" or "json"; returns 0 or -1. */
 int log_format_parse(const char *s, enum log_format *out);
 
@@ -45,7 +77,9 @@ void log_event(enum log_level level, const char *msg, const struct log_field *f,
 
 /* Formats one line (with the trailing newline) for the given wall-clock
  * time into out. Returns the line length; a line longer than cap is cut
- * and still ends with a newline. Exposed for tests. */
+ * and still ends with a newline. Below ERROR a string value is cut at
+ * 1 KiB; ERROR values are kept whole (log_event sizes the buffer for
+ * them). Exposed for tests. */
 size_t log_format_line(char *out, size_t cap, enum log_format fmt, const struct timespec *now,
                        enum log_level level, const char *msg, const struct log_field *f, size_t n);
 

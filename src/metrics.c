@@ -15,12 +15,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
+#include "admin.h"
 #include "http.h"
 #include "netaddr.h"
 #include "push.h"
 #include "registry.h"
 #include "relay.h"
 #include "server.h"
+#include "version.h"
 
 struct buf {
     char *p;
@@ -187,6 +191,33 @@ static void process_series(struct buf *b, const struct metrics *m)
     bprintf(b, "process_virtual_memory_bytes %lu\n", vsize_pages * (unsigned long)page);
 }
 
+/* Prometheus label values: backslash, quote and newline escaped. */
+static void label(struct buf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            bprintf(b, "\\%c", *v);
+        else if (*v == '\n')
+            bprintf(b, "\\n");
+        else
+            bprintf(b, "%c", *v);
+    }
+}
+
+/* The usual build_info idiom: a constant 1 whose labels say what runs. */
+static void build_info(struct buf *b)
+{
+    family(b, "pyrycode_relay_build_info", "gauge",
+           "Version of the relay and of the libraries it runs on; always 1.");
+    bprintf(b, "pyrycode_relay_build_info{version=\"");
+    label(b, RELAY_VERSION);
+    bprintf(b, "\",libuv=\"");
+    label(b, uv_version_string());
+    bprintf(b, "\",openssl=\"");
+    label(b, OpenSSL_version(OPENSSL_VERSION_STRING));
+    bprintf(b, "\"} 1\n");
+}
+
 char *metrics_render(const struct metrics *m, size_t *len)
 {
     struct buf b = {xmalloc(8192), 0, 8192};
@@ -200,7 +231,13 @@ char *metrics_render(const struct metrics *m, size_t *len)
     for (int i = 0; i < 3; i++)
         bprintf(&b, "promhttp_metric_handler_requests_total{code=\"%s\"} %llu\n", codes[i],
                 (unsigned long long)m->requests[i]);
+    build_info(&b);
     relay_series(&b, m->relay);
+    family(&b, "pyrycode_relay_accept_errors_total", "counter",
+           "accept(2) failures the relay survived (out of descriptors or memory: accepting "
+           "paused briefly; or the pending connection failed).");
+    bprintf(&b, "pyrycode_relay_accept_errors_total %llu\n",
+            (unsigned long long)atomic_load_explicit(&m->srv->accept_errors, memory_order_relaxed));
     *len = b.len;
     return b.p;
 }
@@ -212,7 +249,8 @@ static void on_request(struct conn *c, const struct http_req *r)
     size_t plen, blen;
     const char *path = http_req_path(r, &plen);
     if (!str_eq(path, plen, "/metrics")) {
-        conn_http_not_found(c);
+        if (!admin_handle(c, r, g_metrics->relay->sh))
+            conn_http_not_found(c);
         return;
     }
     g_metrics->requests[0]++; /* counted before rendering, as promhttp does */
@@ -223,13 +261,7 @@ static void on_request(struct conn *c, const struct http_req *r)
 
 static const struct conn_hooks metrics_hooks = {.on_request = on_request};
 
-static void on_connection(uv_stream_t *listener, int status)
-{
-    struct metrics *m = listener->data;
-    if (status < 0 || m->srv->draining)
-        return;
-    conn_accept(&m->srv->shards[0], listener, &metrics_hooks);
-}
+static const struct conn_opts metrics_opts = {.hooks = &metrics_hooks};
 
 int metrics_listen(struct metrics *m, struct server *srv, struct relay *relay, const char *addr,
                    char *err, size_t cap)
@@ -241,9 +273,9 @@ int metrics_listen(struct metrics *m, struct server *srv, struct relay *relay, c
     gettimeofday(&tv, NULL);
     m->start_time = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
     g_metrics = m;
-    if (server_bind(srv, &m->listener, addr, 128, on_connection, err, cap) != 0)
+    /* a server listener: accept errors back off like the public one's */
+    if (server_listen_opts(srv, addr, &metrics_opts, err, cap) != 0)
         return -1;
-    m->listener.data = m;
-    server_add_listener(srv, &m->listener);
+    m->listener = &srv->listeners[srv->nlisteners - 1].tcp;
     return 0;
 }

@@ -15,7 +15,7 @@ struct relay;
 struct server;
 
 struct metrics {
-    uv_tcp_t listener;
+    uv_tcp_t *listener; /* a server listener (server.c owns it) */
     struct server *srv;
     struct relay *relay;
     double start_time;    /* process start, seconds since the epoch */

@@ -17,4 +17,7 @@ int netaddr_split(const char *addr, char *host, size_t host_cap, int *port, char
  * 0.0.0.0). Returns 0, or -1 with a reason in err. */
 int netaddr_resolve(const char *addr, struct sockaddr_storage *out, char *err, size_t err_cap);
 
+/* Writes an IPv4/IPv6 socket address as "1.2.3.4:80" or "[::1]:80". */
+void netaddr_format(const struct sockaddr *sa, char *out, size_t cap);
+
 #endif

@@ -20,13 +20,14 @@
 #include "log.h"
 #include "ratelimit.h"
 #include "util.h"
+#include "version.h"
 
 #define ERR_OFF       "relay: push is off"
 #define ERR_RATE      "relay: push_wake rate-limited for server-id"
 #define ERR_CAP       "relay: push_wake in-flight cap reached"
 #define ERR_FETCH     "relay: fcm access-token fetch failed"
 #define ERR_CANCELLED "context canceled"
-#define USER_AGENT    "pyrycode-relay/" RELAY_VERSION
+#define USER_AGENT    ((const char *)relay_user_agent)
 
 struct reply {
     char buf[FCM_REPLY_MAX];

@@ -437,3 +437,16 @@ bool registry_holds(const struct registry *r, const struct reg_binary *b)
     (void)r;
     return b->slot && b->slot->binary == b && !b->slot->in_grace;
 }
+
+struct reg_slot *registry_find(const struct registry *r, const char *sid, size_t len)
+{
+    return lookup(r, sid, len);
+}
+
+void registry_each(const struct registry *r, void (*fn)(const struct reg_slot *s, void *arg),
+                   void *arg)
+{
+    for (size_t i = 0; i < r->nbuckets; i++)
+        for (const struct reg_slot *s = r->slots[i]; s; s = s->hnext)
+            fn(s, arg);
+}

@@ -140,6 +140,14 @@ size_t registry_phones(const struct registry *r);
 /* True when b currently holds its slot and the slot is not in grace. */
 bool registry_holds(const struct registry *r, const struct reg_binary *b);
 
+/* The slot of server-id sid, or NULL (admin endpoints; owning thread). */
+struct reg_slot *registry_find(const struct registry *r, const char *sid, size_t len);
+
+/* Calls fn for every slot, in no particular order; fn must not change the
+ * registry. */
+void registry_each(const struct registry *r, void (*fn)(const struct reg_slot *s, void *arg),
+                   void *arg);
+
 /* SipHash-2-4 of data under key (exposed for tests and shard hashing). */
 uint64_t registry_siphash(const uint8_t key[16], const void *data, size_t len);
 

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "push.h"
 #include "shard.h"
+#include "version.h"
 
 #define CLOSE_NO_SERVER 4404
 #define CLOSE_CONFLICT  4409
@@ -136,13 +137,14 @@ static struct peer *peer_new(struct conn *c, enum relay_endpoint ep, const char 
     p->server_id_len = sid_len;
     if (ep == EP_SERVER) {
         list_init(&p->probes);
+        p->ext = xcalloc(1, sizeof *p->ext);
     } else {
         list_init(&p->rp.link);
         p->rp.key = p->key;
         p->rp.conn_id = p->conn_id;
         p->rp.conn_id_len = p->conn_id_len;
     }
-    c->owner = p;
+    c->owner = p; /* live_ws was counted before the 101 went out (upgrade) */
     c->frames_counter =
         &r->stats.frames[ep == EP_SERVER ? DIR_PHONE_TO_BINARY : DIR_BINARY_TO_PHONE];
     return p;
@@ -151,6 +153,8 @@ static struct peer *peer_new(struct conn *c, enum relay_endpoint ep, const char 
 static void peer_free(struct peer *p)
 {
     free(p->version);
+    if (p->role == EP_SERVER)
+        free(p->ext);
     if (p->role == EP_CLIENT)
         free(p->wrap);
     free(p);
@@ -203,6 +207,7 @@ static void binary_accept(struct peer *b)
     char remote[64];
     struct relay *r = b->relay;
     b->state = PEER_ACTIVE;
+    b->ext->since_ms = now_ms(r);
     r->stats.upgrades[EP_SERVER][OUT_ACCEPT]++;
     conn_heartbeat(b->conn, true);
     conn_pause_reading(b->conn, false);
@@ -363,6 +368,7 @@ static void binary_end(struct peer *b)
             probe_conclude(p, false);
     }
     if (b->state == PEER_ACTIVE) {
+        relay_flush_warns(b);
         read_end_err(b->conn, err, sizeof err);
         LOGF(LOG_INFO, "binary_forwarder_read_end",
              LOG_STRN("server_id", b->server_id, b->server_id_len),
@@ -436,18 +442,38 @@ static void phone_end(struct peer *p)
 /* ---- hooks ------------------------------------------------------------- */
 
 /* Spec §2.1/§2.2 step 2: every required header present and non-empty
- * (values arrive trimmed, so whitespace-only counts as empty). */
-static bool gate_passes(const struct http_req *r, enum relay_endpoint ep)
+ * (values arrive trimmed, so whitespace-only counts as empty). Returns
+ * NULL, or the name of the first header that is missing or empty. */
+static const char *gate_missing(const struct http_req *r, enum relay_endpoint ep)
 {
     static const enum http_hdr server_hdrs[] = {HDR_X_SERVER, HDR_X_VERSION, HDR_USER_AGENT};
     static const enum http_hdr client_hdrs[] = {HDR_X_SERVER, HDR_X_TOKEN, HDR_USER_AGENT};
+    static const char *const server_names[] = {"X-Pyrycode-Server", "X-Pyrycode-Version",
+                                               "User-Agent"};
+    static const char *const client_names[] = {"X-Pyrycode-Server", "X-Pyrycode-Token",
+                                               "User-Agent"};
     const enum http_hdr *need = ep == EP_SERVER ? server_hdrs : client_hdrs;
     for (size_t i = 0; i < 3; i++) {
         size_t len;
         if (!http_req_header(r, need[i], &len))
-            return false;
+            return ep == EP_SERVER ? server_names[i] : client_names[i];
     }
-    return true;
+    return NULL;
+}
+
+/* At debug level, why an upgrade was refused: a header name or the
+ * handshake rule it broke, never a header value (tokens stay out). */
+static void log_refused(struct conn *c, const struct http_req *req, int status, const char *why,
+                        size_t why_len)
+{
+    char remote[64];
+    size_t plen;
+    if (!log_enabled(LOG_DEBUG))
+        return;
+    const char *path = http_req_path(req, &plen);
+    conn_remote(c, remote, sizeof remote);
+    LOGF(LOG_DEBUG, "upgrade_refused", LOG_STRN("path", path, plen), LOG_NUM("status", status),
+         LOG_STRN("reason", why, why_len), LOG_STR("remote", remote));
 }
 
 /* Spec §9.1: the peer's host, or with --trust-x-forwarded-for the first
@@ -496,7 +522,7 @@ static bool admitted(struct conn *c, const struct http_req *req, enum relay_endp
         conn_http_error(c, 429, true);
         return false;
     }
-    if (atomic_load(&r->sh->live_ws) >= (size_t)c->shard->cfg->max_connections) {
+    if (atomic_load(&r->sh->live_ws) >= (size_t)atomic_load(&r->sh->max_conns)) {
         size_t plen;
         const char *path = http_req_path(req, &plen);
         conn_remote(c, remote, sizeof remote);
@@ -512,23 +538,36 @@ static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpo
     struct relay *r = relay_of(c);
     if (!admitted(c, req, ep))
         return;
-    if (!gate_passes(req, ep)) {
+    const char *missing = gate_missing(req, ep);
+    if (missing) {
+        char why[64];
+        int n = snprintf(why, sizeof why, "missing or empty %s header", missing);
         r->stats.upgrades[ep][OUT_REJECT_HEADERS]++;
-        conn_http_error(c, 400, true); /* no log line: spec §2.1 step 2 */
+        log_refused(c, req, 400, why, (size_t)n); /* debug only: spec §2.1 step 2 */
+        conn_http_error(c, 400, true);
         return;
     }
     if (c->shard->draining) {
+        log_refused(c, req, 503, "shutting down", strlen("shutting down"));
         conn_http_error(c, 503, true);
         return;
     }
     char resp[512];
     size_t len = 0;
-    if (http_ws_handshake(req, resp, sizeof resp, &len) != 101) {
+    int status = http_ws_handshake(req, resp, sizeof resp, &len);
+    if (status != 101) {
+        /* the reply's body is the handshake rule that was broken */
+        const char *body = memmem(resp, len, "\r\n\r\n", 4);
+        body = body ? body + 4 : resp + len;
+        size_t blen = (size_t)(resp + len - body);
+        while (blen && body[blen - 1] == '\n')
+            blen--;
+        log_refused(c, req, status, body, blen);
         conn_http_reply(c, resp, len, false);
         return;
     }
-    /* Counted before the 101 can reach the client: its next request may be
-     * read on another shard's thread at once, and must see this one. */
+    /* Counted before the 101 leaves: a client that has read its 101 and
+     * dials again must find itself under --max-connections already. */
     atomic_fetch_add(&r->sh->live_ws, 1);
     conn_ws_accept(c, resp, len);
     if (c->state != CONN_WS_OPEN) {
@@ -577,6 +616,9 @@ static void on_request(struct conn *c, const struct http_req *r)
     else if (str_eq(path, plen, "/v1/client"))
         ep = EP_CLIENT;
     else {
+        if (r->conn_has_upgrade) /* a WebSocket client at the wrong door */
+            log_refused(c, r, 404, "no WebSocket endpoint at this path",
+                        strlen("no WebSocket endpoint at this path"));
         conn_http_not_found(c);
         return;
     }
@@ -586,6 +628,19 @@ static void on_request(struct conn *c, const struct http_req *r)
     else
         upgrade(c, r, ep);
 }
+
+/* The --health-listen listener: /healthz and nothing else. */
+static void on_health_request(struct conn *c, const struct http_req *r)
+{
+    size_t plen;
+    const char *path = http_req_path(r, &plen);
+    if (str_eq(path, plen, "/healthz"))
+        healthz(c);
+    else
+        conn_http_not_found(c);
+}
+
+const struct conn_hooks relay_health_hooks = {.on_request = on_health_request};
 
 static void on_message(struct conn *c, uint8_t *data, size_t len)
 {
@@ -690,12 +745,20 @@ struct wake_req {
     char data[]; /* server-id, conn id, raw push_wake value */
 };
 
-static void admit_wake(struct relay_shared *sh, const char *sid, size_t sid_len,
-                       const char *conn_id, size_t conn_id_len, const uint8_t *raw, size_t len)
+static void admit_wake(struct relay_shared *sh, struct warn_state *ws, uint64_t now_ms,
+                       const char *sid, size_t sid_len, const char *conn_id, size_t conn_id_len,
+                       const uint8_t *raw, size_t len)
 {
     /* Admission only: an admitted send runs on without this binary. */
+    uint64_t sup;
     const char *refusal = push_wake(sh->push, sid, sid_len, raw, len);
-    if (refusal)
+    if (!refusal || !log_limit_allow(relay_push_limit(ws, refusal), now_ms, &sup))
+        return;
+    if (sup)
+        LOGF(LOG_WARN, "binary_forwarder_push_wake_dropped", LOG_STRN("server_id", sid, sid_len),
+             LOG_STRN("binary_conn_id", conn_id, conn_id_len), LOG_STR("err", refusal),
+             LOG_NUM("suppressed", sup));
+    else
         LOGF(LOG_WARN, "binary_forwarder_push_wake_dropped", LOG_STRN("server_id", sid, sid_len),
              LOG_STRN("binary_conn_id", conn_id, conn_id_len), LOG_STR("err", refusal));
 }
@@ -705,7 +768,8 @@ void relay_push_wake(struct peer *b, const uint8_t *raw, size_t len)
     struct relay_shared *sh = b->relay->sh;
     /* "push off" is the first refusal and needs no waker: answer it here. */
     if (!sh->push || b->relay->shard->id == 0) {
-        admit_wake(sh, b->server_id, b->server_id_len, b->conn_id, b->conn_id_len, raw, len);
+        admit_wake(sh, &b->ext->warns, now_ms(b->relay), b->server_id, b->server_id_len, b->conn_id,
+                   b->conn_id_len, raw, len);
         return;
     }
     struct wake_req *w = xmalloc(sizeof *w + b->server_id_len + b->conn_id_len + len);
@@ -726,7 +790,8 @@ static void on_wakes(uv_async_t *a)
     while (n) {
         struct mpsc_node *next = n->next;
         struct wake_req *w = CONTAINER_OF(n, struct wake_req, node);
-        admit_wake(sh, w->data, w->sid_len, w->data + w->sid_len, w->conn_id_len,
+        admit_wake(sh, &sh->posted_drops, uv_now(a->loop), w->data, w->sid_len,
+                   w->data + w->sid_len, w->conn_id_len,
                    (const uint8_t *)w->data + w->sid_len + w->conn_id_len, w->raw_len);
         free(w);
         n = next;
@@ -751,6 +816,7 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
     sh->n = srv->nshards;
     sh->boot_ns = uv_hrtime();
     atomic_init(&sh->live_ws, 0);
+    atomic_init(&sh->max_conns, cfg->max_connections);
     random_bytes(sh->shard_key, sizeof sh->shard_key);
     random_bytes(seed, sizeof seed);
     uv_mutex_init(&sh->rl_mu);
@@ -773,6 +839,7 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
         r->high_water = 1024 * 1024;
         r->low_water = 256 * 1024;
         forward_bw_init(r);
+        relay_ctl_init(r);
     }
     struct relay *r0 = &relays[0];
     uv_timer_init(srv->loop, &r0->rl_sweep);
@@ -792,6 +859,7 @@ void relay_close(struct relay_shared *sh)
         registry_free(&r->reg);
         free(r->scratch);
         r->scratch = NULL;
+        relay_ctl_close(r);
     }
     ratelimit_free(&sh->rl);
     uv_mutex_destroy(&sh->rl_mu);

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "conn.h"
+#include "log.h"
 #include "ratelimit.h"
 #include "registry.h"
 #include "server.h"
@@ -70,6 +71,36 @@ struct bw_bucket;
 struct push_waker;
 struct wake_req;
 
+/* The WARN lines a binary can cause once per frame: collapsed per binary
+ * and kind (log_limit) so a runaway binary cannot flood the log. Each
+ * unmarshal error text is a kind of its own. */
+enum peer_warn {
+    WARN_UNKNOWN_CONN_ID,
+    WARN_MALFORMED,
+    WARN_MISSING_CONN_ID,
+    WARN_MISSING_FRAME,
+    WARN__COUNT
+};
+
+/* Collapsed warnings of one source; push_wake refusals by their err text. */
+#define PUSH_WARN_SLOTS 8
+struct warn_state {
+    struct log_limit kinds[WARN__COUNT];
+    struct {
+        const char *err; /* a constant refusal text (NULL: free slot) */
+        struct log_limit lim;
+    } push[PUSH_WARN_SLOTS];
+};
+
+/* What only an operator asks about a binary (/debug/server-ids), and its
+ * collapsed warnings: kept out of struct peer so phones do not pay. */
+struct binary_ext {
+    uint64_t since_ms;        /* loop ms when it was accepted (0: still probing) */
+    uint64_t bytes_to_binary; /* payload bytes forwarded from its phones */
+    uint64_t bytes_to_phones; /* frame bytes it queued for its phones */
+    struct warn_state warns;
+};
+
 /* The relay's view of one upgraded connection (conn->owner). */
 struct peer {
     struct relay *relay;
@@ -85,10 +116,11 @@ struct peer {
     union {        /* what only one role needs (a phone never probes, a binary has no wrap) */
         struct {   /* binary */
             struct reg_binary rb;
-            struct list probes;   /* probes aimed at this binary as incumbent */
-            struct probe *probe;  /* the probe this binary waits on */
-            bool phones_paused;   /* back-pressure: its phones are not being read */
-            struct bw_bucket *bw; /* --max-bytes-per-second-per-server (NULL: unused) */
+            struct list probes;     /* probes aimed at this binary as incumbent */
+            struct probe *probe;    /* the probe this binary waits on */
+            bool phones_paused;     /* back-pressure: its phones are not being read */
+            struct binary_ext *ext; /* allocated with the peer (binaries are few) */
+            struct bw_bucket *bw;   /* --max-bytes-per-second-per-server (NULL: unused) */
         };
         struct { /* phone */
             struct reg_phone rp;
@@ -107,14 +139,16 @@ struct relay_shared {
     struct relay *relays; /* one per shard, indexed by shard id */
     unsigned n;
     uv_mutex_t rl_mu;
-    struct ratelimit rl;    /* per-IP upgrade limiter (spec §9.2) */
-    _Atomic size_t live_ws; /* upgraded connections alive: the --max-connections cap */
-    uint8_t shard_key[16];  /* SipHash key: server-id -> owning shard */
-    uint64_t boot_ns;       /* uv_hrtime at start, for uptime */
+    struct ratelimit rl;       /* per-IP upgrade limiter (spec §9.2) */
+    _Atomic size_t live_ws;    /* upgraded connections alive: the --max-connections cap */
+    _Atomic int64_t max_conns; /* --max-connections, changed by a reload */
+    uint8_t shard_key[16];     /* SipHash key: server-id -> owning shard */
+    uint64_t boot_ns;          /* uv_hrtime at start, for uptime */
     /* FCM push wakes (spec §10): one waker on shard 0's loop, so the
      * in-flight cap and the access token are relay-wide. NULL = push off.
      * Other shards post their wakes to it through wake_async. */
     struct push_waker *push;
+    struct warn_state posted_drops; /* refusals of wakes posted from other shards (shard 0) */
     uv_async_t wake_async;
     struct mpsc wakes; /* wakes posted by other shards */
 };
@@ -134,10 +168,41 @@ struct relay {
     uv_timer_t rl_sweep;          /* shard 0 only */
     struct list throttled;        /* binaries over their bandwidth limit (forward.c) */
     uv_timer_t bw_timer;          /* refills them */
+    uv_async_t task_async;        /* runs tasks other threads post (relay_post) */
+    struct mpsc tasks;
 };
+
+/* Work another thread hands to a shard's loop (its registry is touched
+ * only there). fn runs on the shard's thread and owns t from then on;
+ * a task still queued when the loops are gone is passed to discard (NULL:
+ * free). */
+struct relay_task {
+    struct mpsc_node node;
+    void (*fn)(struct relay *r, struct relay_task *t);
+    void (*discard)(struct relay_task *t);
+};
+
+/* Queues t for r's loop (any thread). */
+void relay_post(struct relay *r, struct relay_task *t);
+
+/* The reloadable admission limits (a SIGHUP with --config-file). */
+struct relay_limits {
+    int64_t max_connections;       /* > 0 */
+    int64_t max_phones_per_server; /* <= 0: no cap */
+    int64_t rate_limit_burst;      /* 0: limiter off */
+    int64_t rate_limit_refill_ns;  /* > 0 */
+};
+
+/* Applies new limits: the connection cap and the rate limiter at once,
+ * each shard's phone cap on its own loop. Established connections are
+ * never closed by a lower limit. Call on the main thread. */
+void relay_set_limits(struct relay_shared *sh, const struct relay_limits *l);
 
 /* The hooks every connection of the relay runs with. */
 extern const struct conn_hooks relay_hooks;
+
+/* The --health-listen listener's: GET /healthz, everything else 404. */
+extern const struct conn_hooks relay_health_hooks;
 
 /* Prepares one relay per shard of srv (relays has srv->nshards entries)
  * and makes each the owner of its shard. */
@@ -175,6 +240,21 @@ void forward_phone_joined(struct peer *p, struct peer *b);
 
 /* forward.c: the bandwidth timer of relay r (set up by relay_init). */
 void forward_bw_init(struct relay *r);
+/* relay_ctl.c: whether warning kind w of binary b may be logged now;
+ * *suppressed gets how many were dropped before it (log_limit). On b's
+ * loop only. */
+bool relay_warn_allowed(struct peer *b, enum peer_warn w, uint64_t *suppressed);
+
+/* relay_ctl.c: the limiter for one push_wake refusal text in ws. */
+struct log_limit *relay_push_limit(struct warn_state *ws, const char *err);
+
+/* relay_ctl.c: logs the counts of b's collapsed warnings not yet reported
+ * (the binary is leaving). */
+void relay_flush_warns(struct peer *b);
+
+/* relay_ctl.c: r's task queue, set up on r's loop / emptied at the end. */
+void relay_ctl_init(struct relay *r);
+void relay_ctl_close(struct relay *r);
 
 /* forward.c: a phone's WebSocket ended; sends the close notice if due. */
 void forward_phone_ended(struct peer *p);

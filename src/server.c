@@ -13,22 +13,108 @@
  * handles and their loops return), then its own handles. */
 #include "server.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "conn.h"
-#include "log.h"
 #include "netaddr.h"
+#include "notify.h"
+
+#define ACCEPT_BACKOFF_MIN_MS 50
+#define ACCEPT_BACKOFF_MAX_MS 1000
 
 static void finish(struct server *srv);
+static void on_connection(uv_stream_t *stream, int status);
+
+/* Out of descriptors or memory: the condition passes (connections close,
+ * an operator raises a limit) and must not end the process. */
+static bool resource_error(int status)
+{
+    return status == UV_EMFILE || status == UV_ENFILE || status == UV_ENOBUFS ||
+           status == UV_ENOMEM;
+}
+
+/* accept(2) reports errors of the pending connection itself (the peer
+ * reset it, a network went away): retry at once, like EAGAIN. */
+static bool network_error(int status)
+{
+    return status == UV_ECONNABORTED || status == UV_ECONNRESET || status == UV_EPROTO ||
+           status == UV_ENETDOWN || status == UV_ENONET || status == UV_EHOSTUNREACH ||
+           status == UV_ENETUNREACH || status == UV_EHOSTDOWN || status == UV_ENOPROTOOPT ||
+           status == UV_ENOTSUP || status == UV_ETIMEDOUT || status == UV_EPERM;
+}
+
+static void log_accept_error(struct listener *l, int status)
+{
+    uint64_t suppressed;
+    if (!log_limit_allow(&l->err_log, uv_now(l->srv->loop), &suppressed))
+        return;
+    LOGF(LOG_WARN, "accept_error", LOG_STR("addr", l->addr), LOG_STR("err", uv_strerror(status)),
+         LOG_NUM("retry_in_ms", l->backoff_ms), LOG_NUM("suppressed", suppressed));
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    struct listener *l = t->data;
+    struct server *srv = l->srv;
+    if (srv->draining || l->spare_fd < 0)
+        return;
+    int fd = l->spare_fd;
+    l->spare_fd = -1;
+    uv_tcp_init(srv->loop, &l->tcp);
+    l->tcp.data = l;
+    int rc = uv_tcp_open(&l->tcp, fd);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection);
+    if (rc != 0) {
+        LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", l->addr),
+             LOG_STR("err", uv_strerror(rc)));
+        LOG0(LOG_ERROR, "listener error; draining");
+        uv_close((uv_handle_t *)&l->tcp, NULL);
+        server_drain(srv, 1);
+        return;
+    }
+    l->open = true;
+    l->paused = false;
+    l->spare_fd = dup(fd); /* may fail under fd pressure: retried on the next accept */
+}
+
+static void on_paused(uv_handle_t *h)
+{
+    struct listener *l = h->data;
+    if (!l->srv->draining)
+        uv_timer_start(&l->retry, on_retry, l->backoff_ms, 0);
+}
+
+/* Stops accepting on l for a while; the kernel keeps queueing connections. */
+static void pause_listener(struct listener *l)
+{
+    l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : ACCEPT_BACKOFF_MIN_MS;
+    if (l->backoff_ms > ACCEPT_BACKOFF_MAX_MS)
+        l->backoff_ms = ACCEPT_BACKOFF_MAX_MS;
+    if (l->spare_fd < 0)
+        return; /* no spare descriptor: keep polling (each error logged at most once a second) */
+    l->paused = true;
+    l->open = false;
+    uv_close((uv_handle_t *)&l->tcp, on_paused);
+}
 
 static void on_connection(uv_stream_t *stream, int status)
 {
     struct listener *l = stream->data;
     struct server *srv = l->srv;
     if (status < 0) {
+        if (resource_error(status) || network_error(status)) {
+            atomic_fetch_add_explicit(&srv->accept_errors, 1, memory_order_relaxed);
+            if (resource_error(status))
+                pause_listener(l);
+            log_accept_error(l, status);
+            return;
+        }
         LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", l->addr),
              LOG_STR("err", uv_strerror(status)));
         LOG0(LOG_ERROR, "listener error; draining");
@@ -37,23 +123,44 @@ static void on_connection(uv_stream_t *stream, int status)
     }
     if (srv->draining)
         return;
+    l->backoff_ms = 0;
+    if (l->spare_fd < 0) {
+        uv_os_fd_t fd;
+        if (uv_fileno((uv_handle_t *)stream, &fd) == 0)
+            l->spare_fd = dup(fd);
+    }
     conn_accept_opts(&srv->shards[0], stream, &l->opts);
+}
+
+void server_log_listening(uv_tcp_t *tcp, const char *kind)
+{
+    struct sockaddr_storage sa;
+    int len = sizeof sa;
+    char addr[80] = "?";
+    if (uv_tcp_getsockname(tcp, (struct sockaddr *)&sa, &len) == 0)
+        netaddr_format((struct sockaddr *)&sa, addr, sizeof addr);
+    LOGF(LOG_INFO, "listening", LOG_STR("addr", addr), LOG_STR("kind", kind));
 }
 
 static void on_hup(uv_signal_t *h, int signum)
 {
     struct server *srv = h->data;
     (void)signum;
-    if (!srv->draining && srv->on_reload)
+    if (srv->draining)
+        return;
+    notify_reloading();
+    if (srv->on_reload)
         srv->on_reload(srv, srv->reload_arg);
+    else
+        LOGF(LOG_INFO, "reload", LOG_STR("changed", "none"),
+             LOG_STR("reason", "nothing reloadable is configured"));
+    notify_ready("serving");
 }
 
 void server_on_reload(struct server *srv, void (*fn)(struct server *srv, void *arg), void *arg)
 {
     srv->on_reload = fn;
     srv->reload_arg = arg;
-    if (!uv_is_active((uv_handle_t *)&srv->sig_hup))
-        uv_signal_start(&srv->sig_hup, on_hup, SIGHUP);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -190,6 +297,9 @@ void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg, 
     srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv;
     uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
     uv_signal_start(&srv->sig_int, on_signal, SIGINT);
+    /* SIGHUP never terminates: it reloads what can be reloaded. */
+    uv_signal_start(&srv->sig_hup, on_hup, SIGHUP);
+    atomic_init(&srv->accept_errors, 0);
     uv_timer_init(loop, &srv->drain_timer);
     srv->drain_timer.data = srv;
 }
@@ -235,13 +345,20 @@ int server_listen_opts(struct server *srv, const char *addr, const struct conn_o
         return -1;
     }
     struct listener *l = &srv->listeners[srv->nlisteners];
+    memset(l, 0, sizeof *l);
     l->srv = srv;
     l->addr = addr;
     l->opts = *opts;
+    l->spare_fd = -1;
     if (server_bind(srv, &l->tcp, addr, 4096, on_connection, err, err_cap) != 0)
         return -1;
     l->tcp.data = l; /* callbacks run only once the loop does */
     l->open = true;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&l->tcp, &fd) == 0)
+        l->spare_fd = dup(fd);
+    uv_timer_init(srv->loop, &l->retry);
+    l->retry.data = l;
     srv->nlisteners++;
     return 0;
 }
@@ -258,10 +375,17 @@ void server_drain(struct server *srv, int exit_code)
         return;
     srv->draining = true;
     srv->exit_code = exit_code;
+    notify_stopping();
     for (size_t i = 0; i < srv->nlisteners; i++) {
-        if (srv->listeners[i].open) {
-            uv_close((uv_handle_t *)&srv->listeners[i].tcp, NULL);
-            srv->listeners[i].open = false;
+        struct listener *l = &srv->listeners[i];
+        if (l->open) {
+            uv_close((uv_handle_t *)&l->tcp, NULL);
+            l->open = false;
+        }
+        uv_timer_stop(&l->retry);
+        if (l->spare_fd >= 0) {
+            close(l->spare_fd);
+            l->spare_fd = -1;
         }
     }
     for (size_t i = 0; i < srv->nextra; i++)
@@ -296,8 +420,7 @@ static void finish(struct server *srv)
      * signal must still be ignored (spec §11: only the first counts). */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
-    if (srv->on_reload)
-        signal(SIGHUP, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
 }
 
 static void shard_thread(void *arg)

@@ -13,9 +13,10 @@
 
 #include "config.h"
 #include "conn.h"
+#include "log.h"
 #include "shard.h"
 
-#define SERVER_MAX_LISTENERS 4
+#define SERVER_MAX_LISTENERS 4 /* public, health, metrics, HTTP-01 */
 
 struct server;
 
@@ -26,6 +27,14 @@ struct listener {
     const char *addr; /* as configured, for logs */
     struct conn_opts opts;
     bool open;
+    /* Accept back-off: on EMFILE/ENFILE/ENOBUFS/ENOMEM the handle is closed
+     * while spare_fd (a dup of the listening socket) keeps the socket and
+     * its backlog; retry reopens it after backoff_ms. */
+    int spare_fd;
+    uv_timer_t retry;
+    uint64_t backoff_ms; /* 0: not backing off */
+    bool paused;
+    struct log_limit err_log;
 };
 
 struct server {
@@ -43,6 +52,7 @@ struct server {
     uv_tcp_t *extra[4]; /* other listeners (metrics) closed when draining */
     size_t nextra;
     uv_signal_t sig_term, sig_int, sig_hup;
+    _Atomic uint64_t accept_errors; /* pyrycode_relay_accept_errors_total */
     uv_timer_t drain_timer;
     bool draining;
     bool drain_timed_out;
@@ -55,8 +65,8 @@ struct server {
     /* Called once on shard 0 when the drain is over, before every remaining
      * handle is closed (the relay cancels push sends here). May be NULL. */
     void (*on_finish)(struct server *srv);
-    /* Called on SIGHUP (certificate reload). NULL: SIGHUP keeps its default
-     * action. Set with server_on_reload. */
+    /* Called on SIGHUP (reload). NULL: SIGHUP only logs that nothing is
+     * reloadable. Set with server_on_reload. */
     void (*on_reload)(struct server *srv, void *arg);
     void *reload_arg;
     void *owner;
@@ -90,6 +100,10 @@ int server_bind(struct server *srv, uv_tcp_t *tcp, const char *addr, int backlog
  * SERVER_MAX_LISTENERS per server. Returns 0, or -1 with err set. */
 int server_listen_opts(struct server *srv, const char *addr, const struct conn_opts *opts,
                        char *err, size_t err_cap);
+
+/* Logs INFO `listening` with the address tcp is bound to and its kind
+ * ("public", "https", "http-01", "metrics"). */
+void server_log_listening(uv_tcp_t *tcp, const char *kind);
 
 /* Calls fn(srv, arg) on the loop for every SIGHUP from now on. */
 void server_on_reload(struct server *srv, void (*fn)(struct server *srv, void *arg), void *arg);

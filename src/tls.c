@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
@@ -587,4 +588,24 @@ bool tls_looks_like_http(const uint8_t *p, size_t len)
         if (memcmp(p, starts[i], SNIFF_LEN) == 0)
             return true;
     return false;
+}
+
+int tls_server_cert_info(const struct tls_server *ts, struct tls_cert_info *info)
+{
+    memset(info, 0, sizeof *info);
+    X509 *leaf = ts->has_cert ? SSL_CTX_get0_certificate(ts->ctx) : NULL;
+    if (!leaf)
+        return -1;
+    BIO *b = BIO_new(BIO_s_mem());
+    if (b && X509_NAME_print_ex(b, X509_get_subject_name(leaf), 0, XN_FLAG_RFC2253) >= 0) {
+        int n = BIO_read(b, info->subject, (int)sizeof info->subject - 1);
+        info->subject[n > 0 ? n : 0] = '\0';
+    }
+    BIO_free(b);
+    struct tm tm;
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(leaf), &tm) == 1)
+        strftime(info->not_after, sizeof info->not_after, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    unsigned int len = 0;
+    X509_digest(leaf, EVP_sha256(), info->sha256, &len);
+    return 0;
 }

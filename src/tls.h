@@ -53,6 +53,17 @@ int tls_server_set_cert_pem(struct tls_server *ts, const char *chain_pem, size_t
 int tls_server_load_files(struct tls_server *ts, const char *cert_path, const char *key_path,
                           char *err, size_t err_cap);
 
+/* What an operator wants to know about the certificate in use. */
+struct tls_cert_info {
+    char subject[256];  /* RFC 2253, e.g. "CN=relay.example.com" */
+    char not_after[32]; /* "2026-03-01T12:00:00Z" */
+    uint8_t sha256[32]; /* leaf fingerprint: tells a changed file from a re-read one */
+};
+
+/* Describes the leaf certificate new handshakes get. Returns 0, or -1 when
+ * there is none yet. */
+int tls_server_cert_info(const struct tls_server *ts, struct tls_cert_info *info);
+
 /* True once a certificate has been installed. */
 bool tls_server_has_cert(const struct tls_server *ts);
 

@@ -29,6 +29,16 @@ def _cap_eff():
 
 EXTRA_CAPS = _cap_eff() & ~(1 << 10) != 0
 WRAP = ["setpriv", "--bounding-set=-all", "--"] if EXTRA_CAPS else []
+def _binary_version():
+    try:
+        return subprocess.run([RELAY_BIN, "--version"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except OSError:
+        return ""
+
+
+# What this build reports (git describe, a VERSION file, or "dev").
+VERSION = _binary_version()
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer",
                    "WARNING: ThreadSanitizer")
 
@@ -40,8 +50,10 @@ def free_port():
 
 
 class Relay:
-    def __init__(self, args, env=None, listen=None):
-        """listen(port) returns the listener flags; default insecure mode."""
+    def __init__(self, args, env=None, listen=None, admission=True):
+        """listen(port) returns the listener flags; default insecure mode.
+        admission=False leaves --max-connections and --rate-limit-burst at
+        their defaults (or to a --config-file)."""
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="relay-", suffix=".log", delete=False)
         # Clients a test leaves open must not hold the drain up for the
@@ -49,9 +61,9 @@ class Relay:
         # Admission limits are off by default here; their own tests set them.
         listen_args = listen(self.port) if listen else ["--insecure-listen",
                                                         f"127.0.0.1:{self.port}"]
-        cmd = WRAP + [RELAY_BIN, *listen_args,
-                      "--metrics-listen=", "--close-timeout", "500ms",
-                      "--rate-limit-burst", "0", "--max-connections", "100000"]
+        cmd = WRAP + [RELAY_BIN, *listen_args, "--metrics-listen=", "--close-timeout", "500ms"]
+        if admission:
+            cmd += ["--rate-limit-burst", "0", "--max-connections", "100000"]
         cmd += list(args)
         full_env = dict(os.environ)
         full_env.update(env or {})
@@ -64,7 +76,8 @@ class Relay:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"relay exited early ({self.proc.returncode}):\n{self.logs()}")
-            if "starting" in self.logs():
+            logs = self.logs()
+            if "msg=ready" in logs or '"msg":"ready"' in logs:
                 try:
                     with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                         return
@@ -105,8 +118,8 @@ class Relay:
 def relay_factory():
     started = []
 
-    def make(*args, env=None, listen=None):
-        r = Relay(args, env=env, listen=listen)
+    def make(*args, env=None, listen=None, admission=True):
+        r = Relay(args, env=env, listen=listen, admission=admission)
         started.append(r)
         return r
 

@@ -451,25 +451,29 @@ def test_foreign_owned_insecure_cache_dir_exits_1(tmp_path):
     assert _mode(d) == 0o755
 
 
-def test_owned_insecure_cache_dir_is_tightened(tmp_path):
+def _autocert_listen(cache):
+    """A real start (not --check-config, which changes nothing) against an
+    ACME directory that never answers."""
+    def listen(port):
+        return ["--domain", DOMAIN, "--cert-cache", cache, "--https-listen", f"127.0.0.1:{port}",
+                "--http-listen", f"127.0.0.1:{free_port()}",
+                "--acme-directory", "https://127.0.0.1:1/dir"]
+    return listen
+
+
+def test_owned_insecure_cache_dir_is_tightened(relay_factory, tmp_path):
     d = tmp_path / "certs"
     d.mkdir()
     os.chmod(d, 0o755)
-    p = run_relay("--check-config", "--domain", DOMAIN, "--cert-cache", str(d),
-                  "--http-listen", "127.0.0.1:8080", "--https-listen", "127.0.0.1:8443",
-                  "--metrics-listen=")
-    assert p.returncode == 0, p.stderr
+    relay = relay_factory(listen=_autocert_listen(str(d)))
     assert (f"level=INFO msg=\"tightened cert cache dir perms\" path={d} from=0755 to=0700"
-            in p.stderr)
+            in relay.logs())
     assert _mode(d) == 0o700
 
 
-def test_missing_cache_dir_is_created_0700(tmp_path):
+def test_missing_cache_dir_is_created_0700(relay_factory, tmp_path):
     d = tmp_path / "a" / "b"
-    p = run_relay("--check-config", "--domain", DOMAIN, "--cert-cache", str(d),
-                  "--http-listen", "127.0.0.1:8080", "--https-listen", "127.0.0.1:8443",
-                  "--metrics-listen=")
-    assert p.returncode == 0, p.stderr
+    relay_factory(listen=_autocert_listen(str(d)))
     assert _mode(d) == 0o700 and _mode(tmp_path / "a") == 0o700
 
 

@@ -1,13 +1,56 @@
 """Command-line contract: Go flag syntax, exit codes, boot refusals."""
-from conftest import run_relay
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT, VERSION, run_relay
 
 
 def test_version():
     r = run_relay("--version")
     assert r.returncode == 0
-    assert r.stdout == "dev\n"
+    assert r.stdout == VERSION + "\n" and VERSION
     r = run_relay("-version")
-    assert r.returncode == 0 and r.stdout == "dev\n"
+    assert r.returncode == 0 and r.stdout == VERSION + "\n"
+
+
+@pytest.mark.skipif(not shutil.which("git") or not os.path.exists(os.path.join(ROOT, ".git"))
+                    or os.path.exists(os.path.join(ROOT, "VERSION")),
+                    reason="not built from a git checkout")
+def test_version_is_git_describe():
+    described = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty", "--tags"],
+                               capture_output=True, text=True).stdout.strip()
+    # the tree may have become dirty (or clean) since the build
+    assert VERSION.removesuffix("-dirty") == described.removesuffix("-dirty")
+
+
+def version_script(tmp_path, override="", files=None, git=False):
+    src = tmp_path / "src"
+    src.mkdir(parents=True)
+    for name, text in (files or {}).items():
+        (src / name).write_text(text)
+    if git:
+        subprocess.run(["git", "init", "-q", str(src)], check=True)
+        subprocess.run(["git", "-C", str(src), "-c", "user.email=t@t", "-c", "user.name=t",
+                        "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+        subprocess.run(["git", "-C", str(src), "tag", "v9.8.7"], check=True)
+    out = tmp_path / "version.c"
+    subprocess.run(["cmake", f"-DSRC={src}", f"-DOUT={out}", f"-DOVERRIDE={override}", "-P",
+                    os.path.join(ROOT, "cmake", "version.cmake")], check=True)
+    text = out.read_text()
+    return text.split('relay_version[] = "', 1)[1].split('"', 1)[0]
+
+
+@pytest.mark.skipif(not shutil.which("cmake"), reason="cmake not installed")
+def test_version_sources_in_order(tmp_path):
+    assert version_script(tmp_path / "a") == "dev"  # neither VERSION nor git
+    assert version_script(tmp_path / "b", files={"VERSION": "1.4.0\n"}) == "1.4.0"
+    assert version_script(tmp_path / "c", override="2.0.0", files={"VERSION": "1.4.0\n"}) == "2.0.0"
+    assert version_script(tmp_path / "d", override='1"; evil();') == "1___evil___"
+    if shutil.which("git"):
+        assert version_script(tmp_path / "e", git=True) == "v9.8.7"
 
 
 def test_help_exits_0():
@@ -21,7 +64,7 @@ def test_help_exits_0():
 def test_unknown_flag_exits_2():
     r = run_relay("--no-such-flag")
     assert r.returncode == 2
-    assert "flag provided but not defined: -no-such-flag" in r.stderr
+    assert 'err="flag provided but not defined: -no-such-flag"' in r.stderr
 
 
 def test_bad_values_exit_2():
@@ -32,7 +75,8 @@ def test_bad_values_exit_2():
         r = run_relay(*args)
         assert r.returncode == 2, (args, r.stderr)
     r = run_relay("--heartbeat-interval=abc")
-    assert 'invalid value "abc" for flag -heartbeat-interval: parse error' in r.stderr
+    assert ('err="invalid value \\"abc\\" for flag -heartbeat-interval: parse error"'
+            in r.stderr)
 
 
 def test_neither_domain_nor_insecure():

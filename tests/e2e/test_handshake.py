@@ -35,7 +35,7 @@ def test_gate_each_required_header(relay, path, headers):
     logs = relay.logs()
     assert "server_claimed" not in logs and "phone_register" not in logs
     # nothing was logged after the boot lines
-    assert "msg=starting" in logs.strip().splitlines()[-1], logs
+    assert "msg=ready" in logs.strip().splitlines()[-1], logs
 
 
 def test_gate_runs_before_upgrade_checks(relay):

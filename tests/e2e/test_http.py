@@ -5,7 +5,7 @@ import re
 import socket
 import time
 
-from conftest import http_request
+from conftest import VERSION, http_request
 
 
 def test_healthz_shape(relay):
@@ -18,15 +18,17 @@ def test_healthz_shape(relay):
     doc = json.loads(body)
     assert list(doc) == ["status", "version", "connected_binaries", "connected_phones",
                          "uptime_seconds"]
-    assert doc["status"] == "ok" and doc["version"] == "dev"
+    assert doc["status"] == "ok" and doc["version"] == VERSION
     assert doc["connected_binaries"] == 0 and doc["connected_phones"] == 0
-    assert body.startswith(b'{"status":"ok","version":"dev","connected_binaries":0,')
+    assert body.startswith(b'{"status":"ok","version":"%s","connected_binaries":0,'
+                           % VERSION.encode())
 
 
 def test_healthz_exact_body(relay):
     status, headers, body = http_request(relay.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == 200
-    assert re.fullmatch(rb'\{"status":"ok","version":"dev","connected_binaries":0,'
+    assert re.fullmatch(rb'\{"status":"ok","version":"' + re.escape(VERSION.encode()) +
+                        rb'","connected_binaries":0,'
                         rb'"connected_phones":0,"uptime_seconds":(0|[1-9][0-9]*)\}', body), body
     assert int(headers["content-length"]) == len(body)
 

@@ -15,7 +15,7 @@ import time
 import pytest
 import websockets
 
-from conftest import client_headers, closed, free_port, run, run_relay, server_headers
+from conftest import VERSION, client_headers, closed, free_port, run, run_relay, server_headers
 from tlshelp import (DOMAIN, Pki, client_ctx, healthz, https_request, read_all, tls_connect,
                      tls_listen)
 
@@ -62,15 +62,19 @@ async def wss(relay, pki, path, headers, **kw):
 
 # ---- boot ------------------------------------------------------------------
 
-def test_starting_line_and_healthz(tls_relay, pki, tmp_path):
+def test_starting_line_and_healthz(tls_relay, pki, tmp_path, certs):
     relay = tls_relay("--cert-cache", str(tmp_path / "cache"))
     status, headers, body = healthz(relay.port, client_ctx(pki))
     assert status == 200
     assert json.loads(body)["status"] == "ok"
     assert headers["content-type"] == "application/json; charset=utf-8"
     line = [ln for ln in relay.logs().splitlines() if "msg=starting" in ln][0]
-    assert (f"msg=starting version=dev mode=autocert domain={DOMAIN} "
-            f"cert_cache={tmp_path / 'cache'} https_proxy_protocol=false") in line
+    # a static certificate is not ACME: no mode=autocert, no cache directory
+    assert (f"msg=starting version={VERSION} mode=static-cert domain={DOMAIN} "
+            f"tls_cert={certs[0]} https_proxy_protocol=false") in line
+    assert not (tmp_path / "cache").exists()
+    loaded = [ln for ln in relay.logs().splitlines() if "tls certificate loaded" in ln][0]
+    assert f"source=files subject=\"CN={DOMAIN}\" not_after=20" in loaded
 
 
 @pytest.mark.parametrize("which", ["cert", "key"])
@@ -101,9 +105,9 @@ def test_boot_refuses_mismatched_key_and_garbage(certs, pki, tmp_path):
     r = run_relay(*base, "--tls-cert", cert, "--tls-key", str(garbage))
     assert r.returncode == 1
     assert f"key file {garbage}" in r.stderr
-    # the check runs under --check-config too
+    # the check runs under --check-config too, which answers only 0 or 2
     r = run_relay(*base, "--tls-cert", cert, "--tls-key", str(garbage), "--check-config")
-    assert r.returncode == 1
+    assert r.returncode == 2
 
 
 def test_static_certificates_leave_port_80_alone(certs):
@@ -347,7 +351,7 @@ def test_sighup_reload_serves_new_cert_and_keeps_connections(tls_relay, pki, cer
         shutil.copy(new_chain, cert)
         shutil.copy(new_key, key)
         relay.proc.send_signal(signal.SIGHUP)
-        relay.wait_log("msg=\"tls certificate reloaded\"")
+        relay.wait_log("msg=reload changed=tls-cert")
         s2 = tls_connect(relay.port, ctx)
         assert fingerprint(s2) == file_fingerprint(new_chain) != old_fp
         s2.close()
@@ -361,7 +365,8 @@ def test_sighup_reload_serves_new_cert_and_keeps_connections(tls_relay, pki, cer
         await p.close()
         await b.close()
     run(go())
-    assert "path=" + cert in relay.logs()
+    line = [ln for ln in relay.logs().splitlines() if "msg=reload" in ln][0]
+    assert f'level=INFO msg=reload changed=tls-cert subject="CN={DOMAIN}" not_after=20' in line
 
 
 def test_bad_reload_keeps_old_cert(tls_relay, pki, certs):
@@ -372,9 +377,9 @@ def test_bad_reload_keeps_old_cert(tls_relay, pki, certs):
     with open(key, "w") as f:
         f.write("-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n")
     relay.proc.send_signal(signal.SIGHUP)
-    relay.wait_log("tls certificate reload failed")
-    line = [ln for ln in relay.logs().splitlines() if "reload failed" in ln][0]
-    assert "level=ERROR" in line and key in line
+    relay.wait_log("level=ERROR msg=reload")
+    line = [ln for ln in relay.logs().splitlines() if "msg=reload" in ln][0]
+    assert "changed=none" in line and key in line and "fix=" in line
     assert "BEGIN" not in line and "broken" not in line
     assert fingerprint(tls_connect(relay.port, ctx)) == before
     os.unlink(cert)

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "config.h"
 
 #define MAX_ARGS 8
@@ -22,8 +24,9 @@
 struct run {
     struct config cfg;
     enum config_result rc;
-    char *err;
+    char *err; /* the usage text (-h) */
     size_t err_len;
+    struct config_error e;
 };
 
 static void run_args(struct run *r, const char *const *args)
@@ -34,7 +37,7 @@ static void run_args(struct run *r, const char *const *args)
         argv[argc] = (char *)args[argc - 1];
     FILE *err = open_memstream(&r->err, &r->err_len);
     config_defaults(&r->cfg, "/home/op");
-    r->rc = config_parse(&r->cfg, argc, argv, err);
+    r->rc = config_parse(&r->cfg, argc, argv, err, &r->e);
     fclose(err);
 }
 
@@ -43,13 +46,10 @@ static void done(struct run *r)
     free(r->err);
 }
 
-/* The first line of err (the message before the usage). */
+/* The refusal's sentence. */
 static const char *first_line(const struct run *r)
 {
-    static char buf[256];
-    size_t n = strcspn(r->err, "\n");
-    snprintf(buf, sizeof buf, "%.*s", (int)n, r->err);
-    return buf;
+    return r->e.err;
 }
 
 static void test_defaults(void **state)
@@ -86,7 +86,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.close_timeout_ns, 5 * NS_PER_S);
     assert_false(c.check_config);
     assert_int_equal(c.explicit_mask, 0);
-    assert_int_equal(config_validate(&c, stderr), 0);
+    struct config_error ce;
+    assert_int_equal(config_validate(&c, &ce), 0);
 
     config_defaults(&c, NULL);
     assert_string_equal(c.cert_cache, ".pyrycode-relay/certs");
@@ -159,7 +160,7 @@ static void test_flag_syntax(void **state)
         struct run r;
         run_args(&r, cases[i].args);
         if (r.rc != CONFIG_OK)
-            fail_msg("case %zu (%s): rc %d, err %s", i, cases[i].args[0], r.rc, r.err);
+            fail_msg("case %zu (%s): rc %d, err %s", i, cases[i].args[0], r.rc, r.e.err);
         assert_true(config_flag_given(&r.cfg, cases[i].flag));
         const struct config *c = &r.cfg;
         const char *s = NULL;
@@ -305,7 +306,8 @@ static void test_errors(void **state)
         run_args(&r, cases[i].args);
         assert_int_equal(r.rc, CONFIG_ERROR);
         assert_string_equal(first_line(&r), cases[i].msg);
-        assert_non_null(strstr(r.err, "\nUsage of pyrycode-relay:\n"));
+        assert_true(r.e.fix[0] != '\0'); /* every refusal says what to do */
+        assert_int_equal(r.err_len, 0);  /* and no usage dump buries it */
         done(&r);
     }
 }
@@ -349,8 +351,8 @@ static void test_usage_layout(void **state)
     }
     for (size_t i = 0; i < len; i++)
         lines += buf[i] == '\n';
-    assert_int_equal(count, 45);
-    assert_int_equal(lines, 1 + 2 * 45);
+    assert_int_equal(count, 48);
+    assert_int_equal(lines, 1 + 2 * 48);
     free(buf);
 
     config_defaults(&c, NULL);
@@ -398,28 +400,136 @@ static void test_validate(void **state)
         {{"--log-format="}, "invalid --log-format \"\": must be \"text\" or \"json\""},
         {{"--workers=256", "--log-format=json", "--heartbeat-interval=1ns"}, NULL},
         {{"--max-connections=0", "--max-phones-per-server=-1"}, NULL},
+        {{"--log-level=verbose"},
+         "invalid --log-level \"verbose\": must be \"debug\", \"info\", \"warn\" or \"error\""},
+        {{"--log-level=debug"}, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct run r;
-        char *buf;
-        size_t len;
         run_args(&r, cases[i].args);
         assert_int_equal(r.rc, CONFIG_OK);
-        FILE *f = open_memstream(&buf, &len);
-        int rc = config_validate(&r.cfg, f);
-        fclose(f);
+        struct config_error ce;
+        int rc = config_validate(&r.cfg, &ce);
         if (cases[i].msg) {
             assert_int_equal(rc, -1);
-            char want[256];
-            snprintf(want, sizeof want, "%s\n", cases[i].msg);
-            assert_string_equal(buf, want);
+            assert_string_equal(ce.err, cases[i].msg);
+            assert_true(ce.fix[0] != '\0');
         } else {
             assert_int_equal(rc, 0);
-            assert_int_equal(len, 0);
         }
-        free(buf);
         done(&r);
     }
+}
+
+static void test_suggest(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *typo, *want;
+    } cases[] = {
+        {"heartbeat-intervall", "heartbeat-interval"},
+        {"insecure-listn", "insecure-listen"},
+        {"domian", "domain"},
+        {"Domain", "domain"},
+        {"max-conections", "max-connections"},
+        {"metrics", "metrics-listen"},
+        {"log-levle", "log-level"},
+        {"zzzzzzzz", NULL},
+        {"x", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *got = config_suggest(cases[i].typo, strlen(cases[i].typo));
+        if (!cases[i].want)
+            assert_null(got);
+        else
+            assert_string_equal(got, cases[i].want);
+    }
+    struct run r;
+    run_args(&r, (const char *const[]){"--heartbeat-intervall=5s", NULL});
+    assert_int_equal(r.rc, CONFIG_ERROR);
+    assert_non_null(strstr(r.e.fix, "did you mean --heartbeat-interval?"));
+    done(&r);
+    run_args(&r, (const char *const[]){"--heartbeat-interval", "10sec", NULL});
+    assert_int_equal(r.rc, CONFIG_ERROR);
+    assert_non_null(strstr(r.e.fix, "1m30s"));
+    done(&r);
+}
+
+static void test_prescan(void **state)
+{
+    (void)state;
+    char *a[] = {"relay", "--log-format", "json", "-log-format=text", "--x", NULL};
+    assert_string_equal(config_prescan(5, a, "log-format"), "text");
+    char *b[] = {"relay", "--log-format=json", "--", "--log-format=text", NULL};
+    assert_string_equal(config_prescan(4, b, "log-format"), "json");
+    char *c[] = {"relay", "--log-formats=json", "--log-format", NULL};
+    assert_null(config_prescan(3, c, "log-format"));
+    char *d[] = {"relay",          "--heartbeat-interval", "0s",
+                 "--check-config", "--log-format=json",    NULL};
+    assert_string_equal(config_prescan(5, d, "log-format"), "json");
+}
+
+/* Writes text to a temporary file; returns its path (static). */
+static const char *temp_file(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/relay-test-config-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void test_config_file(void **state)
+{
+    (void)state;
+    struct config c;
+    struct config_error e;
+    config_defaults(&c, "/home/op");
+    const char *p = temp_file("# reloadable settings\n\nlog-level = debug\n"
+                              "max-connections=50 # inline comment\n"
+                              "  rate-limit-refill = \"2s\"\n--max-phones-per-server = 4\n");
+    assert_int_equal(config_file_apply(&c, p, &e), 0);
+    assert_string_equal(c.log_level, "debug");
+    assert_int_equal(c.max_connections, 50);
+    assert_int_equal(c.rate_limit_refill_ns, 2 * NS_PER_S);
+    assert_int_equal(c.max_phones_per_server, 4);
+    assert_int_equal(c.explicit_mask, 0); /* the file does not count as the command line */
+    unlink(p);
+
+    static const struct {
+        const char *text, *err;
+    } bad[] = {
+        {"log-level debug\n", ":1: expected name = value"},
+        {"\ndomain = x\n", ":2: \"domain\" cannot be set in --config-file"},
+        {"max-conections = 5\n", ":1: \"max-conections\" is not a setting"},
+        {"log-level = loud\n", ":1: invalid log-level \"loud\""},
+        {"max-connections = lots\n", ":1: invalid value \"lots\" for max-connections: parse error"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        config_defaults(&c, "/home/op");
+        p = temp_file(bad[i].text);
+        assert_int_equal(config_file_apply(&c, p, &e), -1);
+        if (!strstr(e.err, bad[i].err))
+            fail_msg("case %zu: %s", i, e.err);
+        assert_true(e.fix[0] != '\0');
+        unlink(p);
+    }
+
+    /* a setting given on the command line cannot also be in the file */
+    struct run r;
+    run_args(&r, (const char *const[]){"--max-connections=9", NULL});
+    p = temp_file("max-connections = 5\n");
+    assert_int_equal(config_file_apply(&r.cfg, p, &e), -1);
+    assert_non_null(strstr(e.err, "max-connections is also given on the command line"));
+    unlink(p);
+    done(&r);
+
+    config_defaults(&c, "/home/op");
+    assert_int_equal(config_file_apply(&c, "/nonexistent/relay.conf", &e), -1);
+    assert_string_equal(e.err, "--config-file /nonexistent/relay.conf: No such file or directory");
 }
 
 static void test_duration_parse(void **state)
@@ -582,6 +692,9 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_usage_layout),
         cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_suggest),
+        cmocka_unit_test(test_prescan),
+        cmocka_unit_test(test_config_file),
         cmocka_unit_test(test_duration_parse),
         cmocka_unit_test(test_duration_format),
     };

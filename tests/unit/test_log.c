@@ -273,14 +273,68 @@ static void test_pipe_and_filter(void **state)
     for (size_t i = 0; i < 16; i++)
         f[i] = LOG_STRN("err", big, sizeof big);
     log_setup(LOG_FORMAT_JSON, LOG_INFO, p[1]);
-    log_event(LOG_ERROR, "huge", f, 16);
+    log_event(LOG_WARN, "huge", f, 16);
     n = read(p[0], buf, sizeof buf);
     assert_true(n > 0 && n <= 8192);
     assert_int_equal(buf[n - 1], '\n');
     assert_int_equal(buf[n - 2], '}');
+
+    /* An ERROR line (a boot refusal) is never cut: the whole 3000-byte err
+     * and the fix after it arrive. */
+    static char whole[40000];
+    memset(big, 'e', 3000);
+    log_setup(LOG_FORMAT_TEXT, LOG_INFO, p[1]);
+    LOGF(LOG_ERROR, "refusing to start: x", LOG_STRN("err", big, 3000), LOG_STR("fix", "do this"));
+    n = read(p[0], whole, sizeof whole - 1);
+    assert_true(n > 3000);
+    whole[n] = '\0';
+    assert_non_null(strstr(whole, " fix=\"do this\"\n"));
     log_setup(LOG_FORMAT_TEXT, LOG_INFO, 2);
     close(p[0]);
     close(p[1]);
+}
+
+static void test_levels(void **state)
+{
+    (void)state;
+    enum log_level l = LOG_INFO;
+    assert_int_equal(log_level_parse("debug", &l), 0);
+    assert_int_equal(l, LOG_DEBUG);
+    assert_int_equal(log_level_parse("warn", &l), 0);
+    assert_int_equal(l, LOG_WARN);
+    assert_int_equal(log_level_parse("error", &l), 0);
+    assert_int_equal(l, LOG_ERROR);
+    assert_int_equal(log_level_parse("info", &l), 0);
+    assert_int_equal(l, LOG_INFO);
+    assert_int_equal(log_level_parse("INFO", &l), -1);
+    assert_string_equal(log_level_name(LOG_WARN), "warn");
+    log_set_level(LOG_WARN);
+    assert_false(log_enabled(LOG_INFO));
+    assert_true(log_enabled(LOG_ERROR));
+    log_set_level(LOG_DEBUG);
+    assert_true(log_enabled(LOG_DEBUG));
+    log_set_level(LOG_INFO);
+}
+
+/* A flood of one kind: the first passes, then one per second carrying the
+ * count of those dropped in between. */
+static void test_limit(void **state)
+{
+    (void)state;
+    struct log_limit l = {0};
+    uint64_t sup = 99;
+    assert_true(log_limit_allow(&l, 5000, &sup));
+    assert_int_equal(sup, 0);
+    for (int i = 0; i < 1000; i++)
+        assert_false(log_limit_allow(&l, 5000 + (uint64_t)i % 999, &sup));
+    assert_true(log_limit_allow(&l, 6000, &sup));
+    assert_int_equal(sup, 1000);
+    assert_false(log_limit_allow(&l, 6999, &sup));
+    assert_true(log_limit_allow(&l, 9000, &sup));
+    assert_int_equal(sup, 1);
+    struct log_limit z = {0}; /* a loop clock can start at 0 */
+    assert_true(log_limit_allow(&z, 0, &sup));
+    assert_false(log_limit_allow(&z, 10, &sup));
 }
 
 static void test_format_parse(void **state)
@@ -311,6 +365,8 @@ int main(void)
         cmocka_unit_test(test_long_value_cut),
         cmocka_unit_test(test_pipe_and_filter),
         cmocka_unit_test(test_format_parse),
+        cmocka_unit_test(test_levels),
+        cmocka_unit_test(test_limit),
     };
     return cmocka_run_group_tests(tests, setup_utc, NULL);
 }

@@ -84,12 +84,30 @@ static void test_util_strings(void **state)
     assert_true(list_empty(&head));
 }
 
+static void test_format(void **state)
+{
+    struct sockaddr_storage sa;
+    char err[64], out[80];
+    (void)state;
+    assert_int_equal(netaddr_resolve("127.0.0.1:8080", &sa, err, sizeof err), 0);
+    netaddr_format((struct sockaddr *)&sa, out, sizeof out);
+    assert_string_equal(out, "127.0.0.1:8080");
+    assert_int_equal(netaddr_resolve("[::1]:9090", &sa, err, sizeof err), 0);
+    netaddr_format((struct sockaddr *)&sa, out, sizeof out);
+    assert_string_equal(out, "[::1]:9090");
+    assert_int_equal(netaddr_resolve(":443", &sa, err, sizeof err), 0);
+    netaddr_format((struct sockaddr *)&sa, out, sizeof out);
+    assert_string_equal(out, "0.0.0.0:443");
+    sa.ss_family = AF_UNIX;
+    netaddr_format((struct sockaddr *)&sa, out, sizeof out);
+    assert_string_equal(out, "?");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_split_valid),
-        cmocka_unit_test(test_split_invalid),
-        cmocka_unit_test(test_resolve),
+        cmocka_unit_test(test_split_valid),  cmocka_unit_test(test_split_invalid),
+        cmocka_unit_test(test_resolve),      cmocka_unit_test(test_format),
         cmocka_unit_test(test_util_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

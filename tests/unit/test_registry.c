@@ -333,6 +333,42 @@ static void test_many_slots_grow(void **state)
     registry_free(&r);
 }
 
+static void count_slot(const struct reg_slot *s, void *arg)
+{
+    size_t *n = arg;
+    (*n)++;
+    assert_int_equal(strncmp(s->id, "server-", 7), 0);
+}
+
+/* The admin endpoints' view: find one slot, visit every slot once. */
+static void test_find_and_each(void **state)
+{
+    static struct reg_binary bs[300];
+    struct registry r;
+    struct list ev;
+    char sid[32];
+    size_t n = 0;
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 16, 1000);
+    registry_each(&r, count_slot, &n);
+    assert_int_equal(n, 0);
+    for (int i = 0; i < 300; i++) {
+        snprintf(sid, sizeof sid, "server-%d", i);
+        assert_int_equal(registry_claim(&r, &bs[i], SID(sid), &ev, NULL), REG_CLAIMED);
+    }
+    registry_each(&r, count_slot, &n);
+    assert_int_equal(n, 300);
+    struct reg_slot *s = registry_find(&r, SID("server-17"));
+    assert_non_null(s);
+    assert_ptr_equal(s->binary, &bs[17]);
+    assert_null(registry_find(&r, SID("server-300")));
+    assert_null(registry_find(&r, SID("server-1x")));
+    for (int i = 0; i < 300; i++)
+        assert_true(registry_release(&r, &bs[i]));
+    registry_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -348,6 +384,7 @@ int main(void)
         cmocka_unit_test(test_takeover),
         cmocka_unit_test(test_conflict_and_plain_release_keep_phones),
         cmocka_unit_test(test_many_slots_grow),
+        cmocka_unit_test(test_find_and_each),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
