@@ -1,5 +1,5 @@
 # Front door. Everything real lives in CMakeLists.txt and scripts/.
-.PHONY: all deps build run install test asan unit e2e fuzz fuzz-build fmt fmt-check clean bench
+.PHONY: all deps build run install test asan unit e2e fuzz fuzz-build fuzz-long fmt fmt-check clean bench soak
 
 JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8080
@@ -54,6 +54,15 @@ fuzz: fuzz-build
 	    echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
 	    $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus/$$n fuzz/corpus/$$n || exit 1; \
 	done
+
+# Hours, not seconds: FUZZ_SECONDS per target (default 3600 here), at
+# nice 19, FUZZ_JOBS targets at once, optional FUZZ_TARGETS subset; then
+# -merge=1 into fuzz/corpus/<t> and a per-target line in
+# build/fuzz/logs/summary.tsv. See docs/features/fuzzing.md.
+FUZZ_LONG_SECONDS = $(if $(filter file,$(origin FUZZ_SECONDS)),3600,$(FUZZ_SECONDS))
+FUZZ_JOBS ?= 1
+fuzz-long: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_LONG_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) FUZZ_TARGETS="$(FUZZ_TARGETS)" fuzz/long.sh
 
 fmt:
 	@clang-format -i src/*.c src/*.h tests/unit/*.c fuzz/*.c $(wildcard bench/*.c bench/*.h)
