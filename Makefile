@@ -73,5 +73,11 @@ fmt-check:
 bench: build
 	@bench/run.sh
 
+# Not part of `make test`: SOAK_SECONDS (default 1800) of mixed traffic
+# against the release build; dated report in bench/results/soak-<date>.md.
+SOAK_SECONDS ?= 1800
+soak: build
+	@SOAK_SECONDS=$(SOAK_SECONDS) /usr/bin/python3 bench/soak.py $(SOAK_ARGS)
+
 clean:
 	rm -rf build
