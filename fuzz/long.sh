@@ -12,6 +12,8 @@
 #   FUZZ_JOBS     targets run at once (default 1)
 #   FUZZ_NICE     nice level of fuzzers and merges (default 19)
 #   FUZZ_MERGE    0 to skip the merge into fuzz/corpus (default 1)
+#   FUZZ_BUILD    where the fuzzers are; logs/, corpus/, crashes/ go there
+#                 too (default build/fuzz)
 set -u
 cd "$(dirname "$0")/.."
 
@@ -19,7 +21,7 @@ secs=${FUZZ_SECONDS:-3600}
 jobs=${FUZZ_JOBS:-1}
 nicelvl=${FUZZ_NICE:-19}
 merge=${FUZZ_MERGE:-1}
-bin=build/fuzz
+bin=${FUZZ_BUILD:-build/fuzz}
 logs=$bin/logs
 summary=$logs/summary.tsv
 mkdir -p "$logs" fuzz/crashes
@@ -38,7 +40,7 @@ for t in $targets; do
     fi
 done
 [ -f "$summary" ] ||
-    printf 'date\ttarget\tseconds\texecutions\texec_per_sec\tcov\tft\tcorpus_files\tmerged_new\tresult\tlog\n' >"$summary"
+    printf 'date\ttarget\tseconds_run\texecutions\texec_per_sec\tcov\tft\tcorpus_files\tmerged_new\tresult\tlog\n' >"$summary"
 
 # Last "cov: N ft: M" of a libFuzzer log, and a stat:: value.
 last_field() { grep -o "$1: [0-9]*" "$2" | tail -1 | awk '{print $2}'; }
@@ -51,9 +53,11 @@ run_one() {
     log=$logs/$t-$stamp.log
     mkdir -p "$grown" "$seeds" "$crashes"
     echo "fuzz-long: $t for ${secs}s at nice $nicelvl -> $log"
+    local t0=$SECONDS
     nice -n "$nicelvl" "$bin/$t" -max_total_time="$secs" -print_final_stats=1 -timeout=30 \
         -rss_limit_mb=2048 -artifact_prefix="$crashes/" "$grown" "$seeds" >"$log" 2>&1
     rc=$?
+    local ran=$((SECONDS - t0))
     result=ok
     if [ $rc -ne 0 ]; then
         result="FAIL(rc=$rc)"
@@ -76,13 +80,15 @@ run_one() {
     added=$((after - before))
     local execs eps cov ft
     execs=$(stat_of number_of_executed_units "$log")
+    # No final stats after a crash: the last status line's count instead.
+    [ -n "$execs" ] || execs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
     eps=$(stat_of average_exec_per_sec "$log")
     cov=$(last_field cov "$log")
     ft=$(last_field ft "$log")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%F)" "$t" "$secs" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%F)" "$t" "$ran" \
         "${execs:-?}" "${eps:-?}" "${cov:-?}" "${ft:-?}" "$after" "$added" "$result" "$log" \
         >>"$summary"
-    printf 'fuzz-long: %-16s %6ss execs=%s (%s/s) cov=%s ft=%s corpus=%s (+%s) %s\n' "$t" "$secs" \
+    printf 'fuzz-long: %-16s %6ss execs=%s (%s/s) cov=%s ft=%s corpus=%s (+%s) %s\n' "$t" "$ran" \
         "${execs:-?}" "${eps:-?}" "${cov:-?}" "${ft:-?}" "$after" "$added" "$result"
     [ "$result" = ok ]
 }
