@@ -127,21 +127,30 @@ class Relay:
         with open(self.log.name, "r", errors="replace") as f:
             return f.read()
 
+    def alive(self):
+        return self.proc.poll() is None
+
     def rss_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
         return 0
 
     def fds(self):
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+        try:
+            return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+        except OSError:
+            return None
 
     def fd_kinds(self):
         """fd targets by kind (socket, anon_inode:[eventfd], ...) for a leak report."""
         kinds = collections.Counter()
         d = f"/proc/{self.proc.pid}/fd"
-        for n in os.listdir(d):
+        for n in os.listdir(d) if os.path.isdir(d) else []:
             try:
                 t = os.readlink(f"{d}/{n}")
             except OSError:
@@ -571,6 +580,9 @@ class Soak:
     async def sampler(self, deadline):
         while time.monotonic() < deadline:
             await asyncio.sleep(min(10, max(0, deadline - time.monotonic())))
+            if not self.relay.alive():
+                self.stats.error(f"relay died during the run (exit {self.relay.proc.returncode})")
+                return
             await self.sample()
 
     async def run(self):
@@ -604,6 +616,10 @@ class Soak:
         if pending:
             self.stats.error(f"{len(pending)} actors did not finish within {ACK_TIMEOUT + 30:.0f}s")
         await asyncio.gather(*pending, return_exceptions=True)
+        if not self.relay.alive():
+            self.quiet, self.quiet_kinds = {}, collections.Counter()
+            self.exit_code = f"died during the run ({self.relay.proc.returncode})"
+            return
         # Idle again: connection counts to zero and fds back to the idle count.
         settle = time.monotonic() + 20
         while time.monotonic() < settle and self.relay.fds() != self.idle_fds:
@@ -660,10 +676,10 @@ def verdict(soak):
     if marks:
         fails.append(f"sanitizer report in the relay log: {marks}")
     if soak.exit_code != 0:
-        fails.append(f"relay exit on SIGTERM: {soak.exit_code}")
+        fails.insert(0, f"relay exit on SIGTERM: {soak.exit_code}")
     if st.c["errors"]:
         fails.append(f"{st.c['errors']} delivery/behaviour errors (first: {st.errors[0][1]})")
-    if soak.quiet.get("fds") != soak.idle_fds:
+    if soak.quiet and soak.quiet.get("fds") != soak.idle_fds:
         diff = dict(soak.quiet_kinds - soak.idle_kinds) or dict(soak.idle_kinds - soak.quiet_kinds)
         fails.append(f"relay fds {soak.quiet.get('fds')} after everyone left, {soak.idle_fds} idle "
                      f"at start (differing: {diff})")
