@@ -1,6 +1,6 @@
 # Front door. Everything real lives in CMakeLists.txt and scripts/.
-.PHONY: all deps test-deps build run install uninstall test asan unit e2e fuzz fuzz-build fmt \
-        fmt-check clean bench
+.PHONY: all deps test-deps build run install uninstall test asan unit e2e fuzz fuzz-build \
+        fuzz-long fmt fmt-check clean bench soak
 
 JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8080
@@ -74,6 +74,15 @@ fuzz: fuzz-build
 	    $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus/$$n fuzz/corpus/$$n || exit 1; \
 	done
 
+# Hours, not seconds: FUZZ_SECONDS per target (default 3600 here), at
+# nice 19, FUZZ_JOBS targets at once, optional FUZZ_TARGETS subset; then
+# -merge=1 into fuzz/corpus/<t> and a per-target line in
+# build/fuzz/logs/summary.tsv. See docs/features/fuzzing.md.
+FUZZ_LONG_SECONDS = $(if $(filter file,$(origin FUZZ_SECONDS)),3600,$(FUZZ_SECONDS))
+FUZZ_JOBS ?= 1
+fuzz-long: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_LONG_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) FUZZ_TARGETS="$(FUZZ_TARGETS)" fuzz/long.sh
+
 fmt: test-deps
 	@clang-format -i src/*.c src/*.h tests/unit/*.c fuzz/*.c $(wildcard bench/*.c bench/*.h)
 
@@ -82,6 +91,12 @@ fmt-check: test-deps
 
 bench: build
 	@bench/run.sh
+
+# Not part of `make test`: SOAK_SECONDS (default 1800) of mixed traffic
+# against the release build; dated report in bench/results/soak-<date>.md.
+SOAK_SECONDS ?= 1800
+soak: test-deps build
+	@SOAK_SECONDS=$(SOAK_SECONDS) /usr/bin/python3 bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf build

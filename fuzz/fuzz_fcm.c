@@ -3,10 +3,12 @@
  * replies and push_wake objects. Invariants: a message id, when given, is
  * one the filter accepts; an error is "relay: fcm send failed: status N"
  * with at most a parenthesised list of [A-Z0-9_] reasons (no other input
- * byte ever reaches a log line); UNREGISTERED only when named; an access
- * token is printable; a decoded wake token round-trips through the send
- * body and jansson to the same bytes; every answer is deterministic. */
+ * byte ever reaches a log line); UNREGISTERED only when the errorCode is
+ * exactly that word (check_unregistered); an access token is printable; a
+ * decoded wake token round-trips through the send body and jansson to the
+ * same bytes; every answer is deterministic. */
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,29 @@
 
 #include "fcm.h"
 #include "json.h"
+
+/* fcm.c lists the reply's status, then its FcmError errorCode, each only
+ * when it is a valid reason (so neither contains ", "), and answers
+ * UNREGISTERED exactly when the errorCode is the whole word UNREGISTERED.
+ * Seen from the message: UNREGISTERED only when the list's last reason is
+ * exactly "UNREGISTERED" (not "2UNREGISTERED"), and always when that reason
+ * is the second of two (so it is the errorCode). A lone "(UNREGISTERED)"
+ * may be either the status or the errorCode, so either outcome is fine. */
+static void check_unregistered(const struct fcm_reply *r, const char *rest)
+{
+    static const char word[] = "UNREGISTERED)";
+    size_t len = strlen(rest), wl = sizeof word - 1;
+    bool last = false, second = false;
+    if (len >= wl + 2 && strcmp(rest + len - wl, word) == 0) {
+        const char *before = rest + len - wl;
+        second = strncmp(before - 2, ", ", 2) == 0;
+        last = second || before - rest == 2; /* right after " (" */
+    }
+    if (r->outcome == FCM_UNREGISTERED && !last)
+        abort();
+    if (second && r->outcome != FCM_UNREGISTERED)
+        abort();
+}
 
 static void check_reply(long status, const uint8_t *data, size_t size)
 {
@@ -45,8 +70,7 @@ static void check_reply(long status, const uint8_t *data, size_t size)
                 abort();
         }
     }
-    if ((r.outcome == FCM_UNREGISTERED) != (strstr(r.err, "UNREGISTERED)") != NULL))
-        abort();
+    check_unregistered(&r, rest);
 }
 
 static void check_token_reply(const uint8_t *data, size_t size)
