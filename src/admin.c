@@ -485,6 +485,19 @@ static bool merge_parts(struct gather *g, unsigned nshards, struct sid_list *all
     return more || all->more;
 }
 
+/* Runs g on every shard. On a timeout, answers 503 and drops g. */
+static bool gather_all(struct conn *c, struct relay_shared *sh, struct gather *g)
+{
+    unsigned targets[256];
+    for (unsigned i = 0; i < sh->n; i++)
+        targets[i] = i;
+    if (gather_run(sh, g, targets, sh->n) == 0)
+        return true;
+    gather_unref(g);
+    respond_error(c, 503, "a shard did not answer in time", NULL);
+    return false;
+}
+
 static void server_ids(struct conn *c, struct relay_shared *sh, const char *path, size_t plen)
 {
     const char *q;
@@ -508,14 +521,8 @@ static void server_ids(struct conn *c, struct relay_shared *sh, const char *path
         respond_error(c, 400, "limit must be 1-1000 and after a percent-encoded server-id", NULL);
         return;
     }
-    unsigned targets[256];
-    for (unsigned i = 0; i < sh->n; i++)
-        targets[i] = i;
-    if (gather_run(sh, g, targets, sh->n) != 0) {
-        gather_unref(g);
-        respond_error(c, 503, "a shard did not answer in time", NULL);
+    if (!gather_all(c, sh, g))
         return;
-    }
     struct sid_list all = {0};
     bool more = merge_parts(g, sh->n, &all);
     struct buf b = {0};
@@ -564,14 +571,8 @@ static const char *const state_names[NSTATES] = {
 static void connections(struct conn *c, struct relay_shared *sh)
 {
     struct gather *g = gather_new(G_CONNECTIONS, sh->n);
-    unsigned targets[256];
-    for (unsigned i = 0; i < sh->n; i++)
-        targets[i] = i;
-    if (gather_run(sh, g, targets, sh->n) != 0) {
-        gather_unref(g);
-        respond_error(c, 503, "a shard did not answer in time", NULL);
+    if (!gather_all(c, sh, g))
         return;
-    }
     struct conn_counts t = {0};
     size_t total = 0;
     for (unsigned i = 0; i < sh->n; i++) {
