@@ -312,23 +312,7 @@ static struct gather *gather_new(enum gather_kind kind, unsigned nshards)
 
 /* ---- rendering ----------------------------------------------------------- */
 
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-static void put(struct buf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->p = xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-__attribute__((format(printf, 2, 3))) static void putf(struct buf *b, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void putf(struct dbuf *b, const char *fmt, ...)
 {
     char tmp[256];
     va_list ap;
@@ -336,16 +320,16 @@ __attribute__((format(printf, 2, 3))) static void putf(struct buf *b, const char
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
     if (n > 0)
-        put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+        dbuf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
 /* A JSON string. Server-ids are arbitrary bytes: invalid UTF-8 is shown
  * byte by byte as \u00XX (lossy, but always valid JSON). */
-static void put_json_str(struct buf *b, const char *s, size_t n);
+static void put_json_str(struct dbuf *b, const char *s, size_t n);
 
 size_t admin_json_string(char *out, size_t cap, const char *s, size_t n)
 {
-    struct buf b = {0};
+    struct dbuf b = {0};
     put_json_str(&b, s, n);
     size_t len = b.len < cap ? b.len : (cap ? cap - 1 : 0);
     if (cap) {
@@ -356,25 +340,25 @@ size_t admin_json_string(char *out, size_t cap, const char *s, size_t n)
     return b.len;
 }
 
-static void put_json_str(struct buf *b, const char *s, size_t n)
+static void put_json_str(struct dbuf *b, const char *s, size_t n)
 {
     bool utf8 = utf8_valid((const uint8_t *)s, n);
-    put(b, "\"", 1);
+    dbuf_put(b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
-            put(b, e, 2);
+            dbuf_put(b, e, 2);
         } else if (c < 0x20 || c == 0x7F || (c >= 0x80 && !utf8)) {
             putf(b, "\\u%04x", c);
         } else {
-            put(b, (const char *)&c, 1);
+            dbuf_put(b, (const char *)&c, 1);
         }
     }
-    put(b, "\"", 1);
+    dbuf_put(b, "\"", 1);
 }
 
-static void respond_json(struct conn *c, int status, struct buf *b)
+static void respond_json(struct conn *c, int status, struct dbuf *b)
 {
     conn_http_respond(c, status, "application/json; charset=utf-8", "Cache-Control: no-store\r\n",
                       b->p ? b->p : "", b->len, true);
@@ -383,10 +367,10 @@ static void respond_json(struct conn *c, int status, struct buf *b)
 
 static void respond_error(struct conn *c, int status, const char *msg, const char *extra)
 {
-    struct buf b = {0};
+    struct dbuf b = {0};
     putf(&b, "{\"error\":");
     put_json_str(&b, msg, strlen(msg));
-    put(&b, "}", 1);
+    dbuf_put(&b, "}", 1);
     conn_http_respond(c, status, "application/json; charset=utf-8", extra, b.p, b.len, true);
     free(b.p);
 }
@@ -525,12 +509,12 @@ static void server_ids(struct conn *c, struct relay_shared *sh, const char *path
         return;
     struct sid_list all = {0};
     bool more = merge_parts(g, sh->n, &all);
-    struct buf b = {0};
+    struct dbuf b = {0};
     putf(&b, "{\"server_ids\":[");
     for (size_t i = 0; i < all.n; i++) {
         struct sid_entry *e = &all.v[i];
         const char *open = i ? ",{\"server_id\":" : "{\"server_id\":";
-        put(&b, open, strlen(open));
+        dbuf_put(&b, open, strlen(open));
         put_json_str(&b, e->sid, e->len);
         if (e->binary) {
             putf(&b, ",\"state\":\"connected\",\"binary_uptime_seconds\":%llu,\"remote\":",
@@ -543,12 +527,12 @@ static void server_ids(struct conn *c, struct relay_shared *sh, const char *path
             putf(&b, ",\"state\":\"grace\",\"phones\":%zu}", e->phones);
         }
     }
-    put(&b, "],\"next_after\":", strlen("],\"next_after\":"));
+    dbuf_put(&b, "],\"next_after\":", strlen("],\"next_after\":"));
     if (more && all.n)
         put_json_str(&b, all.v[all.n - 1].sid, all.v[all.n - 1].len);
     else
-        put(&b, "null", 4);
-    put(&b, "}", 1);
+        dbuf_put(&b, "null", 4);
+    dbuf_put(&b, "}", 1);
     free_list(&all);
     gather_unref(g);
     respond_json(c, 200, &b);
@@ -589,7 +573,7 @@ static void connections(struct conn *c, struct relay_shared *sh)
         t.gracing += k->gracing;
         t.phones_registered += k->phones_registered;
     }
-    struct buf b = {0};
+    struct dbuf b = {0};
     putf(&b, "{\"shards\":%u,\"total\":%zu,\"by_state\":{", sh->n, total);
     for (int s = 0; s < NSTATES; s++)
         putf(&b, "%s\"%s\":%zu", s ? "," : "", state_names[s], t.state[s]);
@@ -632,7 +616,7 @@ static void close_server_id(struct conn *c, struct relay_shared *sh, const char 
     LOGF(LOG_INFO, "admin_close", LOG_STRN("server_id", sid, len),
          LOG_NUM("binary", g->closed_binary), LOG_NUM("phones", g->closed_phones),
          LOG_NUM("close_code", CLOSE_CODE), LOG_STR("remote", remote));
-    struct buf b = {0};
+    struct dbuf b = {0};
     putf(&b, "{\"server_id\":");
     put_json_str(&b, sid, len);
     putf(&b, ",\"closed_binary\":%s,\"closed_phones\":%zu,\"close_code\":%d}",

@@ -75,25 +75,9 @@ static int string_member(json_t *obj, const char *name, json_t **out)
     return 1;
 }
 
-struct dbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static void put(struct dbuf *b, const void *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->p = xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
 static void puts_(struct dbuf *b, const char *s)
 {
-    put(b, s, strlen(s));
+    dbuf_put(b, s, strlen(s));
 }
 
 /* Appends s as a JSON string body, escaped as Go does. */
@@ -215,19 +199,19 @@ static void put_b64url(struct dbuf *b, const unsigned char *in, size_t n)
         q[1] = tab[(v >> 12) & 63];
         q[2] = tab[(v >> 6) & 63];
         q[3] = tab[v & 63];
-        put(b, q, 4);
+        dbuf_put(b, q, 4);
     }
     if (n - i == 1) {
         uint32_t v = (uint32_t)in[i] << 16;
         q[0] = tab[v >> 18];
         q[1] = tab[(v >> 12) & 63];
-        put(b, q, 2);
+        dbuf_put(b, q, 2);
     } else if (n - i == 2) {
         uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
         q[0] = tab[v >> 18];
         q[1] = tab[(v >> 12) & 63];
         q[2] = tab[(v >> 6) & 63];
-        put(b, q, 3);
+        dbuf_put(b, q, 3);
     }
 }
 
@@ -372,7 +356,7 @@ static const uint8_t *skip_value(const uint8_t *p, const uint8_t *end)
 static void put_utf8(struct dbuf *b, uint32_t cp)
 {
     char u[4];
-    put(b, u, json_put_utf8(u, cp));
+    dbuf_put(b, u, json_put_utf8(u, cp));
 }
 
 /* Decodes the string at p (a '"') into b; lone surrogates become U+FFFD as
@@ -381,17 +365,17 @@ static const uint8_t *decode_string(const uint8_t *p, const uint8_t *end, struct
 {
     static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
     b->len = 0;
-    put(b, "", 0);
+    dbuf_put(b, "", 0);
     for (p++; p < end && *p != '"';) {
         if (*p != '\\') {
             const uint8_t *run = p;
             while (p < end && *p != '"' && *p != '\\')
                 p++;
-            put(b, run, (size_t)(p - run));
+            dbuf_put(b, run, (size_t)(p - run));
             continue;
         }
         if (p[1] != 'u') {
-            put(b, &to[strchr(from, p[1]) - from], 1);
+            dbuf_put(b, &to[strchr(from, p[1]) - from], 1);
             p += 2;
             continue;
         }
@@ -426,8 +410,8 @@ enum fcm_wake fcm_wake_parse(const uint8_t *raw, size_t len, char **token, size_
         return FCM_WAKE_PLATFORM; /* null decodes to the zero struct */
     if (*p != '{')
         return FCM_WAKE_MALFORMED;
-    put(&platform, "", 0);
-    put(&tok, "", 0);
+    dbuf_put(&platform, "", 0);
+    dbuf_put(&tok, "", 0);
     p = ws(p + 1, end);
     while (*p == '"') {
         p = ws(decode_string(p, end, &key), end) + 1; /* the ':' */

@@ -16,6 +16,16 @@
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
+
+/* A growable byte buffer, always NUL-terminated once anything is in it
+ * ({0} is empty; free p when done). */
+struct dbuf {
+    char *p;
+    size_t len, cap;
+};
+
+/* Appends s[0..n) to b, growing it as needed. */
+void dbuf_put(struct dbuf *b, const void *s, size_t n);
 char *xstrndup(const char *s, size_t n);
 
 /* True when s[0..len) equals the NUL-terminated lit exactly. */
