@@ -84,10 +84,10 @@ fuzz-long: fuzz-build
 	@FUZZ_SECONDS=$(FUZZ_LONG_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) FUZZ_TARGETS="$(FUZZ_TARGETS)" fuzz/long.sh
 
 fmt: test-deps
-	@clang-format -i src/*.c src/*.h tests/unit/*.c fuzz/*.c $(wildcard bench/*.c bench/*.h)
+	@clang-format -i src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c fuzz/*.c $(wildcard bench/*.c bench/*.h)
 
 fmt-check: test-deps
-	@clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c fuzz/*.c $(wildcard bench/*.c bench/*.h)
+	@clang-format --dry-run --Werror src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c fuzz/*.c $(wildcard bench/*.c bench/*.h)
 
 bench: build
 	@bench/run.sh

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "acme_http.h"
-#include "acme_msg.h"
-#include "pki.h"
+#include "acme/acme_http.h"
+#include "codec/acme_msg.h"
+#include "tls/pki.h"
 
 static void require(bool ok)
 {

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "envelope.h"
-#include "json.h"
+#include "codec/envelope.h"
+#include "codec/json.h"
 
 static char scratch[1 << 16], scratch2[1 << 16];
 

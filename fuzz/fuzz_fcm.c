@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fcm.h"
-#include "json.h"
+#include "push/fcm.h"
+#include "codec/json.h"
 
 /* fcm.c lists the reply's status, then its FcmError errorCode, each only
  * when it is a valid reason (so neither contains ", "), and answers

@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
+#include "codec/json.h"
 
 /* Deepest nesting outside strings; a rough walk that is exact for valid
  * input and only used to decide what to compare. */

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxyproto.h"
+#include "codec/proxyproto.h"
 
 struct outcome {
     ssize_t result; /* < 0 error, 0 incomplete, 1 done */

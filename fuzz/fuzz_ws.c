@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "utf8.h"
-#include "ws.h"
+#include "codec/utf8.h"
+#include "codec/ws.h"
 
 #define BIG (1 << 17)
 

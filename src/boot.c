@@ -9,10 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "autocert.h"
-#include "log.h"
-#include "netaddr.h"
-#include "version.h"
+#include "acme/autocert.h"
+#include "base/log.h"
+#include "base/netaddr.h"
+#include "base/version.h"
 
 #define FIX_MUTEX                                                                                  \
     "use --insecure-listen alone (proxy-fronted plaintext mode), OR use --domain with optional "   \

@@ -3,9 +3,9 @@
 #ifndef RELAY_BOOT_H
 #define RELAY_BOOT_H
 
-#include "checks.h"
-#include "config.h"
-#include "fcm.h"
+#include "ops/checks.h"
+#include "base/config.h"
+#include "push/fcm.h"
 
 /* Runs the checks that need no listener. Returns 0 to go on, or the exit
  * code after logging the refusal (2; 1 for step 14a, autocert setup).

@@ -10,18 +10,18 @@
 #include <string.h>
 #include <uv.h>
 
-#include "autocert.h"
+#include "acme/autocert.h"
 #include "boot.h"
-#include "config.h"
-#include "log.h"
-#include "metrics.h"
-#include "notify.h"
-#include "push.h"
-#include "relay.h"
-#include "server.h"
-#include "tls.h"
-#include "util.h"
-#include "version.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "ops/metrics.h"
+#include "base/notify.h"
+#include "push/push.h"
+#include "relay/relay.h"
+#include "net/server.h"
+#include "tls/tls.h"
+#include "base/util.h"
+#include "base/version.h"
 
 static const char *env_get(const char *name)
 {

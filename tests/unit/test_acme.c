@@ -22,9 +22,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "acme_http.h"
-#include "acme_msg.h"
-#include "pki.h"
+#include "acme/acme_http.h"
+#include "codec/acme_msg.h"
+#include "tls/pki.h"
 
 /* A fixed P-256 key; its JWK and thumbprint below were computed
  * independently (openssl ec -text and Python hashlib). */

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "admin.h"
+#include "ops/admin.h"
 
 static void test_pct_decode(void **state)
 {

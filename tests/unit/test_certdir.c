@@ -17,8 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "certdir.h"
-#include "log.h"
+#include "tls/certdir.h"
+#include "base/log.h"
 
 static char g_root[256];
 static char g_logpath[300];

@@ -11,8 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "checks.h"
-#include "util.h"
+#include "ops/checks.h"
+#include "base/util.h"
 
 /* A fake environment: pairs of name/value, NULL value = unset. */
 static const char *const *g_env;

@@ -16,7 +16,7 @@
 
 #include <unistd.h>
 
-#include "config.h"
+#include "base/config.h"
 
 #define MAX_ARGS 8
 

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "curluv.h"
+#include "net/curluv.h"
 #include "http_stub.h"
 
 struct result {

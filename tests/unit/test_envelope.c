@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "envelope.h"
+#include "codec/envelope.h"
 
 static char scratch[4096];
 static char detail[160];

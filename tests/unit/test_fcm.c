@@ -14,8 +14,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "checks.h"
-#include "fcm.h"
+#include "ops/checks.h"
+#include "push/fcm.h"
 #include "fcm_testkit.h"
 
 static EVP_PKEY *g_rsa, *g_ec;

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "json.h"
+#include "codec/json.h"
 
 /* len 0 means strlen(doc); set it for documents holding a NUL byte. */
 struct row {

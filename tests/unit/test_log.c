@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "base/log.h"
 
 #define T0 1779616800 /* 2026-05-24T10:00:00Z */
 

@@ -11,8 +11,8 @@
 #include <netinet/in.h>
 #include <string.h>
 
-#include "netaddr.h"
-#include "util.h"
+#include "base/netaddr.h"
+#include "base/util.h"
 
 static void test_split_valid(void **state)
 {

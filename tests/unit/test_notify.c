@@ -14,7 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "notify.h"
+#include "base/notify.h"
 
 static int bind_socket(char *path, size_t cap)
 {

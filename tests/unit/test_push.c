@@ -19,8 +19,8 @@
 
 #include "fcm_testkit.h"
 #include "http_stub.h"
-#include "log.h"
-#include "push.h"
+#include "base/log.h"
+#include "push/push.h"
 
 #define ACCESS    "ya29.SECRET-ACCESS-TOKEN"
 #define SEND_PATH "/v1/projects/p/messages:send"

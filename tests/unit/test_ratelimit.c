@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ratelimit.h"
+#include "base/ratelimit.h"
 
 static const uint8_t SEED[16] = {9};
 

@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "relay.h"
-#include "shard.h"
+#include "relay/relay.h"
+#include "net/shard.h"
 
 struct rec_task {
     struct relay_task t;

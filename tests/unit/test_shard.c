@@ -17,10 +17,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "conn.h"
-#include "shard.h"
-#include "util.h"
+#include "base/config.h"
+#include "net/conn.h"
+#include "net/shard.h"
+#include "base/util.h"
 
 static struct config cfg;
 static unsigned got_bits;
@@ -50,7 +50,7 @@ static void test_control_bits_from_another_thread(void **state)
     uv_thread_t t;
     (void)state;
     uv_loop_init(&loop);
-    shard_init(&s, &loop, &cfg, NULL, NULL);
+    shard_init(&s, &loop, &cfg, &conn_shard_ops, NULL, NULL);
     s.on_control = on_control;
     shard_start_inbox(&s);
     got_bits = 0;
@@ -104,7 +104,7 @@ static void post_handoffs(void *arg)
 {
     struct post_arg *a = arg;
     for (int i = 0; i < 3; i++)
-        shard_post_handoff(a->s, make_handoff(a->fds[i], i + 1));
+        shard_post_handoff(a->s, &make_handoff(a->fds[i], i + 1)->node);
 }
 
 static void test_handoffs_adopted_in_order(void **state)
@@ -117,7 +117,7 @@ static void test_handoffs_adopted_in_order(void **state)
     struct post_arg a;
     (void)state;
     uv_loop_init(&loop);
-    shard_init(&s, &loop, &cfg, &hooks, NULL);
+    shard_init(&s, &loop, &cfg, &conn_shard_ops, &hooks, NULL);
     s.live = &live;
     shard_start_inbox(&s);
     self_thread = uv_thread_self();
@@ -161,11 +161,11 @@ static void test_discard_closes_queued_sockets(void **state)
     _Atomic size_t live = 1;
     (void)state;
     uv_loop_init(&loop);
-    shard_init(&s, &loop, &cfg, &hooks, NULL);
+    shard_init(&s, &loop, &cfg, &conn_shard_ops, &hooks, NULL);
     s.live = &live;
     shard_start_inbox(&s);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
-    shard_post_handoff(&s, make_handoff(pair[0], 1));
+    shard_post_handoff(&s, &make_handoff(pair[0], 1)->node);
     shard_discard_inbox(&s); /* the loop never ran: nothing adopted it */
     char c;
     assert_int_equal(read(pair[1], &c, 1), 0); /* EOF: our end was closed */

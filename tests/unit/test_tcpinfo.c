@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "tcpinfo.h"
+#include "base/tcpinfo.h"
 
 /* A connected loopback pair: *a is the client, *b the accepted side. */
 static void tcp_pair(int *a, int *b)

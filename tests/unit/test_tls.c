@@ -22,7 +22,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include "tls.h"
+#include "tls/tls.h"
 
 /* ---- certificates ------------------------------------------------------ */
 

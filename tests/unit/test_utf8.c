@@ -9,7 +9,7 @@
 
 #include <string.h>
 
-#include "utf8.h"
+#include "codec/utf8.h"
 
 static const struct {
     const char *s;

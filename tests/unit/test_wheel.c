@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "wheel.h"
+#include "base/wheel.h"
 
 struct rec {
     struct wheel_entry e;

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ws.h"
+#include "codec/ws.h"
 
 static const uint8_t MASK[4] = {0x12, 0x34, 0x56, 0x78};
 

@@ -1,0 +1,260 @@
+/* conn.h — one client connection from accept to close: optionally reads a
+ * PROXY v2 header and runs TLS, then reads HTTP request heads, answers or
+ * upgrades them, then speaks RFC 6455 (ping/pong, close handshake,
+ * heartbeat, deadlines) and hands complete data messages up. What a request
+ * or a message means is decided by the hooks (relay.c); this layer knows
+ * sockets, bytes and timers, never routing. */
+#ifndef RELAY_CONN_H
+#define RELAY_CONN_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "codec/http.h"
+#include "base/util.h"
+#include "base/wheel.h"
+#include "codec/ws.h"
+
+struct shard;
+struct conn;
+struct proxyproto;
+struct tls_conn;
+struct tls_server;
+
+/* Why reading is stopped (struct conn.paused). */
+enum {
+    CONN_PAUSE_HOOK = 1,     /* the hooks asked (back-pressure, liveness probe) */
+    CONN_PAUSE_RATE = 2,     /* the peer used up its frame budget (--max-frames-per-second) */
+    CONN_PAUSE_THROTTLE = 4, /* its server-id used up its byte budget (relay's decision) */
+};
+
+/* Every state has a deadline (see conn.c: set_state). */
+enum conn_state {
+    CONN_PROXY_HEADER,  /* reading the PROXY v2 header (proxy header timeout) */
+    CONN_TLS_HANDSHAKE, /* TLS handshake (handshake timeout) */
+    CONN_HTTP_HEAD,     /* reading a request head (header + request timeouts) */
+    CONN_HTTP_BODY,     /* head answered, skipping the body (request timeout) */
+    CONN_HTTP_IDLE,     /* keep-alive: waiting for the next request (idle timeout) */
+    CONN_HTTP_CLOSING,  /* last response queued; close once it is written (write timeout) */
+    CONN_WS_OPEN,       /* upgraded (heartbeat, message and write deadlines) */
+    CONN_WS_CLOSING,    /* our close frame is queued/sent; awaiting the peer's (close timeout) */
+    CONN_WS_DONE,       /* close handshake over; flushing then closing TCP (close timeout) */
+    CONN_LINGER,        /* write side shut down; draining input until EOF (close timeout) */
+    CONN_CLOSED,        /* uv_close issued; freed in its callback */
+};
+
+/* What the owner of connections (relay.c) is told. Called on the loop. */
+struct conn_hooks {
+    /* A request head is complete. Must answer with conn_http_reply,
+     * conn_ws_accept or conn_abort before returning. */
+    void (*on_request)(struct conn *c, const struct http_req *r);
+    /* A complete data message; payload unmasked, valid only during the call. */
+    void (*on_message)(struct conn *c, uint8_t *data, size_t len);
+    /* A pong arrived (payload valid only during the call). */
+    void (*on_pong)(struct conn *c, const uint8_t *data, size_t len);
+    /* The WebSocket left the open state (any cause). Called exactly once per
+     * upgraded connection; sends are refused from here on. */
+    void (*on_ws_end)(struct conn *c);
+    /* A write failed (socket error, or no progress within --write-timeout,
+     * or the close timeout passed with frames still unsent) on an upgraded
+     * connection that is about to be dropped. err says why. The hook may
+     * set close_sent (the code the connection counts as closed with)
+     * before on_ws_end sees it. */
+    void (*on_write_failed)(struct conn *c, const char *err);
+    /* Queued data fell to or below the mark set with conn_notify_below. */
+    void (*on_drained)(struct conn *c);
+    /* The connection is about to be freed. */
+    void (*on_free)(struct conn *c);
+};
+
+/* How a listener's connections are served. Must outlive the listener and
+ * every connection accepted on it. */
+struct conn_opts {
+    const struct conn_hooks *hooks;
+    struct tls_server *tls; /* NULL: plaintext; else TLS with its current certificate */
+    bool proxy_protocol;    /* a PROXY v2 header comes first (spec §9.4) */
+    const char *domain;     /* non-NULL: a request whose Host is not this gets 421 (§7.3) */
+};
+
+/* A queued outbound chunk. */
+struct wq_item {
+    struct wq_item *next;
+    uint32_t len;
+    uint32_t cost; /* bytes charged against the outbox budget */
+    bool counted;  /* a forwarded frame: count it once it is written */
+    bool pong;     /* a pong not yet started: a newer ping replaces its payload */
+    uint8_t data[];
+};
+
+struct wq {
+    struct wq_item *head, *tail;
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    struct shard *shard;
+    const struct conn_hooks *hooks; /* the listener's: public relay or metrics */
+    const struct conn_opts *opts;   /* the listener's; NULL for a plain one */
+    struct tls_conn *tls;           /* TLS session (NULL: plaintext); no loop pointers inside */
+    union {
+        struct proxyproto *pp;    /* PROXY header reader, only in CONN_PROXY_HEADER */
+        struct shard *handoff_to; /* set in on_request: move to this shard after the hook */
+    };
+    struct list link; /* shard->conns */
+    struct wheel_entry timer;
+    /* deadlines in loop ms; 0 = not armed */
+    uint64_t dl_state;    /* the state's own deadline (head, request, idle, close, linger) */
+    uint64_t dl_request;  /* whole request must be read by then */
+    uint64_t dl_message;  /* started WebSocket message must complete */
+    uint64_t dl_ping;     /* next heartbeat ping */
+    uint64_t dl_pong;     /* heartbeat pong expected by then */
+    uint64_t dl_write;    /* write progress expected by then */
+    struct http_req *req; /* only while speaking HTTP */
+    struct ws_decoder ws;
+    uint8_t *msg;                     /* assembly buffer for a message split over reads */
+    uint32_t msg_len, msg_cap;        /* messages are capped well below 4 GiB */
+    struct wq ctl;                    /* control frames: go out before queued data */
+    struct wq data;                   /* data frames (and a close queued behind data) */
+    size_t data_bytes;                /* sum of item costs in data */
+    size_t notify_below;              /* call on_drained when data_bytes <= this (SIZE_MAX: off) */
+    _Atomic uint64_t *frames_counter; /* bumped per counted frame fully written (may be NULL) */
+    uint64_t write_mark;              /* write progress at the last check (see conn.c) */
+    uint64_t ping_seq;                /* payload of the outstanding heartbeat ping */
+    void *owner;                      /* the hooks' per-connection object */
+    union { /* the TCP peer (or the PROXY header's source); sockaddr_storage would cost
+             * 100 more bytes per connection */
+        struct sockaddr sa;
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } peer;
+    enum conn_state state;
+    uint32_t data_items;             /* items in data */
+    uint32_t msg_left;               /* ms of the message deadline left while the hooks
+                                        pause reading (that time is not the peer's) */
+    int32_t rate_tokens;             /* frames the peer may still send now (may go negative) */
+    uint32_t rate_stamp;             /* loop ms (low 32 bits) the tokens were last refilled */
+    uint32_t pend_counted;           /* counted frames inside TLS output not yet written */
+    int inflight_ctl, inflight_data; /* items of each queue inside the write in flight */
+    uint16_t close_sent;             /* code of the close frame we sent first (0 none) */
+    uint16_t close_rcvd;             /* code the peer sent (WS_CLOSE_NO_STATUS/ABNORMAL if none) */
+    bool head_handled;
+    bool reply_keep_alive;
+    bool writing;
+    uint8_t paused; /* CONN_PAUSE_* bits: reading stops while any is set */
+    bool upgraded;
+    bool heartbeat_on;
+    bool ws_end_reported;
+};
+
+/* A connection in transit between shards: its socket, its parsed request
+ * head and the bytes read after it (design.md §2). */
+struct handoff {
+    struct mpsc_node node; /* in the target shard's inbox */
+    uv_os_sock_t fd;
+    const struct conn_hooks *hooks;
+    const struct conn_opts *opts; /* the accepting listener's (may be NULL) */
+    struct tls_conn *tls;         /* the TLS session travels too (no loop pointers) */
+    struct http_req *req;         /* head complete, not yet answered */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } peer;
+    size_t extra_len;
+    uint8_t extra[]; /* bytes that followed the head in the same read */
+};
+
+/* Accepts a pending connection from server and starts reading its first
+ * request; hooks decide what its requests mean. Returns the connection, or
+ * NULL if accept failed (nothing leaks). */
+struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn_hooks *hooks);
+
+/* Like conn_accept, with the listener's transport settings: a PROXY v2
+ * header first (closed with nothing written if it is missing, malformed or
+ * late), TLS, and the Host check. opts must outlive the connection. */
+struct conn *conn_accept_opts(struct shard *s, uv_stream_t *server, const struct conn_opts *opts);
+
+/* From on_request only: asks for the connection to be moved to shard
+ * target once the hook returns; target's loop then calls on_request again
+ * with the same request. Nothing may be sent on c before that. */
+void conn_handoff(struct conn *c, struct shard *target);
+
+/* Takes over a connection posted by another shard (on s's loop). */
+void conn_adopt(struct shard *s, struct handoff *h);
+
+/* Closes and frees a handoff that will never be adopted. */
+void conn_handoff_discard(struct handoff *h);
+
+/* Answers the current request with a complete response (copied). keep_alive
+ * is a wish: it is honoured only if the request allows it. */
+void conn_http_reply(struct conn *c, const char *resp, size_t len, bool keep_alive);
+
+/* Builds and sends a complete response (status line, Content-Type when
+ * type is not NULL, extra header lines, body); keep_alive as above. */
+void conn_http_respond(struct conn *c, int status, const char *type, const char *extra,
+                       const char *body, size_t body_len, bool keep_alive);
+
+/* Sends Go's http.Error reply for status (text/plain, nosniff, body "\n"). */
+void conn_http_error(struct conn *c, int status, bool keep_alive);
+
+/* Sends Go's http.NotFound reply ("404 page not found\n"). */
+void conn_http_not_found(struct conn *c);
+
+/* Sends the 101 response resp and switches to WebSocket: heartbeat armed,
+ * bytes already read after the head are decoded at once. */
+void conn_ws_accept(struct conn *c, const char *resp, size_t len);
+
+/* Sends one text frame made of the concatenation of parts (copied only if the
+ * kernel does not take it at once). A counted frame bumps *frames_counter
+ * once fully written. Returns 0, or -1 when the connection is not open. */
+int conn_ws_send(struct conn *c, const uv_buf_t *parts, unsigned nparts, bool counted);
+
+/* Turns the heartbeat on or off (conn_ws_accept turns it on). */
+void conn_heartbeat(struct conn *c, bool on);
+
+/* Asks for one on_drained call once queued data is at most mark bytes. */
+void conn_notify_below(struct conn *c, size_t mark);
+
+/* Queued data items (frames not yet fully handed to the kernel). */
+size_t conn_queued_items(const struct conn *c);
+
+/* Sends a ping with payload (<= 125 bytes) ahead of queued data. Returns 0 or -1. */
+int conn_ws_ping(struct conn *c, const uint8_t *payload, size_t len);
+
+/* Starts the close handshake with code and reason (idempotent: the first
+ * close wins). after_data keeps queued data frames ahead of the close;
+ * otherwise unsent data is dropped. */
+void conn_ws_close(struct conn *c, uint16_t code, const char *reason, bool after_data);
+
+/* Drops the connection now (no close frame). Safe to call from any
+ * callback; the memory is released later. */
+void conn_abort(struct conn *c);
+
+/* Stops/restarts reading from the socket (back-pressure). While the hooks
+ * keep a connection paused, its message deadline stands still. */
+void conn_pause_reading(struct conn *c, bool pause);
+
+/* Stops/restarts reading for the server-id's bandwidth limit; independent
+ * of conn_pause_reading, and likewise not held against the message deadline. */
+void conn_throttle(struct conn *c, bool on);
+
+/* Bytes queued for this connection and not yet handed to the kernel. */
+size_t conn_queued_bytes(const struct conn *c);
+
+/* Writes the host part of the peer address ("203.0.113.7", "::1") into out;
+ * behind a PROXY header, the header's source address. */
+void conn_remote(const struct conn *c, char *out, size_t cap);
+
+/* What a shard calls back for: deadlines, handoffs arriving, handoffs
+ * discarded. Pass it to shard_init. */
+extern const struct shard_ops conn_shard_ops;
+
+/* True for the states in which the connection speaks WebSocket. */
+bool conn_is_ws(const struct conn *c);
+
+#endif

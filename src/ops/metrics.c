@@ -1,0 +1,281 @@
+/* metrics.c — renders the relay's counters in the Prometheus text format
+ * and serves them on a loopback-only listener: GET /metrics (any method
+ * works, as in the reference), everything else 404. No label value ever
+ * comes from request data. It does not register or aggregate anything
+ * itself: counters are fields of each shard's relay_stats, summed here. */
+#include "ops/metrics.h"
+
+#include <dirent.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "ops/admin.h"
+#include "codec/http.h"
+#include "base/netaddr.h"
+#include "push/push.h"
+#include "relay/registry.h"
+#include "relay/relay.h"
+#include "net/server.h"
+#include "base/version.h"
+
+struct buf {
+    char *p;
+    size_t len, cap;
+};
+
+__attribute__((format(printf, 2, 3))) static void bprintf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        b->cap = b->cap * 2 + (n > 0 ? (size_t)n : 0);
+        b->p = xrealloc(b->p, b->cap);
+    }
+}
+
+static void family(struct buf *b, const char *name, const char *type, const char *help)
+{
+    bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static const char *const outcome_names[OUT__COUNT] = {
+    [OUT_ACCEPT] = "accept",         [OUT_REJECT_HEADERS] = "reject_headers",
+    [OUT_REJECT_409] = "reject_409", [OUT_REJECT_404] = "reject_404",
+    [OUT_REJECT_429] = "reject_429", [OUT_REJECT_RATE_LIMIT] = "reject_rate_limit",
+};
+
+static const char *const kind_names[KIND__COUNT] = {
+    [KIND_NO_SERVER] = "no_server",
+    [KIND_SERVER_IN_USE] = "server_in_use",
+    [KIND_PHONES_AT_CAP] = "phones_at_cap",
+    [KIND_RATELIMIT] = "ratelimit",
+};
+
+/* Label values in lexical order, as client_golang prints them. */
+static int by_name(const void *a, const void *b, const char *const *names)
+{
+    return strcmp(names[*(const int *)a], names[*(const int *)b]);
+}
+
+static int by_outcome(const void *a, const void *b)
+{
+    return by_name(a, b, outcome_names);
+}
+
+static int by_kind(const void *a, const void *b)
+{
+    return by_name(a, b, kind_names);
+}
+
+/* Registered only when push is on (spec §8.2); every outcome from boot. */
+static void push_series(struct buf *b, const struct push_waker *w)
+{
+    static const enum push_outcome order[PUSH__COUNT] = {
+        PUSH_DROPPED, PUSH_SEND_FAILED, PUSH_SENT, PUSH_TOKEN_FETCH_FAILED, PUSH_UNREGISTERED};
+    family(b, "pyrycode_relay_push_wakes_total", "counter",
+           "Push wake requests, by outcome (dropped = refused by a rate limit or cap).");
+    for (int i = 0; i < PUSH__COUNT; i++)
+        bprintf(b, "pyrycode_relay_push_wakes_total{outcome=\"%s\"} %llu\n",
+                push_outcome_name(order[i]), (unsigned long long)push_outcome_count(w, order[i]));
+}
+
+static void relay_series(struct buf *b, const struct relay *r)
+{
+    struct relay_totals tot;
+    relay_totals(r->sh, &tot);
+    const struct relay_totals *st = &tot;
+    family(b, "pyrycode_relay_connected_binaries", "gauge",
+           "Server-ids held by a connected binary (binaries in their grace window excluded).");
+    bprintf(b, "pyrycode_relay_connected_binaries %zu\n", st->binaries);
+    family(b, "pyrycode_relay_connected_phones", "gauge", "Registered phone connections.");
+    bprintf(b, "pyrycode_relay_connected_phones %zu\n", st->phones);
+    family(b, "pyrycode_relay_frames_forwarded_total", "counter",
+           "Frames written to the destination socket, by direction.");
+    bprintf(b, "pyrycode_relay_frames_forwarded_total{direction=\"binary_to_phone\"} %llu\n",
+            (unsigned long long)st->frames[DIR_BINARY_TO_PHONE]);
+    bprintf(b, "pyrycode_relay_frames_forwarded_total{direction=\"phone_to_binary\"} %llu\n",
+            (unsigned long long)st->frames[DIR_PHONE_TO_BINARY]);
+    family(b, "pyrycode_relay_grace_expiries_total", "counter",
+           "Grace windows that expired and evicted a server-id.");
+    bprintf(b, "pyrycode_relay_grace_expiries_total %llu\n",
+            (unsigned long long)st->grace_expiries);
+    family(b, "pyrycode_relay_throttled_seconds_total", "counter",
+           "Time server-ids spent over --max-bytes-per-second-per-server, not being read.");
+    bprintf(b, "pyrycode_relay_throttled_seconds_total %llu.%03llu\n",
+            (unsigned long long)(st->throttled_ms / 1000),
+            (unsigned long long)(st->throttled_ms % 1000));
+    if (r->sh->push)
+        push_series(b, r->sh->push);
+    int kinds[KIND__COUNT], outcomes[OUT__COUNT];
+    for (int i = 0; i < KIND__COUNT; i++)
+        kinds[i] = i;
+    for (int i = 0; i < OUT__COUNT; i++)
+        outcomes[i] = i;
+    qsort(kinds, KIND__COUNT, sizeof *kinds, by_kind);
+    qsort(outcomes, OUT__COUNT, sizeof *outcomes, by_outcome);
+    family(b, "pyrycode_relay_register_failures_total", "counter",
+           "Registration failures, by kind.");
+    for (int i = 0; i < KIND__COUNT; i++)
+        bprintf(b, "pyrycode_relay_register_failures_total{kind=\"%s\"} %llu\n",
+                kind_names[kinds[i]], (unsigned long long)st->failures[kinds[i]]);
+    family(b, "pyrycode_relay_ws_upgrade_attempts_total", "counter",
+           "WebSocket upgrade attempts, by endpoint and terminal outcome.");
+    static const char *const eps[EP__COUNT] = {[EP_SERVER] = "server", [EP_CLIENT] = "client"};
+    static const int ep_order[EP__COUNT] = {EP_CLIENT, EP_SERVER};
+    for (int e = 0; e < EP__COUNT; e++)
+        for (int i = 0; i < OUT__COUNT; i++)
+            bprintf(b,
+                    "pyrycode_relay_ws_upgrade_attempts_total{endpoint=\"%s\",outcome=\"%s\"} "
+                    "%llu\n",
+                    eps[ep_order[e]], outcome_names[outcomes[i]],
+                    (unsigned long long)st->upgrades[ep_order[e]][outcomes[i]]);
+}
+
+static long count_fds(void)
+{
+    long n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    if (d) {
+        closedir(d);
+        n--; /* the directory stream's own fd */
+    }
+    return n;
+}
+
+static void process_series(struct buf *b, const struct metrics *m)
+{
+    struct rusage ru;
+    struct rlimit rl;
+    unsigned long vsize_pages = 0, rss_pages = 0;
+    long page = sysconf(_SC_PAGESIZE);
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%lu %lu", &vsize_pages, &rss_pages) != 2)
+            vsize_pages = rss_pages = 0;
+        fclose(f);
+    }
+    getrusage(RUSAGE_SELF, &ru);
+    getrlimit(RLIMIT_NOFILE, &rl);
+    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+                 ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+    family(b, "process_cpu_seconds_total", "counter",
+           "Total user and system CPU time spent in seconds.");
+    bprintf(b, "process_cpu_seconds_total %.6f\n", cpu);
+    family(b, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+    bprintf(b, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    family(b, "process_open_fds", "gauge", "Number of open file descriptors.");
+    bprintf(b, "process_open_fds %ld\n", count_fds());
+    family(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    bprintf(b, "process_resident_memory_bytes %lu\n", rss_pages * (unsigned long)page);
+    family(b, "process_start_time_seconds", "gauge",
+           "Start time of the process since unix epoch in seconds.");
+    bprintf(b, "process_start_time_seconds %.3f\n", m->start_time);
+    family(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+    bprintf(b, "process_virtual_memory_bytes %lu\n", vsize_pages * (unsigned long)page);
+}
+
+/* Prometheus label values: backslash, quote and newline escaped. */
+static void label(struct buf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            bprintf(b, "\\%c", *v);
+        else if (*v == '\n')
+            bprintf(b, "\\n");
+        else
+            bprintf(b, "%c", *v);
+    }
+}
+
+/* The usual build_info idiom: a constant 1 whose labels say what runs. */
+static void build_info(struct buf *b)
+{
+    family(b, "pyrycode_relay_build_info", "gauge",
+           "Version of the relay and of the libraries it runs on; always 1.");
+    bprintf(b, "pyrycode_relay_build_info{version=\"");
+    label(b, RELAY_VERSION);
+    bprintf(b, "\",libuv=\"");
+    label(b, uv_version_string());
+    bprintf(b, "\",openssl=\"");
+    label(b, OpenSSL_version(OPENSSL_VERSION_STRING));
+    bprintf(b, "\"} 1\n");
+}
+
+char *metrics_render(const struct metrics *m, size_t *len)
+{
+    struct buf b = {xmalloc(8192), 0, 8192};
+    process_series(&b, m);
+    family(&b, "promhttp_metric_handler_requests_in_flight", "gauge",
+           "Current number of scrapes being served.");
+    bprintf(&b, "promhttp_metric_handler_requests_in_flight 1\n");
+    family(&b, "promhttp_metric_handler_requests_total", "counter",
+           "Total number of scrapes by HTTP status code.");
+    static const char *const codes[3] = {"200", "500", "503"};
+    for (int i = 0; i < 3; i++)
+        bprintf(&b, "promhttp_metric_handler_requests_total{code=\"%s\"} %llu\n", codes[i],
+                (unsigned long long)m->requests[i]);
+    build_info(&b);
+    relay_series(&b, m->relay);
+    family(&b, "pyrycode_relay_accept_errors_total", "counter",
+           "accept(2) failures the relay survived (out of descriptors or memory: accepting "
+           "paused briefly; or the pending connection failed).");
+    bprintf(&b, "pyrycode_relay_accept_errors_total %llu\n",
+            (unsigned long long)atomic_load_explicit(&m->srv->accept_errors, memory_order_relaxed));
+    *len = b.len;
+    return b.p;
+}
+
+static struct metrics *g_metrics; /* one metrics listener per process */
+
+static void on_request(struct conn *c, const struct http_req *r)
+{
+    size_t plen, blen;
+    const char *path = http_req_path(r, &plen);
+    if (!str_eq(path, plen, "/metrics")) {
+        if (!admin_handle(c, r, g_metrics->relay->sh))
+            conn_http_not_found(c);
+        return;
+    }
+    g_metrics->requests[0]++; /* counted before rendering, as promhttp does */
+    char *body = metrics_render(g_metrics, &blen);
+    conn_http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, body, blen, true);
+    free(body);
+}
+
+static const struct conn_hooks metrics_hooks = {.on_request = on_request};
+
+static const struct conn_opts metrics_opts = {.hooks = &metrics_hooks};
+
+int metrics_listen(struct metrics *m, struct server *srv, struct relay *relay, const char *addr,
+                   char *err, size_t cap)
+{
+    struct timeval tv;
+    memset(m, 0, sizeof *m);
+    m->srv = srv;
+    m->relay = relay;
+    gettimeofday(&tv, NULL);
+    m->start_time = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+    g_metrics = m;
+    /* a server listener: accept errors back off like the public one's */
+    if (server_listen_opts(srv, addr, &metrics_opts, err, cap) != 0)
+        return -1;
+    m->listener = &srv->listeners[srv->nlisteners - 1].tcp;
+    return 0;
+}

@@ -1,0 +1,394 @@
+/* registry.c — server-id slots in a SipHash-keyed chained table, phones in
+ * a second table keyed by their random conn-id suffix, and gracing slots on
+ * a FIFO (every grace window has the same length, so FIFO order is deadline
+ * order and one timer serves them all). No I/O and no locks: a registry
+ * belongs to one shard's loop. */
+#include "relay/registry.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/siphash.h"
+
+/* Makes the counts visible to other threads (see struct registry). */
+static void publish(struct registry *r)
+{
+    atomic_store_explicit(&r->pub_binaries, r->held - r->gracing, memory_order_relaxed);
+    atomic_store_explicit(&r->pub_phones, r->phones, memory_order_relaxed);
+}
+
+/* ---- tables ------------------------------------------------------------ */
+
+void registry_init(struct registry *r, const uint8_t seed[16], int64_t phone_cap, uint64_t grace_ms)
+{
+    memset(r, 0, sizeof *r);
+    memcpy(r->seed, seed, sizeof r->seed);
+    r->nbuckets = 64;
+    r->slots = xcalloc(r->nbuckets, sizeof *r->slots);
+    r->phone_buckets = 64;
+    r->phones_idx = xcalloc(r->phone_buckets, sizeof *r->phones_idx);
+    list_init(&r->grace);
+    r->phone_cap = phone_cap;
+    r->grace_ms = grace_ms;
+}
+
+void registry_free(struct registry *r)
+{
+    for (size_t i = 0; i < r->nbuckets; i++) {
+        struct reg_slot *s = r->slots[i];
+        while (s) {
+            struct reg_slot *next = s->hnext;
+            free(s);
+            s = next;
+        }
+    }
+    free(r->slots);
+    free(r->phones_idx);
+    r->slots = NULL;
+    r->phones_idx = NULL;
+}
+
+static struct reg_slot *find_slot(const struct registry *r, const char *sid, size_t len, uint64_t h)
+{
+    for (struct reg_slot *s = r->slots[h & (r->nbuckets - 1)]; s; s = s->hnext)
+        if (s->hash == h && s->id_len == len && memcmp(s->id, sid, len) == 0)
+            return s;
+    return NULL;
+}
+
+static void grow_slots(struct registry *r)
+{
+    size_t n = r->nbuckets * 2;
+    struct reg_slot **t = xcalloc(n, sizeof *t);
+    for (size_t i = 0; i < r->nbuckets; i++) {
+        struct reg_slot *s = r->slots[i];
+        while (s) {
+            struct reg_slot *next = s->hnext;
+            s->hnext = t[s->hash & (n - 1)];
+            t[s->hash & (n - 1)] = s;
+            s = next;
+        }
+    }
+    free(r->slots);
+    r->slots = t;
+    r->nbuckets = n;
+}
+
+static struct reg_slot *lookup(const struct registry *r, const char *sid, size_t len)
+{
+    return find_slot(r, sid, len, siphash24(r->seed, sid, len));
+}
+
+static struct reg_slot *lookup_or_create(struct registry *r, const char *sid, size_t len)
+{
+    uint64_t h = siphash24(r->seed, sid, len);
+    struct reg_slot *s = find_slot(r, sid, len, h);
+    if (s)
+        return s;
+    if (r->nslots >= r->nbuckets)
+        grow_slots(r);
+    s = xcalloc(1, sizeof *s + len);
+    s->hash = h;
+    s->id_len = len;
+    memcpy(s->id, sid, len);
+    list_init(&s->phones);
+    list_init(&s->grace_link);
+    s->hnext = r->slots[h & (r->nbuckets - 1)];
+    r->slots[h & (r->nbuckets - 1)] = s;
+    r->nslots++;
+    return s;
+}
+
+/* A slot with no binary, no phones and no grace is forgotten. */
+static void maybe_free_slot(struct registry *r, struct reg_slot *s)
+{
+    if (s->binary || s->nphones || s->in_grace)
+        return;
+    struct reg_slot **pp = &r->slots[s->hash & (r->nbuckets - 1)];
+    while (*pp != s)
+        pp = &(*pp)->hnext;
+    *pp = s->hnext;
+    r->nslots--;
+    free(s);
+}
+
+static struct reg_phone **phone_chain(const struct registry *r, uint64_t key)
+{
+    return &r->phones_idx[key & (r->phone_buckets - 1)];
+}
+
+static void grow_phones(struct registry *r)
+{
+    size_t n = r->phone_buckets * 2;
+    struct reg_phone **t = xcalloc(n, sizeof *t);
+    for (size_t i = 0; i < r->phone_buckets; i++) {
+        struct reg_phone *p = r->phones_idx[i];
+        while (p) {
+            struct reg_phone *next = p->hnext;
+            p->hnext = t[p->key & (n - 1)];
+            t[p->key & (n - 1)] = p;
+            p = next;
+        }
+    }
+    free(r->phones_idx);
+    r->phones_idx = t;
+    r->phone_buckets = n;
+}
+
+static void unindex_phone(struct registry *r, struct reg_phone *p)
+{
+    struct reg_phone **pp = phone_chain(r, p->key);
+    while (*pp && *pp != p)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = p->hnext;
+    p->hnext = NULL;
+}
+
+/* ---- grace ------------------------------------------------------------- */
+
+static void cancel_grace(struct registry *r, struct reg_slot *s)
+{
+    if (!s->in_grace)
+        return;
+    list_remove(&s->grace_link);
+    s->in_grace = false;
+    r->gracing--;
+    publish(r);
+}
+
+/* Unregisters every phone of s onto evicted (caller closes them). */
+static void evict_phones(struct registry *r, struct reg_slot *s, struct list *evicted)
+{
+    while (!list_empty(&s->phones)) {
+        struct reg_phone *p = CONTAINER_OF(s->phones.next, struct reg_phone, link);
+        list_remove(&p->link);
+        unindex_phone(r, p);
+        p->slot = NULL;
+        s->nphones--;
+        r->phones--;
+        publish(r);
+        list_push_back(evicted, &p->link);
+    }
+}
+
+static void install(struct registry *r, struct reg_slot *s, struct reg_binary *b)
+{
+    if (s->binary) {
+        s->binary->slot = NULL; /* displaced: its later release must be a no-op */
+    } else {
+        r->held++;
+        publish(r);
+    }
+    s->binary = b;
+    b->slot = s;
+}
+
+enum reg_claim registry_claim(struct registry *r, struct reg_binary *b, const char *sid, size_t len,
+                              struct list *evicted, struct reg_binary **incumbent)
+{
+    struct reg_slot *s = lookup_or_create(r, sid, len);
+    if (s->in_grace) {
+        cancel_grace(r, s);
+        install(r, s, b);
+        evict_phones(r, s, evicted);
+        return REG_RECLAIMED;
+    }
+    if (s->binary) {
+        if (incumbent)
+            *incumbent = s->binary;
+        return REG_CONFLICT;
+    }
+    install(r, s, b);
+    return REG_CLAIMED;
+}
+
+bool registry_takeover(struct registry *r, struct reg_binary *b, struct reg_binary *incumbent,
+                       const char *sid, size_t len, struct list *evicted)
+{
+    struct reg_slot *s = lookup(r, sid, len);
+    struct reg_binary *cur = s ? s->binary : NULL;
+    if (cur != incumbent)
+        return false;
+    if (!s)
+        s = lookup_or_create(r, sid, len);
+    cancel_grace(r, s);
+    install(r, s, b);
+    evict_phones(r, s, evicted);
+    return true;
+}
+
+bool registry_schedule_release(struct registry *r, struct reg_binary *b, uint64_t now_ms)
+{
+    struct reg_slot *s = b->slot;
+    if (!s || s->binary != b)
+        return false;
+    if (s->in_grace)
+        list_remove(&s->grace_link); /* last schedule wins */
+    else
+        r->gracing++;
+    publish(r);
+    s->in_grace = true;
+    s->grace_deadline = now_ms + r->grace_ms;
+    list_push_back(&r->grace, &s->grace_link);
+    return true;
+}
+
+void registry_forget(struct registry *r, struct reg_binary *b)
+{
+    struct reg_slot *s = b->slot;
+    if (!s || s->binary != b)
+        return;
+    b->slot = NULL;
+    if (s->in_grace) {
+        s->binary = &r->gone;
+        return;
+    }
+    s->binary = NULL; /* not gracing: the plain release of spec §4 */
+    r->held--;
+    publish(r);
+    maybe_free_slot(r, s);
+}
+
+bool registry_release(struct registry *r, struct reg_binary *b)
+{
+    struct reg_slot *s = b->slot;
+    if (!s || s->binary != b)
+        return false;
+    cancel_grace(r, s);
+    s->binary = NULL;
+    b->slot = NULL;
+    r->held--;
+    publish(r);
+    maybe_free_slot(r, s);
+    return true;
+}
+
+size_t registry_expire(struct registry *r, uint64_t now_ms, struct list *evicted)
+{
+    size_t n = 0;
+    while (!list_empty(&r->grace)) {
+        struct reg_slot *s = CONTAINER_OF(r->grace.next, struct reg_slot, grace_link);
+        if (s->grace_deadline > now_ms)
+            break;
+        cancel_grace(r, s);
+        if (s->binary)
+            s->binary->slot = NULL;
+        s->binary = NULL;
+        r->held--;
+        publish(r);
+        evict_phones(r, s, evicted);
+        maybe_free_slot(r, s);
+        n++;
+    }
+    return n;
+}
+
+uint64_t registry_next_deadline(const struct registry *r)
+{
+    if (list_empty(&r->grace))
+        return 0;
+    return CONTAINER_OF(r->grace.next, struct reg_slot, grace_link)->grace_deadline;
+}
+
+/* ---- phones ------------------------------------------------------------ */
+
+enum reg_add registry_add_phone(struct registry *r, struct reg_phone *p, const char *sid,
+                                size_t len)
+{
+    struct reg_slot *s = lookup(r, sid, len);
+    if (!s || !s->binary)
+        return REG_ADD_NO_SERVER;
+    if (r->phone_cap > 0 && s->nphones >= (size_t)r->phone_cap)
+        return REG_ADD_AT_CAP;
+    if (r->phones >= r->phone_buckets * 2)
+        grow_phones(r);
+    list_push_back(&s->phones, &p->link);
+    s->nphones++;
+    r->phones++;
+    publish(r);
+    p->slot = s;
+    p->hnext = *phone_chain(r, p->key);
+    *phone_chain(r, p->key) = p;
+    return REG_ADD_OK;
+}
+
+void registry_remove_phone(struct registry *r, struct reg_phone *p)
+{
+    struct reg_slot *s = p->slot;
+    if (!s)
+        return;
+    list_remove(&p->link);
+    unindex_phone(r, p);
+    p->slot = NULL;
+    s->nphones--;
+    r->phones--;
+    publish(r);
+    maybe_free_slot(r, s);
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
+int registry_conn_key(const char *conn_id, size_t len, uint64_t *key)
+{
+    uint64_t k = 0;
+    if (len < 17 || conn_id[len - 17] != '-')
+        return -1;
+    for (size_t i = len - 16; i < len; i++) {
+        int v = hexval(conn_id[i]);
+        if (v < 0)
+            return -1;
+        k = (k << 4) | (uint64_t)v;
+    }
+    *key = k;
+    return 0;
+}
+
+struct reg_phone *registry_find_phone(const struct registry *r, const struct reg_binary *b,
+                                      const char *conn_id, size_t len)
+{
+    uint64_t key;
+    if (!b->slot || b->slot->binary != b || registry_conn_key(conn_id, len, &key) != 0)
+        return NULL;
+    for (struct reg_phone *p = *phone_chain(r, key); p; p = p->hnext)
+        if (p->key == key && p->slot == b->slot && p->conn_id_len == len &&
+            memcmp(p->conn_id, conn_id, len) == 0)
+            return p;
+    return NULL;
+}
+
+size_t registry_binaries(const struct registry *r)
+{
+    return atomic_load_explicit(&r->pub_binaries, memory_order_relaxed);
+}
+
+size_t registry_phones(const struct registry *r)
+{
+    return atomic_load_explicit(&r->pub_phones, memory_order_relaxed);
+}
+
+bool registry_holds(const struct registry *r, const struct reg_binary *b)
+{
+    (void)r;
+    return b->slot && b->slot->binary == b && !b->slot->in_grace;
+}
+
+struct reg_slot *registry_find(const struct registry *r, const char *sid, size_t len)
+{
+    return lookup(r, sid, len);
+}
+
+void registry_each(const struct registry *r, void (*fn)(const struct reg_slot *s, void *arg),
+                   void *arg)
+{
+    for (size_t i = 0; i < r->nbuckets; i++)
+        for (const struct reg_slot *s = r->slots[i]; s; s = s->hnext)
+            fn(s, arg);
+}

@@ -1,0 +1,151 @@
+/* registry.h — who holds which server-id (spec §4): server-id → binary
+ * (1:1, first claim wins), server-id → phones (1:N, capped), and the grace
+ * window after a binary leaves. Pure bookkeeping on a clock the caller
+ * passes in: it never closes or writes anything. Operations that evict
+ * phones hand them back on a list so the caller can close them after the
+ * registry is consistent again. */
+#ifndef RELAY_REGISTRY_H
+#define RELAY_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "base/util.h"
+
+struct reg_slot;
+
+struct reg_binary {
+    struct reg_slot *slot; /* the slot this binary holds; NULL once displaced or released */
+};
+
+struct reg_phone {
+    struct list link;        /* slot->phones, or the caller's eviction list */
+    struct reg_phone *hnext; /* phone index chain */
+    struct reg_slot *slot;   /* NULL when not registered */
+    uint64_t key;            /* the conn id's random suffix */
+    const char *conn_id;     /* owned by the caller, outlives registration */
+    size_t conn_id_len;
+};
+
+struct reg_slot {
+    struct reg_slot *hnext;
+    uint64_t hash;
+    struct reg_binary *binary; /* holder (possibly gone and in grace) or NULL */
+    struct list phones;
+    size_t nphones;
+    bool in_grace;
+    uint64_t grace_deadline;
+    struct list grace_link; /* registry->grace, deadline order */
+    size_t id_len;
+    char id[]; /* server-id bytes */
+};
+
+struct registry {
+    struct reg_slot **slots;
+    size_t nbuckets, nslots;
+    struct reg_phone **phones_idx;
+    size_t phone_buckets;
+    struct list grace; /* slots in grace, oldest deadline first */
+    size_t held;       /* slots with a binary (including gracing ones) */
+    size_t gracing;
+    size_t phones;
+    /* held - gracing and phones, republished after every change so another
+     * shard's thread (healthz, metrics) can read them without a race */
+    _Atomic size_t pub_binaries, pub_phones;
+    int64_t phone_cap; /* <= 0: no cap */
+    uint64_t grace_ms;
+    uint8_t seed[16];       /* SipHash key: server-ids are attacker-chosen */
+    struct reg_binary gone; /* stands in for a gracing binary whose connection is freed */
+};
+
+enum reg_claim {
+    REG_CLAIMED,   /* slot was free */
+    REG_RECLAIMED, /* slot was in grace: old phones evicted (close them 4404) */
+    REG_CONFLICT,  /* held by a live binary: probe it */
+};
+
+enum reg_add {
+    REG_ADD_OK,
+    REG_ADD_NO_SERVER, /* no binary holds the id (checked first) */
+    REG_ADD_AT_CAP,
+};
+
+/* Prepares an empty registry. seed keys the hash; phone_cap <= 0 disables
+ * the per-server-id cap; grace_ms is the release delay. */
+void registry_init(struct registry *r, const uint8_t seed[16], int64_t phone_cap,
+                   uint64_t grace_ms);
+
+/* Frees the registry's own memory (binaries and phones belong to callers). */
+void registry_free(struct registry *r);
+
+/* Claims server-id sid for b. On REG_RECLAIMED every phone of the slot is
+ * unregistered and appended to evicted, and the pending grace is cancelled.
+ * On REG_CONFLICT nothing changes; *incumbent receives the holder. */
+enum reg_claim registry_claim(struct registry *r, struct reg_binary *b, const char *sid, size_t len,
+                              struct list *evicted, struct reg_binary **incumbent);
+
+/* Installs b after a failed liveness probe, but only if the slot is still
+ * held by incumbent (or still empty when incumbent is NULL). Evicts the
+ * slot's phones into evicted and cancels any grace. Returns false (nothing
+ * changed) when someone else holds the slot now. The displaced incumbent's
+ * slot pointer is cleared so its later release is a no-op. */
+bool registry_takeover(struct registry *r, struct reg_binary *b, struct reg_binary *incumbent,
+                       const char *sid, size_t len, struct list *evicted);
+
+/* The binary left: start (or restart: last wins) its slot's grace window,
+ * but only if b still holds the slot. Returns true when scheduled. */
+bool registry_schedule_release(struct registry *r, struct reg_binary *b, uint64_t now_ms);
+
+/* b's connection is being freed while its slot is in grace: the slot keeps
+ * counting as held (until reclaim or expiry) but no longer points at b. */
+void registry_forget(struct registry *r, struct reg_binary *b);
+
+/* Removes b's slot entry right away, leaving its phones registered
+ * ("orphans"; spec §4 plain release). Returns false if b holds nothing. */
+bool registry_release(struct registry *r, struct reg_binary *b);
+
+/* Expires every grace window due at now_ms: the binary entry and all phones
+ * of each such slot are removed, phones appended to evicted (close them
+ * 1000). Returns the number of slots expired. */
+size_t registry_expire(struct registry *r, uint64_t now_ms, struct list *evicted);
+
+/* Earliest pending grace deadline, or 0 when none. */
+uint64_t registry_next_deadline(const struct registry *r);
+
+/* Registers phone p (conn_id and key set by the caller) under sid;
+ * check and insert happen together. */
+enum reg_add registry_add_phone(struct registry *r, struct reg_phone *p, const char *sid,
+                                size_t len);
+
+/* Unregisters p; harmless if it is not registered. */
+void registry_remove_phone(struct registry *r, struct reg_phone *p);
+
+/* Finds the phone with this conn id among the phones of b's server-id.
+ * Returns NULL when there is none (or when b holds nothing). */
+struct reg_phone *registry_find_phone(const struct registry *r, const struct reg_binary *b,
+                                      const char *conn_id, size_t len);
+
+/* Parses the 16-hex-digit suffix of a conn id ("client-<sid>-<hex>").
+ * Returns 0 and stores it, or -1 when the id does not end that way. */
+int registry_conn_key(const char *conn_id, size_t len, uint64_t *key);
+
+/* Held server-ids outside their grace window (healthz, metrics). */
+size_t registry_binaries(const struct registry *r);
+
+/* Registered phones, gracing and orphaned ones included. */
+size_t registry_phones(const struct registry *r);
+
+/* True when b currently holds its slot and the slot is not in grace. */
+bool registry_holds(const struct registry *r, const struct reg_binary *b);
+
+/* The slot of server-id sid, or NULL (admin endpoints; owning thread). */
+struct reg_slot *registry_find(const struct registry *r, const char *sid, size_t len);
+
+/* Calls fn for every slot, in no particular order; fn must not change the
+ * registry. */
+void registry_each(const struct registry *r, void (*fn)(const struct reg_slot *s, void *arg),
+                   void *arg);
+
+#endif
