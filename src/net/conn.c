@@ -1601,3 +1601,63 @@ const struct shard_ops conn_shard_ops = {
     .adopt = adopt_node,
     .discard = discard_node,
 };
+
+/* ---- accessors --------------------------------------------------------- */
+
+void *conn_ctx(const struct conn *c)
+{
+    return c->opts ? c->opts->ctx : NULL;
+}
+
+void *conn_owner(const struct conn *c)
+{
+    return c->owner;
+}
+
+void conn_set_owner(struct conn *c, void *owner)
+{
+    c->owner = owner;
+}
+
+struct shard *conn_shard(const struct conn *c)
+{
+    return c->shard;
+}
+
+enum conn_state conn_state(const struct conn *c)
+{
+    return c->state;
+}
+
+bool conn_is_open(const struct conn *c)
+{
+    return c->state == CONN_WS_OPEN;
+}
+
+void conn_count_frames(struct conn *c, _Atomic uint64_t *counter)
+{
+    c->frames_counter = counter;
+}
+
+uint16_t conn_close_sent(const struct conn *c)
+{
+    return c->close_sent;
+}
+
+uint16_t conn_close_rcvd(const struct conn *c)
+{
+    return c->close_rcvd;
+}
+
+void conn_set_close_sent(struct conn *c, uint16_t code)
+{
+    c->close_sent = code;
+}
+
+void conn_each(struct shard *s, void (*fn)(struct conn *c, void *arg), void *arg)
+{
+    for (struct list *it = s->conns.next, *next; it != &s->conns; it = next) {
+        next = it->next;
+        fn(CONTAINER_OF(it, struct conn, link), arg);
+    }
+}

@@ -79,6 +79,7 @@ struct conn_opts {
     struct tls_server *tls; /* NULL: plaintext; else TLS with its current certificate */
     bool proxy_protocol;    /* a PROXY v2 header comes first (spec §9.4) */
     const char *domain;     /* non-NULL: a request whose Host is not this gets 421 (§7.3) */
+    void *ctx;              /* the hooks' context for this listener (conn_ctx) */
 };
 
 /* A queued outbound chunk. */
@@ -256,5 +257,36 @@ extern const struct shard_ops conn_shard_ops;
 
 /* True for the states in which the connection speaks WebSocket. */
 bool conn_is_ws(const struct conn *c);
+
+/* ---- accessors (the owning shard's thread only) ------------------------- */
+
+/* The listener's hook context (struct conn_opts.ctx; NULL if none). */
+void *conn_ctx(const struct conn *c);
+
+/* The hooks' per-connection object (NULL until set). */
+void *conn_owner(const struct conn *c);
+void conn_set_owner(struct conn *c, void *owner);
+
+/* The shard the connection lives on now (it changes with a handoff). */
+struct shard *conn_shard(const struct conn *c);
+
+/* The connection's state (conn_is_open: CONN_WS_OPEN, sends accepted). */
+enum conn_state conn_state(const struct conn *c);
+bool conn_is_open(const struct conn *c);
+
+/* Counter bumped (by this shard's thread only) per counted frame fully
+ * written; NULL stops counting. */
+void conn_count_frames(struct conn *c, _Atomic uint64_t *counter);
+
+/* Close codes: the one we sent first (0: none) and the one the peer sent
+ * (WS_CLOSE_NO_STATUS / WS_CLOSE_ABNORMAL when it sent none / vanished).
+ * conn_set_close_sent is for on_write_failed (the code the connection is
+ * counted as closed with). */
+uint16_t conn_close_sent(const struct conn *c);
+uint16_t conn_close_rcvd(const struct conn *c);
+void conn_set_close_sent(struct conn *c, uint16_t code);
+
+/* Calls fn for every connection of shard s (fn must not free any). */
+void conn_each(struct shard *s, void (*fn)(struct conn *c, void *arg), void *arg);
 
 #endif
