@@ -1609,6 +1609,11 @@ void *conn_ctx(const struct conn *c)
     return c->opts ? c->opts->ctx : NULL;
 }
 
+const struct conn_hooks *conn_hooks_of(const struct conn *c)
+{
+    return c->hooks;
+}
+
 void *conn_owner(const struct conn *c)
 {
     return c->owner;

@@ -263,6 +263,9 @@ bool conn_is_ws(const struct conn *c);
 /* The listener's hook context (struct conn_opts.ctx; NULL if none). */
 void *conn_ctx(const struct conn *c);
 
+/* The hooks the connection runs (its listener's). */
+const struct conn_hooks *conn_hooks_of(const struct conn *c);
+
 /* The hooks' per-connection object (NULL until set). */
 void *conn_owner(const struct conn *c);
 void conn_set_owner(struct conn *c, void *owner);
