@@ -3,7 +3,12 @@
  * upgrades them, then speaks RFC 6455 (ping/pong, close handshake,
  * heartbeat, deadlines) and hands complete data messages up. What a request
  * or a message means is decided by the hooks (relay.c); this layer knows
- * sockets, bytes and timers, never routing. */
+ * sockets, bytes and timers, never routing. struct conn is opaque.
+ *
+ * Threads: a connection belongs to one shard and every function here is
+ * called on that shard's loop thread only (hooks run there too). A
+ * connection changes shard only through conn_handoff, after which the old
+ * pointer is dead. */
 #ifndef RELAY_CONN_H
 #define RELAY_CONN_H
 
@@ -15,25 +20,16 @@
 #include <sys/socket.h>
 #include <uv.h>
 
-#include "codec/http.h"
 #include "base/util.h"
 #include "base/wheel.h"
+#include "codec/http.h"
 #include "codec/ws.h"
 
 struct shard;
 struct conn;
-struct proxyproto;
-struct tls_conn;
 struct tls_server;
 
-/* Why reading is stopped (struct conn.paused). */
-enum {
-    CONN_PAUSE_HOOK = 1,     /* the hooks asked (back-pressure, liveness probe) */
-    CONN_PAUSE_RATE = 2,     /* the peer used up its frame budget (--max-frames-per-second) */
-    CONN_PAUSE_THROTTLE = 4, /* its server-id used up its byte budget (relay's decision) */
-};
-
-/* Every state has a deadline (see conn.c: set_state). */
+/* Every state has a deadline (see conn.c: conn_set_state). */
 enum conn_state {
     CONN_PROXY_HEADER,  /* reading the PROXY v2 header (proxy header timeout) */
     CONN_TLS_HANDSHAKE, /* TLS handshake (handshake timeout) */
@@ -82,94 +78,6 @@ struct conn_opts {
     void *ctx;              /* the hooks' context for this listener (conn_ctx) */
 };
 
-/* A queued outbound chunk. */
-struct wq_item {
-    struct wq_item *next;
-    uint32_t len;
-    uint32_t cost; /* bytes charged against the outbox budget */
-    bool counted;  /* a forwarded frame: count it once it is written */
-    bool pong;     /* a pong not yet started: a newer ping replaces its payload */
-    uint8_t data[];
-};
-
-struct wq {
-    struct wq_item *head, *tail;
-};
-
-struct conn {
-    uv_tcp_t tcp;
-    struct shard *shard;
-    const struct conn_hooks *hooks; /* the listener's: public relay or metrics */
-    const struct conn_opts *opts;   /* the listener's; NULL for a plain one */
-    struct tls_conn *tls;           /* TLS session (NULL: plaintext); no loop pointers inside */
-    union {
-        struct proxyproto *pp;    /* PROXY header reader, only in CONN_PROXY_HEADER */
-        struct shard *handoff_to; /* set in on_request: move to this shard after the hook */
-    };
-    struct list link; /* shard->conns */
-    struct wheel_entry timer;
-    /* deadlines in loop ms; 0 = not armed */
-    uint64_t dl_state;    /* the state's own deadline (head, request, idle, close, linger) */
-    uint64_t dl_request;  /* whole request must be read by then */
-    uint64_t dl_message;  /* started WebSocket message must complete */
-    uint64_t dl_ping;     /* next heartbeat ping */
-    uint64_t dl_pong;     /* heartbeat pong expected by then */
-    uint64_t dl_write;    /* write progress expected by then */
-    struct http_req *req; /* only while speaking HTTP */
-    struct ws_decoder ws;
-    uint8_t *msg;                     /* assembly buffer for a message split over reads */
-    uint32_t msg_len, msg_cap;        /* messages are capped well below 4 GiB */
-    struct wq ctl;                    /* control frames: go out before queued data */
-    struct wq data;                   /* data frames (and a close queued behind data) */
-    size_t data_bytes;                /* sum of item costs in data */
-    size_t notify_below;              /* call on_drained when data_bytes <= this (SIZE_MAX: off) */
-    _Atomic uint64_t *frames_counter; /* bumped per counted frame fully written (may be NULL) */
-    uint64_t write_mark;              /* write progress at the last check (see conn.c) */
-    uint64_t ping_seq;                /* payload of the outstanding heartbeat ping */
-    void *owner;                      /* the hooks' per-connection object */
-    union { /* the TCP peer (or the PROXY header's source); sockaddr_storage would cost
-             * 100 more bytes per connection */
-        struct sockaddr sa;
-        struct sockaddr_in v4;
-        struct sockaddr_in6 v6;
-    } peer;
-    enum conn_state state;
-    uint32_t data_items;             /* items in data */
-    uint32_t msg_left;               /* ms of the message deadline left while the hooks
-                                        pause reading (that time is not the peer's) */
-    int32_t rate_tokens;             /* frames the peer may still send now (may go negative) */
-    uint32_t rate_stamp;             /* loop ms (low 32 bits) the tokens were last refilled */
-    uint32_t pend_counted;           /* counted frames inside TLS output not yet written */
-    int inflight_ctl, inflight_data; /* items of each queue inside the write in flight */
-    uint16_t close_sent;             /* code of the close frame we sent first (0 none) */
-    uint16_t close_rcvd;             /* code the peer sent (WS_CLOSE_NO_STATUS/ABNORMAL if none) */
-    bool head_handled;
-    bool reply_keep_alive;
-    bool writing;
-    uint8_t paused; /* CONN_PAUSE_* bits: reading stops while any is set */
-    bool upgraded;
-    bool heartbeat_on;
-    bool ws_end_reported;
-};
-
-/* A connection in transit between shards: its socket, its parsed request
- * head and the bytes read after it (design.md §2). */
-struct handoff {
-    struct mpsc_node node; /* in the target shard's inbox */
-    uv_os_sock_t fd;
-    const struct conn_hooks *hooks;
-    const struct conn_opts *opts; /* the accepting listener's (may be NULL) */
-    struct tls_conn *tls;         /* the TLS session travels too (no loop pointers) */
-    struct http_req *req;         /* head complete, not yet answered */
-    union {
-        struct sockaddr sa;
-        struct sockaddr_in v4;
-        struct sockaddr_in6 v6;
-    } peer;
-    size_t extra_len;
-    uint8_t extra[]; /* bytes that followed the head in the same read */
-};
-
 /* Accepts a pending connection from server and starts reading its first
  * request; hooks decide what its requests mean. Returns the connection, or
  * NULL if accept failed (nothing leaks). */
@@ -184,12 +92,6 @@ struct conn *conn_accept_opts(struct shard *s, uv_stream_t *server, const struct
  * target once the hook returns; target's loop then calls on_request again
  * with the same request. Nothing may be sent on c before that. */
 void conn_handoff(struct conn *c, struct shard *target);
-
-/* Takes over a connection posted by another shard (on s's loop). */
-void conn_adopt(struct shard *s, struct handoff *h);
-
-/* Closes and frees a handoff that will never be adopted. */
-void conn_handoff_discard(struct handoff *h);
 
 /* Answers the current request with a complete response (copied). keep_alive
  * is a wish: it is honoured only if the request allows it. */
@@ -289,7 +191,12 @@ uint16_t conn_close_sent(const struct conn *c);
 uint16_t conn_close_rcvd(const struct conn *c);
 void conn_set_close_sent(struct conn *c, uint16_t code);
 
-/* Calls fn for every connection of shard s (fn must not free any). */
+/* The drain (docs/operations.md): an open WebSocket gets 1001 "shutting
+ * down"; a connection that is idle or has not sent a byte of a request is
+ * dropped; a request in progress finishes under its own deadlines. */
+void conn_drain(struct conn *c);
+
+/* Calls fn for every connection of shard s (fn may close c, not others). */
 void conn_each(struct shard *s, void (*fn)(struct conn *c, void *arg), void *arg);
 
 #endif

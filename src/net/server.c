@@ -194,14 +194,21 @@ static void on_conn_freed(struct shard *s)
         shard_post_control(&srv->shards[0], SHARD_CTL_CHECK);
 }
 
+static void abort_one(struct conn *c, void *arg)
+{
+    (void)arg;
+    conn_abort(c);
+}
+
+static void drain_one(struct conn *c, void *arg)
+{
+    (void)arg;
+    conn_drain(c);
+}
+
 static void abort_all(struct shard *s)
 {
-    struct list *it = s->conns.next;
-    while (it != &s->conns) {
-        struct conn *c = CONTAINER_OF(it, struct conn, link);
-        it = it->next;
-        conn_abort(c);
-    }
+    conn_each(s, abort_one, NULL);
 }
 
 /* This shard's part of the drain, on its own thread. Idle HTTP connections
@@ -214,16 +221,7 @@ static void drain_local(struct server *srv, struct shard *s)
     s->draining = true;
     if (srv->on_drain)
         srv->on_drain(srv, s);
-    struct list *it = s->conns.next;
-    while (it != &s->conns) {
-        struct conn *c = CONTAINER_OF(it, struct conn, link);
-        it = it->next;
-        if (c->state == CONN_WS_OPEN)
-            conn_ws_close(c, WS_CLOSE_GOING_AWAY, "shutting down", false);
-        else if (c->state == CONN_HTTP_IDLE || c->state == CONN_PROXY_HEADER ||
-                 c->state == CONN_TLS_HANDSHAKE || (c->state == CONN_HTTP_HEAD && !c->req->buf_len))
-            conn_abort(c);
-    }
+    conn_each(s, drain_one, NULL);
 }
 
 static void close_walk(uv_handle_t *h, void *arg)

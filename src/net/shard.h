@@ -44,7 +44,6 @@ enum {
 #define SHARD_REQ_POOL 256 /* request readers kept for reuse (see conn.c) */
 
 struct http_req;
-#define SHARD_TLS_OUT (64 * 1024)
 
 struct shard {
     uv_loop_t *loop;
@@ -59,8 +58,8 @@ struct shard {
     bool rbuf_busy;
     /* TLS: decrypted input and encrypted output land here first (allocated
      * with the first TLS connection); only leftovers are copied out */
-    uint8_t *tls_plain; /* SHARD_READ_BUF bytes */
-    uint8_t *tls_out;   /* SHARD_TLS_OUT bytes */
+    uint8_t *tls_plain; /* TRANSPORT_SCRATCH bytes */
+    uint8_t *tls_out;   /* TRANSPORT_SCRATCH bytes */
     struct list conns;
     size_t nconns;
     /* cfg durations in ms, resolved once */

@@ -19,6 +19,7 @@
 
 #include "base/config.h"
 #include "net/conn.h"
+#include "net/conn_internal.h" /* struct handoff: the test posts its own */
 #include "net/shard.h"
 #include "base/util.h"
 
