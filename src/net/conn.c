@@ -7,13 +7,11 @@
  * interprets requests or messages: the hooks do. */
 #include "net/conn_internal.h"
 
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/tcpinfo.h"
-#include "codec/proxyproto.h"
 
 #define WRITE_BATCH     16
 #define WRITE_TIMED_OUT "relay: write timed out"
@@ -123,7 +121,7 @@ void conn_set_state(struct conn *c, enum conn_state st)
     conn_rearm(c);
 }
 
-bool conn_is_ws(const struct conn *c)
+static bool conn_is_ws(const struct conn *c)
 {
     return c->state == CONN_WS_OPEN || c->state == CONN_WS_CLOSING || c->state == CONN_WS_DONE;
 }
@@ -360,44 +358,6 @@ void conn_send_frame(struct conn *c, enum outbox_kind kind, uint8_t op, const uv
     conn_send(c, kind, iov, nparts + 1, counted);
 }
 
-int conn_ws_send(struct conn *c, const uv_buf_t *parts, unsigned nparts, bool counted)
-{
-    if (c->state != CONN_WS_OPEN)
-        return -1;
-    conn_send_frame(c, OUTBOX_DATA, WS_OP_TEXT, parts, nparts, counted);
-    return c->state == CONN_CLOSED ? -1 : 0;
-}
-
-int conn_ws_ping(struct conn *c, const uint8_t *payload, size_t len)
-{
-    if (c->state != CONN_WS_OPEN || len > WS_MAX_CONTROL)
-        return -1;
-    uv_buf_t part = uv_buf_init((char *)payload, (unsigned)len);
-    conn_send_frame(c, OUTBOX_CTL, WS_OP_PING, &part, 1, false);
-    return c->state == CONN_CLOSED ? -1 : 0;
-}
-
-void conn_queue_close(struct conn *c, uint16_t code, const char *reason, bool after_data)
-{
-    uint8_t payload[WS_MAX_CONTROL];
-    size_t n = ws_close_payload(payload, code, reason);
-    uv_buf_t part = uv_buf_init((char *)payload, (unsigned)n);
-    if (!after_data)
-        outbox_drop_unsent_data(&c->out);
-    conn_send_frame(c, after_data ? OUTBOX_DATA : OUTBOX_CTL, WS_OP_CLOSE, &part, 1, false);
-    conn_pump(c); /* written already? then linger now */
-}
-
-void conn_ws_close(struct conn *c, uint16_t code, const char *reason, bool after_data)
-{
-    if (c->state != CONN_WS_OPEN)
-        return;
-    c->close_sent = code;
-    conn_set_state(c, CONN_WS_CLOSING);
-    conn_report_ws_end(c);
-    conn_queue_close(c, code, reason, after_data);
-}
-
 size_t conn_queued_bytes(const struct conn *c)
 {
     return outbox_bytes(&c->out); /* control frames count against the budget too */
@@ -504,35 +464,6 @@ static void transport_input(struct conn *c, const uint8_t *in, size_t len)
     }
 }
 
-/* The PROXY v2 header comes first (docs/features/proxy-protocol.md).
- * Returns how many bytes of buf it used, or -1 when the connection was
- * dropped: nothing is ever written to such a peer. */
-static ssize_t proxy_input(struct conn *c, const uint8_t *buf, size_t len)
-{
-    ssize_t r = proxyproto_feed(c->pp, buf, len);
-    if (r == 0)
-        return (ssize_t)len;
-    if (r < 0) {
-        conn_abort(c);
-        return -1;
-    }
-    /* The header's source is the peer from now on (rate limit, logs). */
-    memset(&c->peer, 0, sizeof c->peer);
-    if (c->pp->family == AF_INET) {
-        c->peer.v4.sin_family = AF_INET;
-        memcpy(&c->peer.v4.sin_addr, c->pp->src, 4);
-        c->peer.v4.sin_port = htons(c->pp->src_port);
-    } else {
-        c->peer.v6.sin6_family = AF_INET6;
-        memcpy(&c->peer.v6.sin6_addr, c->pp->src, 16);
-        c->peer.v6.sin6_port = htons(c->pp->src_port);
-    }
-    free(c->pp);
-    c->pp = NULL;
-    conn_start_transport(c);
-    return r;
-}
-
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = CONTAINER_OF(stream, struct conn, t.tcp);
@@ -543,7 +474,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     uint8_t *p = (uint8_t *)buf->base;
     size_t n = (size_t)nread;
     if (c->state == CONN_PROXY_HEADER && n) {
-        ssize_t used = proxy_input(c, p, n);
+        ssize_t used = conn_proxy_input(c, p, n);
         if (used < 0 || c->state == CONN_PROXY_HEADER)
             n = 0;
         else {
@@ -619,108 +550,6 @@ static void conn_on_timer(struct wheel_entry *e, void *arg)
         conn_set_paused(c, CONN_PAUSE_RATE, false);
     }
     conn_pump(c);
-}
-
-/* ---- accept ------------------------------------------------------------ */
-
-/* The shard's decrypt and encrypt buffers, made on its first TLS connection. */
-static void shard_tls_buffers(struct shard *s)
-{
-    if (!s->tls_plain) {
-        s->tls_plain = xmalloc(TRANSPORT_SCRATCH);
-        s->tls_out = xmalloc(TRANSPORT_SCRATCH);
-    }
-}
-
-void conn_start_transport(struct conn *c)
-{
-    struct shard *s = c->shard;
-    if (!c->opts || !c->opts->tls) {
-        conn_set_state(c, CONN_HTTP_HEAD);
-        return;
-    }
-    shard_tls_buffers(s);
-    if (transport_use_tls(&c->t, c->opts->tls, s->tls_plain, s->tls_out) != 0) {
-        conn_abort(c);
-        return;
-    }
-    conn_set_state(c, CONN_TLS_HANDSHAKE);
-}
-
-void conn_adopt_tls(struct conn *c, struct tls_conn *tls)
-{
-    shard_tls_buffers(c->shard);
-    transport_adopt_tls(&c->t, tls, c->shard->tls_plain, c->shard->tls_out);
-}
-
-struct conn *conn_new(struct shard *s, const struct conn_hooks *hooks, const struct conn_opts *opts)
-{
-    struct conn *c = xcalloc(1, sizeof *c);
-    c->shard = s;
-    c->hooks = hooks;
-    c->opts = opts;
-    uv_tcp_init(s->loop, &c->t.tcp);
-    transport_use_tcp(&c->t);
-    outbox_init(&c->out);
-    list_init(&c->link);
-    return c;
-}
-
-void conn_start(struct conn *c)
-{
-    struct shard *s = c->shard;
-    uv_tcp_nodelay(&c->t.tcp, 1);
-    list_push_back(&s->conns, &c->link);
-    s->nconns++;
-    decide_reading(c);
-}
-
-static void on_reject_closed(uv_handle_t *h)
-{
-    free(CONTAINER_OF(h, struct conn, t.tcp));
-}
-
-void conn_discard_new(struct conn *c)
-{
-    uv_close((uv_handle_t *)&c->t.tcp, on_reject_closed);
-}
-
-static struct conn *accept_one(struct shard *s, uv_stream_t *server, const struct conn_hooks *hooks,
-                               const struct conn_opts *opts)
-{
-    struct conn *c = conn_new(s, hooks, opts);
-    if (uv_accept(server, (uv_stream_t *)&c->t.tcp) != 0) {
-        conn_discard_new(c);
-        return NULL;
-    }
-    if (s->live)
-        atomic_fetch_add(s->live, 1);
-    int namelen = sizeof c->peer;
-    if (uv_tcp_getpeername(&c->t.tcp, &c->peer.sa, &namelen) != 0)
-        c->peer.sa.sa_family = AF_UNSPEC;
-    c->req = conn_req_get(s);
-    conn_head_charge(c);
-    conn_start(c);
-    if (opts && opts->proxy_protocol) {
-        /* read on the connection's own callbacks: a stalled sender blocks
-         * nobody else (docs/features/proxy-protocol.md) */
-        c->pp = xmalloc(sizeof *c->pp);
-        proxyproto_init(c->pp);
-        conn_set_state(c, CONN_PROXY_HEADER);
-    } else {
-        conn_start_transport(c);
-    }
-    return c;
-}
-
-struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn_hooks *hooks)
-{
-    return accept_one(s, server, hooks, NULL);
-}
-
-struct conn *conn_accept_opts(struct shard *s, uv_stream_t *server, const struct conn_opts *opts)
-{
-    return accept_one(s, server, opts->hooks, opts);
 }
 
 const struct shard_ops conn_shard_ops = {

@@ -73,19 +73,17 @@ struct conn_hooks {
 struct conn_opts {
     const struct conn_hooks *hooks;
     struct tls_server *tls; /* NULL: plaintext; else TLS with its current certificate */
-    bool proxy_protocol;    /* a PROXY v2 header comes first (spec §9.4) */
-    const char *domain;     /* non-NULL: a request whose Host is not this gets 421 (§7.3) */
+    bool proxy_protocol;    /* a PROXY v2 header comes first (docs/features/proxy-protocol.md) */
+    const char *domain;     /* non-NULL: another Host gets 421 (docs/features/tls.md) */
     void *ctx;              /* the hooks' context for this listener (conn_ctx) */
 };
 
-/* Accepts a pending connection from server and starts reading its first
- * request; hooks decide what its requests mean. Returns the connection, or
- * NULL if accept failed (nothing leaks). */
-struct conn *conn_accept(struct shard *s, uv_stream_t *server, const struct conn_hooks *hooks);
-
-/* Like conn_accept, with the listener's transport settings: a PROXY v2
- * header first (closed with nothing written if it is missing, malformed or
- * late), TLS, and the Host check. opts must outlive the connection. */
+/* Accepts a pending connection from server and starts reading it as the
+ * listener's opts say: a PROXY v2 header first (closed with nothing
+ * written if it is missing, malformed or late), TLS, the Host check, and
+ * opts->hooks deciding what its requests mean. opts must outlive the
+ * connection. Returns the connection, or NULL if accept failed (nothing
+ * leaks). */
 struct conn *conn_accept_opts(struct shard *s, uv_stream_t *server, const struct conn_opts *opts);
 
 /* From on_request only: asks for the connection to be moved to shard
@@ -156,9 +154,6 @@ void conn_remote(const struct conn *c, char *out, size_t cap);
 /* What a shard calls back for: deadlines, handoffs arriving, handoffs
  * discarded. Pass it to shard_init. */
 extern const struct shard_ops conn_shard_ops;
-
-/* True for the states in which the connection speaks WebSocket. */
-bool conn_is_ws(const struct conn *c);
 
 /* ---- accessors (the owning shard's thread only) ------------------------- */
 

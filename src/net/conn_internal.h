@@ -142,6 +142,14 @@ void conn_start_transport(struct conn *c);
 /* Takes over a TLS session that travelled with a handoff. */
 void conn_adopt_tls(struct conn *c, struct tls_conn *tls);
 
+/* ---- conn_accept.c (conn_new, conn_start, conn_discard_new,
+ * conn_start_transport, conn_adopt_tls above) ---- */
+
+/* Feeds the PROXY v2 header reader. Returns how many bytes of buf it used
+ * (all of them while the header is incomplete), or -1 when the connection
+ * was dropped: nothing is ever written to such a peer. */
+ssize_t conn_proxy_input(struct conn *c, const uint8_t *buf, size_t len);
+
 /* ---- conn_http.c ---- */
 
 /* Plaintext of an HTTP state. */

@@ -1,8 +1,8 @@
-/* conn_ws.c — the WebSocket input side of a connection (RFC 6455): frames
- * decoded by the codec, messages assembled across reads (whole messages in
- * one read are handed up without a copy), pings answered, the close
- * handshake, the per-connection frame budget and the message deadline.
- * What a message means is the hooks' business. */
+/* conn_ws.c — the WebSocket side of a connection (RFC 6455): text, ping
+ * and close frames out; frames decoded by the codec, messages assembled
+ * across reads (whole messages in one read are handed up without a copy),
+ * pings answered, the close handshake, the per-connection frame budget and
+ * the message deadline. What a message means is the hooks' business. */
 #include "net/conn_internal.h"
 
 #include <stdlib.h>
@@ -20,6 +20,46 @@ void conn_ws_accept(struct conn *c, const char *resp, size_t len)
     c->upgraded = true;
     c->heartbeat_on = true;
     conn_set_state(c, CONN_WS_OPEN);
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+int conn_ws_send(struct conn *c, const uv_buf_t *parts, unsigned nparts, bool counted)
+{
+    if (c->state != CONN_WS_OPEN)
+        return -1;
+    conn_send_frame(c, OUTBOX_DATA, WS_OP_TEXT, parts, nparts, counted);
+    return c->state == CONN_CLOSED ? -1 : 0;
+}
+
+int conn_ws_ping(struct conn *c, const uint8_t *payload, size_t len)
+{
+    if (c->state != CONN_WS_OPEN || len > WS_MAX_CONTROL)
+        return -1;
+    uv_buf_t part = uv_buf_init((char *)payload, (unsigned)len);
+    conn_send_frame(c, OUTBOX_CTL, WS_OP_PING, &part, 1, false);
+    return c->state == CONN_CLOSED ? -1 : 0;
+}
+
+void conn_queue_close(struct conn *c, uint16_t code, const char *reason, bool after_data)
+{
+    uint8_t payload[WS_MAX_CONTROL];
+    size_t n = ws_close_payload(payload, code, reason);
+    uv_buf_t part = uv_buf_init((char *)payload, (unsigned)n);
+    if (!after_data)
+        outbox_drop_unsent_data(&c->out);
+    conn_send_frame(c, after_data ? OUTBOX_DATA : OUTBOX_CTL, WS_OP_CLOSE, &part, 1, false);
+    conn_pump(c); /* written already? then linger now */
+}
+
+void conn_ws_close(struct conn *c, uint16_t code, const char *reason, bool after_data)
+{
+    if (c->state != CONN_WS_OPEN)
+        return;
+    c->close_sent = code;
+    conn_set_state(c, CONN_WS_CLOSING);
+    conn_report_ws_end(c);
+    conn_queue_close(c, code, reason, after_data);
 }
 
 /* ---- frame budget (--max-frames-per-second, burst of one second) -------- */

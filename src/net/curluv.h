@@ -4,7 +4,10 @@
  * up easy handles as they like, hand them over with curluv_add and hear back
  * exactly once per handle through its completion callback: on completion,
  * on curluv_cancel, or when curluv_close cancels everything at shutdown.
- * Generic: it knows nothing about what the requests are for. */
+ * Generic: it knows nothing about what the requests are for.
+ *
+ * Threads: one curluv belongs to one loop (shard 0's, for push and ACME);
+ * every function and callback runs on that loop's thread. */
 #ifndef RELAY_CURLUV_H
 #define RELAY_CURLUV_H
 

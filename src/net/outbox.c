@@ -102,6 +102,7 @@ void outbox_push(struct outbox *o, enum outbox_kind kind, const uv_buf_t *iov, u
         total += iov[i].len;
     struct outbox_item *it = item_new(kind, total - skip, 0);
     uint8_t *p = it->data;
+    it->started = skip > 0;
     for (unsigned i = 0; i < n; i++) {
         size_t l = iov[i].len;
         if (skip >= l) {
@@ -110,7 +111,6 @@ void outbox_push(struct outbox *o, enum outbox_kind kind, const uv_buf_t *iov, u
         }
         memcpy(p, iov[i].base + skip, l - skip);
         p += l - skip;
-        it->started = it->started || skip > 0;
         skip = 0;
     }
     it->counted = counted;
@@ -205,9 +205,44 @@ static void pop(struct outbox *o, bool written)
     free(it);
 }
 
+/* A write that did not reach every item it carried leaves them queued
+ * again, in front of control items pushed meanwhile: restore the order
+ * rule (control ahead of data not yet started, each in its own order) and
+ * keep a single waiting pong, the oldest position with the newest frame. */
+static void regroup(struct outbox *o)
+{
+    struct outbox_item **pos = &o->head, *ctl = NULL, *data = NULL, *pong = NULL;
+    struct outbox_item **ctl_end = &ctl, **data_end = &data;
+    while (*pos && (*pos)->started)
+        pos = &(*pos)->next;
+    for (struct outbox_item *it = *pos, *next; it; it = next) {
+        next = it->next;
+        it->next = NULL;
+        if (it->pong && pong) {
+            charge(o, pong, pong->len, false);
+            memcpy(pong->data, it->data, it->len);
+            pong->len = it->len;
+            charge(o, pong, pong->len, true);
+            charge(o, it, it->len, false);
+            free(it);
+            continue;
+        }
+        if (it->pong)
+            pong = it;
+        struct outbox_item ***end = it->kind == OUTBOX_CTL ? &ctl_end : &data_end;
+        **end = it;
+        *end = &it->next;
+    }
+    *ctl_end = data;
+    *pos = ctl ? ctl : data;
+    o->tail = NULL;
+    for (struct outbox_item *it = o->head; it; it = it->next)
+        o->tail = it;
+}
+
 enum outbox_progress outbox_written(struct outbox *o, size_t n, int status)
 {
-    uint32_t inflight = o->inflight;
+    uint32_t inflight = o->inflight, done = 0;
     o->inflight = 0;
     if (status < 0) {
         while (inflight-- && o->head)
@@ -225,8 +260,11 @@ enum outbox_progress outbox_written(struct outbox *o, size_t n, int status)
         }
         n -= left;
         pop(o, true);
+        done++;
     }
-    if (o->data_bytes <= o->notify_below) {
+    if (done < inflight)
+        regroup(o);
+    if (o->notify_below != SIZE_MAX && o->data_bytes <= o->notify_below) {
         o->notify_below = SIZE_MAX;
         o->drained = true;
     }

@@ -57,9 +57,10 @@ bool outbox_empty(const struct outbox *o);
 size_t outbox_bytes(const struct outbox *o);
 
 /* Queues a copy of the concatenation of iov without its first skip bytes.
- * skip > 0 means the socket already took the beginning of this frame, so
- * it must finish before anything else: it goes first among what is not in
- * flight. Control items go after what is in flight or started and after
+ * skip > 0 means the socket already took the beginning of this frame (the
+ * caller wrote it directly, which it may do only while the outbox is
+ * empty and nothing is in flight), so it must finish before anything
+ * else. Control items go after what is in flight or started and after
  * earlier control items; data items go last. counted: bump the frame
  * counter once the item is fully written. */
 void outbox_push(struct outbox *o, enum outbox_kind kind, const uv_buf_t *iov, unsigned n,

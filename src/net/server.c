@@ -1,10 +1,10 @@
 /* server.c — accepts TCP connections onto shard 0 from listeners that each
  * carry their own transport settings, runs the other shards' loops on their
- * own threads, turns SIGTERM/SIGINT or a listener failure into the drain of
- * spec §11 on every shard, forwards SIGHUP to a reload hook, and stops the
- * loops when the last connection is gone or the drain deadline passes. It
- * does not know what a request means (relay.c), how a socket is pumped
- * (conn.c) or what a reload reloads (main.c).
+ * own threads, turns SIGTERM/SIGINT or a listener failure into the drain
+ * (docs/operations.md, "Signals and exit codes") on every shard, forwards SIGHUP to a reload hook,
+ * and stops the loops when the last connection is gone or the drain deadline passes. It does not
+ * know what a request means (relay.c), how a socket is pumped (conn.c) or what a reload reloads
+ * (main.c).
  *
  * Drain across shards: shard 0 posts DRAIN to every shard; each closes its
  * own WebSockets. srv->live counts connections everywhere (a connection in
@@ -302,12 +302,6 @@ void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg, 
     srv->drain_timer.data = srv;
 }
 
-void server_add_listener(struct server *srv, uv_tcp_t *listener)
-{
-    if (srv->nextra < ARRAY_LEN(srv->extra))
-        srv->extra[srv->nextra++] = listener;
-}
-
 void server_add_drain_hook(struct server *srv, void (*fn)(void *arg), void *arg)
 {
     if (srv->ndrain_hooks < ARRAY_LEN(srv->drain_hooks)) {
@@ -317,8 +311,8 @@ void server_add_drain_hook(struct server *srv, void (*fn)(void *arg), void *arg)
     }
 }
 
-int server_bind(struct server *srv, uv_tcp_t *tcp, const char *addr, int backlog,
-                uv_connection_cb cb, char *err, size_t err_cap)
+static int server_bind(struct server *srv, uv_tcp_t *tcp, const char *addr, int backlog,
+                       uv_connection_cb cb, char *err, size_t err_cap)
 {
     struct sockaddr_storage sa;
     if (netaddr_resolve(addr, &sa, err, err_cap) != 0)
@@ -386,9 +380,6 @@ void server_drain(struct server *srv, int exit_code)
             l->spare_fd = -1;
         }
     }
-    for (size_t i = 0; i < srv->nextra; i++)
-        if (!uv_is_closing((uv_handle_t *)srv->extra[i]))
-            uv_close((uv_handle_t *)srv->extra[i], NULL);
     uint64_t ms = (uint64_t)(srv->cfg->drain_timeout_ns / NS_PER_MS);
     uv_timer_start(&srv->drain_timer, on_drain_timeout, ms ? ms : 1, 0);
     for (size_t i = 0; i < srv->ndrain_hooks; i++)
@@ -415,7 +406,7 @@ static void finish(struct server *srv)
         shard_post_control(&srv->shards[i], SHARD_CTL_STOP);
     uv_walk(srv->loop, close_walk, NULL);
     /* Closing the signal handles restores the default action; a late
-     * signal must still be ignored (spec §11: only the first counts). */
+     * signal must still be ignored (docs/operations.md: only the first counts). */
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);

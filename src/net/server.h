@@ -1,9 +1,14 @@
 /* server.h — process lifecycle: the shards (one event loop each, shard 0 on
  * the main thread, the others on threads of their own), the listeners (each
  * with its own transport: plain or TLS, PROXY header or not, Host check or
- * not), SIGTERM/SIGINT, SIGHUP for reloads, and the drain of spec §11 (stop
+ * not), SIGTERM/SIGINT, SIGHUP for reloads, and the graceful drain (stop
  * accepting, close every WebSocket with 1001 "shutting down", give up after
- * --drain-timeout) carried to every shard. */
+ * --drain-timeout; docs/operations.md) carried to every shard.
+ *
+ * Threads: everything here is called on the main thread (shard 0's loop),
+ * before server_run or from callbacks on that loop; the other shards hear
+ * from it only through shard_post_control. The counters marked atomic are
+ * updated by every shard. */
 #ifndef RELAY_SERVER_H
 #define RELAY_SERVER_H
 
@@ -49,8 +54,6 @@ struct server {
     _Atomic size_t head_bytes; /* held by unfinished request heads, every shard */
     struct listener listeners[SERVER_MAX_LISTENERS]; /* accepted on shard 0 */
     size_t nlisteners;
-    uv_tcp_t *extra[4]; /* other listeners (metrics) closed when draining */
-    size_t nextra;
     uv_signal_t sig_term, sig_int, sig_hup;
     _Atomic uint64_t accept_errors; /* pyrycode_relay_accept_errors_total */
     uv_timer_t drain_timer;
@@ -88,13 +91,6 @@ void server_init(struct server *srv, uv_loop_t *loop, const struct config *cfg, 
  * logs it and exits). */
 int server_listen(struct server *srv, const char *addr, char *err, size_t err_cap);
 
-/* Binds tcp (initialised here on srv's loop) to addr and listens with cb;
- * set tcp->data afterwards. Returns 0, or -1 with "listen tcp ADDR: ..."
- * (or a resolution error) in err. For listeners that accept for
- * themselves (metrics, HTTP-01). */
-int server_bind(struct server *srv, uv_tcp_t *tcp, const char *addr, int backlog,
-                uv_connection_cb cb, char *err, size_t err_cap);
-
 /* Binds and listens on addr; its connections are served as opts says
  * (copied; opts->hooks and opts->tls must outlive the server). At most
  * SERVER_MAX_LISTENERS per server. Returns 0, or -1 with err set. */
@@ -107,9 +103,6 @@ void server_log_listening(uv_tcp_t *tcp, const char *kind);
 
 /* Calls fn(srv, arg) on the loop for every SIGHUP from now on. */
 void server_on_reload(struct server *srv, void (*fn)(struct server *srv, void *arg), void *arg);
-
-/* Registers another listener to be closed when the drain starts. */
-void server_add_listener(struct server *srv, uv_tcp_t *listener);
 
 /* Registers fn(arg) to be called once on shard 0 when the drain starts
  * (at most two hooks). */

@@ -3,7 +3,12 @@
  * inbox other threads post to (connections handed over once their
  * server-id is known, and control bits such as "drain"). Shard 0 runs on
  * the main thread; the others each run their own loop on their own thread
- * (design.md §2). */
+ * (design.md §2).
+ *
+ * Threads: shard_post_handoff and shard_post_control may be called from
+ * any thread; every other function, and every field, belongs to the
+ * shard's own loop thread (the process-wide counters behind `live` and
+ * `head_bytes` are atomics shared by all shards). */
 #ifndef RELAY_SHARD_H
 #define RELAY_SHARD_H
 

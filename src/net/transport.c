@@ -70,6 +70,8 @@ static ssize_t tcp_try_writev(struct transport *t, const uv_buf_t *iov, unsigned
 
 static int tcp_writev(struct transport *t, const uv_buf_t *iov, unsigned n, transport_write_cb cb)
 {
+    if (n == 0)
+        return UV_EINVAL; /* nothing to write: the caller asked for nothing */
     return transport_write_start(t, iov, n, transport_iov_total(iov, n), NULL, cb);
 }
 

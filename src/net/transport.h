@@ -49,7 +49,8 @@ struct transport_ops {
     ssize_t (*try_writev)(struct transport *t, const uv_buf_t *iov, unsigned n);
     /* Starts one asynchronous write of what the transport holds followed
      * by iov[0..n) (n may be 0); the buffers must stay valid until cb.
-     * Returns 0 (cb will be called) or a negative libuv error (not). */
+     * Returns 0 (cb will be called) or a negative libuv error (not):
+     * UV_EINVAL when there is nothing at all to write. */
     int (*writev)(struct transport *t, const uv_buf_t *iov, unsigned n, transport_write_cb cb);
     /* Queues the end of the session (TLS close_notify) ahead of nothing
      * else; the bytes go out with the next write. */

@@ -191,8 +191,10 @@ int transport_use_tls(struct transport *t, struct tls_server *ts, uint8_t *scrat
                       uint8_t *scratch_out)
 {
     struct tls_conn *tls = tls_conn_new(ts);
-    if (!tls)
+    if (!tls) {
+        transport_use_tcp(t);
         return -1;
+    }
     transport_adopt_tls(t, tls, scratch_in, scratch_out);
     t->established = false;
     return 0;
