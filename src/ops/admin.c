@@ -170,26 +170,29 @@ static void part_server_ids(struct relay *r, struct gather *g)
     trim_list(c.out, g->limit);
 }
 
+static void count_conn(struct conn *c, void *arg)
+{
+    struct conn_counts *k = arg;
+    enum conn_state st = conn_state(c);
+    if (st < NSTATES)
+        k->state[st]++;
+    struct peer *p = conn_hooks_of(c) == &relay_hooks ? conn_owner(c) : NULL;
+    if (!p)
+        return;
+    if (p->state == PEER_STILLBORN)
+        k->stillborn++;
+    else if (p->role == EP_SERVER && p->state == PEER_PROBING)
+        k->binaries_probing++;
+    else if (p->role == EP_SERVER && p->state == PEER_ACTIVE)
+        k->binaries_active++;
+    else if (p->role == EP_CLIENT && p->state == PEER_ACTIVE)
+        k->phones_active++;
+}
+
 static void part_connections(struct relay *r, struct gather *g)
 {
     struct conn_counts *k = &g->counts[r->shard->id];
-    struct shard *s = r->shard;
-    for (struct list *it = s->conns.next; it != &s->conns; it = it->next) {
-        struct conn *c = CONTAINER_OF(it, struct conn, link);
-        if (c->state < NSTATES)
-            k->state[c->state]++;
-        struct peer *p = c->hooks == &relay_hooks ? c->owner : NULL;
-        if (!p)
-            continue;
-        if (p->state == PEER_STILLBORN)
-            k->stillborn++;
-        else if (p->role == EP_SERVER && p->state == PEER_PROBING)
-            k->binaries_probing++;
-        else if (p->role == EP_SERVER && p->state == PEER_ACTIVE)
-            k->binaries_active++;
-        else if (p->role == EP_CLIENT && p->state == PEER_ACTIVE)
-            k->phones_active++;
-    }
+    conn_each(r->shard, count_conn, k);
     k->held = r->reg.held;
     k->gracing = r->reg.gracing;
     k->phones_registered = r->reg.phones;
@@ -212,7 +215,7 @@ static void part_close(struct relay *r, struct gather *g)
     }
     if (s->binary && s->binary != &r->reg.gone) {
         struct peer *b = CONTAINER_OF(s->binary, struct peer, rb);
-        if (b->conn->state == CONN_WS_OPEN) {
+        if (conn_is_open(b->conn)) {
             conn_ws_close(b->conn, CLOSE_CODE, CLOSE_REASON, false);
             g->closed_binary = true;
         }

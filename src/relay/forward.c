@@ -249,7 +249,7 @@ static void route(struct peer *b, const struct envelope *env)
         return;
     }
     struct peer *p = CONTAINER_OF(rp, struct peer, rp);
-    if (p->binary_closed || p->conn->state != CONN_WS_OPEN) {
+    if (p->binary_closed || !conn_is_open(p->conn)) {
         log_peer(LOG_INFO, "binary_forwarder_phone_enqueue_failed", p,
                  "relay: phone outbox closed");
         return;
@@ -326,12 +326,12 @@ void forward_from_binary(struct peer *b, uint8_t *data, size_t len)
  * the phone's own, else 1001 (no status, or the TCP connection vanished). */
 static uint16_t notice_code(const struct conn *c)
 {
-    if (c->close_sent)
-        return c->close_sent;
-    if (c->close_rcvd == 0 || c->close_rcvd == WS_CLOSE_NO_STATUS ||
-        c->close_rcvd == WS_CLOSE_ABNORMAL)
+    uint16_t sent = conn_close_sent(c), rcvd = conn_close_rcvd(c);
+    if (sent)
+        return sent;
+    if (rcvd == 0 || rcvd == WS_CLOSE_NO_STATUS || rcvd == WS_CLOSE_ABNORMAL)
         return WS_CLOSE_GOING_AWAY;
-    return c->close_rcvd;
+    return rcvd;
 }
 
 void forward_phone_ended(struct peer *p)

@@ -33,7 +33,7 @@ static void binary_start(struct peer *b);
 
 static struct relay *relay_of(const struct conn *c)
 {
-    return c->shard->owner;
+    return conn_shard(c)->owner;
 }
 
 static uint64_t now_ms(const struct relay *r)
@@ -145,9 +145,9 @@ static struct peer *peer_new(struct conn *c, enum relay_endpoint ep, const char 
         p->rp.conn_id = p->conn_id;
         p->rp.conn_id_len = p->conn_id_len;
     }
-    c->owner = p; /* live_ws was counted before the 101 went out (upgrade) */
-    c->frames_counter =
-        &r->stats.frames[ep == EP_SERVER ? DIR_PHONE_TO_BINARY : DIR_BINARY_TO_PHONE];
+    conn_set_owner(c, p); /* live_ws was counted before the 101 went out (upgrade) */
+    conn_count_frames(
+        c, &r->stats.frames[ep == EP_SERVER ? DIR_PHONE_TO_BINARY : DIR_BINARY_TO_PHONE]);
     return p;
 }
 
@@ -287,7 +287,7 @@ static void on_probe_timeout(uv_timer_t *t)
 static void probe_start(struct peer *b, struct peer *inc)
 {
     struct relay *r = b->relay;
-    if (inc->conn->state != CONN_WS_OPEN) {
+    if (!conn_is_open(inc->conn)) {
         binary_takeover(b, inc);
         return;
     }
@@ -333,7 +333,7 @@ static void binary_start(struct peer *b)
 
 static void on_pong(struct conn *c, const uint8_t *data, size_t len)
 {
-    struct peer *inc = c->owner;
+    struct peer *inc = conn_owner(c);
     if (!inc || inc->role != EP_SERVER || len != 8)
         return;
     for (struct list *it = inc->probes.next; it != &inc->probes; it = it->next) {
@@ -347,12 +347,13 @@ static void on_pong(struct conn *c, const uint8_t *data, size_t len)
 
 static void read_end_err(const struct conn *c, char *out, size_t cap)
 {
-    if (c->close_sent)
-        snprintf(out, cap, "closed by relay: status = %u", c->close_sent);
-    else if (c->close_rcvd == WS_CLOSE_ABNORMAL)
+    uint16_t sent = conn_close_sent(c), rcvd = conn_close_rcvd(c);
+    if (sent)
+        snprintf(out, cap, "closed by relay: status = %u", sent);
+    else if (rcvd == WS_CLOSE_ABNORMAL)
         snprintf(out, cap, "EOF");
     else
-        snprintf(out, cap, "received close frame: status = %u", c->close_rcvd);
+        snprintf(out, cap, "received close frame: status = %u", rcvd);
 }
 
 static void binary_end(struct peer *b)
@@ -483,7 +484,7 @@ static size_t client_ip(const struct conn *c, const struct http_req *req, char *
 {
     size_t xlen;
     const char *xff = http_req_header(req, HDR_X_FORWARDED_FOR, &xlen);
-    if (c->shard->cfg->trust_x_forwarded_for && xff) {
+    if (conn_shard(c)->cfg->trust_x_forwarded_for && xff) {
         const char *comma = memchr(xff, ',', xlen);
         size_t n = comma ? (size_t)(comma - xff) : xlen;
         while (n && (xff[n - 1] == ' ' || xff[n - 1] == '\t'))
@@ -548,7 +549,7 @@ static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpo
         conn_http_error(c, 400, true);
         return;
     }
-    if (c->shard->draining) {
+    if (conn_shard(c)->draining) {
         log_refused(c, req, 503, "shutting down", strlen("shutting down"));
         conn_http_error(c, 503, true);
         return;
@@ -571,7 +572,7 @@ static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpo
      * dials again must find itself under --max-connections already. */
     atomic_fetch_add(&r->sh->live_ws, 1);
     conn_ws_accept(c, resp, len);
-    if (c->state != CONN_WS_OPEN) {
+    if (!conn_is_open(c)) {
         atomic_fetch_sub(&r->sh->live_ws, 1);
         return;
     }
@@ -594,13 +595,13 @@ static struct shard *owning_shard(struct conn *c, const struct http_req *req)
 {
     struct relay *r = relay_of(c);
     size_t len;
-    if (r->sh->n == 1 || c->shard->draining)
+    if (r->sh->n == 1 || conn_shard(c)->draining)
         return NULL;
     const char *sid = http_req_header(req, HDR_X_SERVER, &len);
     if (!sid)
         return NULL; /* refused by the gate wherever it runs */
     unsigned k = (unsigned)(siphash24(r->sh->shard_key, sid, len) % r->sh->n);
-    return k == c->shard->id ? NULL : r->sh->relays[k].shard;
+    return k == conn_shard(c)->id ? NULL : r->sh->relays[k].shard;
 }
 
 static void on_request(struct conn *c, const struct http_req *r)
@@ -645,7 +646,7 @@ const struct conn_hooks relay_health_hooks = {.on_request = on_health_request};
 
 static void on_message(struct conn *c, uint8_t *data, size_t len)
 {
-    struct peer *p = c->owner;
+    struct peer *p = conn_owner(c);
     if (!p)
         return;
     if (p->role == EP_SERVER)
@@ -656,7 +657,7 @@ static void on_message(struct conn *c, uint8_t *data, size_t len)
 
 static void on_ws_end(struct conn *c)
 {
-    struct peer *p = c->owner;
+    struct peer *p = conn_owner(c);
     if (!p)
         return;
     if (p->role == EP_SERVER)
@@ -670,32 +671,33 @@ static void on_ws_end(struct conn *c)
  * when the frame before a close directive could not be written. */
 static void on_write_failed(struct conn *c, const char *err)
 {
-    struct peer *p = c->owner;
+    struct peer *p = conn_owner(c);
     if (!p || p->role != EP_CLIENT)
         return;
     if (p->binary_closed) {
         LOGF(LOG_INFO, "binary_forwarder_close_frame_send_failed",
              LOG_STRN("server_id", p->server_id, p->server_id_len),
-             LOG_STRN("conn_id", p->conn_id, p->conn_id_len), LOG_NUM("close_code", c->close_sent),
-             LOG_STR("err", err));
-    } else if (c->state == CONN_WS_OPEN && p->state == PEER_ACTIVE) {
+             LOG_STRN("conn_id", p->conn_id, p->conn_id_len),
+             LOG_NUM("close_code", conn_close_sent(c)), LOG_STR("err", err));
+    } else if (conn_is_open(c) && p->state == PEER_ACTIVE) {
         LOGF(LOG_INFO, "binary_forwarder_phone_send_failed",
              LOG_STRN("server_id", p->server_id, p->server_id_len),
              LOG_STRN("conn_id", p->conn_id, p->conn_id_len), LOG_STR("err", err));
-        c->close_sent = WS_CLOSE_INTERNAL; /* "phone write failed": nothing more can be sent */
+        conn_set_close_sent(c,
+                            WS_CLOSE_INTERNAL); /* "phone write failed": nothing more can be sent */
     }
 }
 
 static void on_drained(struct conn *c)
 {
-    struct peer *p = c->owner;
+    struct peer *p = conn_owner(c);
     if (p && p->role == EP_SERVER)
         forward_binary_drained(p);
 }
 
 static void on_free(struct conn *c)
 {
-    struct peer *p = c->owner;
+    struct peer *p = conn_owner(c);
     if (!p)
         return;
     if (p->role == EP_SERVER) {
@@ -706,7 +708,7 @@ static void on_free(struct conn *c)
     }
     atomic_fetch_sub(&p->relay->sh->live_ws, 1);
     peer_free(p);
-    c->owner = NULL;
+    conn_set_owner(c, NULL);
 }
 
 const struct conn_hooks relay_hooks = {

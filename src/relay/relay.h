@@ -101,7 +101,7 @@ struct binary_ext {
     struct warn_state warns;
 };
 
-/* The relay's view of one upgraded connection (conn->owner). */
+/* The relay's view of one upgraded connection (conn_owner). */
 struct peer {
     struct relay *relay;
     struct conn *conn;
