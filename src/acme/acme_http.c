@@ -43,20 +43,19 @@ enum acme_http_route acme_http_route(const char *path, size_t path_len, const ch
     return ACME_ROUTE_TOKEN;
 }
 
-static struct acme_http *g_http; /* one port-80 listener per process */
-
 static void on_request(struct conn *c, const struct http_req *r)
 {
+    const struct acme_http *h = conn_ctx(c);
     size_t plen, hlen, tlen = 0;
     const char *path = http_req_path(r, &plen), *token = NULL;
     const char *host = http_req_header(r, HDR_HOST, &hlen);
     char keyauth[400];
-    switch (acme_http_route(path, plen, host, hlen, acme_domain(g_http->acme), &token, &tlen)) {
+    switch (acme_http_route(path, plen, host, hlen, acme_domain(h->acme), &token, &tlen)) {
     case ACME_ROUTE_FORBIDDEN:
         conn_http_error(c, 403, true);
         return;
     case ACME_ROUTE_TOKEN:
-        if (acme_http01_lookup(g_http->acme, token, tlen, keyauth, sizeof keyauth)) {
+        if (acme_http01_lookup(h->acme, token, tlen, keyauth, sizeof keyauth)) {
             conn_http_respond(c, 200, "text/plain", NULL, keyauth, strlen(keyauth), true);
             return;
         }
@@ -69,17 +68,16 @@ static void on_request(struct conn *c, const struct http_req *r)
 
 static const struct conn_hooks acme_http_hooks = {.on_request = on_request};
 
-static const struct conn_opts acme_http_opts = {.hooks = &acme_http_hooks};
-
 int acme_http_listen(struct acme_http *h, struct server *srv, struct acme *acme, const char *addr,
                      char *err, size_t err_cap)
 {
     memset(h, 0, sizeof *h);
     h->srv = srv;
     h->acme = acme;
-    g_http = h;
+    h->opts.hooks = &acme_http_hooks;
+    h->opts.ctx = h;
     /* a server listener: accept errors back off like the public one's */
-    if (server_listen_opts(srv, addr, &acme_http_opts, err, err_cap) != 0)
+    if (server_listen_opts(srv, addr, &h->opts, err, err_cap) != 0)
         return -1;
     h->listener = &srv->listeners[srv->nlisteners - 1].tcp;
     return 0;

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "net/conn.h"
+
 struct acme;
 struct server;
 
@@ -18,6 +20,7 @@ struct acme_http {
     uv_tcp_t *listener; /* a server listener (server.c owns it) */
     struct server *srv;
     struct acme *acme;
+    struct conn_opts opts; /* the listener's (ctx: this struct) */
 };
 
 /* Binds the listener on addr; its connections run on the server's shard

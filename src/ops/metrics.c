@@ -242,26 +242,23 @@ char *metrics_render(const struct metrics *m, size_t *len)
     return b.p;
 }
 
-static struct metrics *g_metrics; /* one metrics listener per process */
-
 static void on_request(struct conn *c, const struct http_req *r)
 {
+    struct metrics *m = conn_ctx(c);
     size_t plen, blen;
     const char *path = http_req_path(r, &plen);
     if (!str_eq(path, plen, "/metrics")) {
-        if (!admin_handle(c, r, g_metrics->relay->sh))
+        if (!admin_handle(c, r, m->relay->sh))
             conn_http_not_found(c);
         return;
     }
-    g_metrics->requests[0]++; /* counted before rendering, as promhttp does */
-    char *body = metrics_render(g_metrics, &blen);
+    m->requests[0]++; /* counted before rendering, as promhttp does */
+    char *body = metrics_render(m, &blen);
     conn_http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, body, blen, true);
     free(body);
 }
 
 static const struct conn_hooks metrics_hooks = {.on_request = on_request};
-
-static const struct conn_opts metrics_opts = {.hooks = &metrics_hooks};
 
 int metrics_listen(struct metrics *m, struct server *srv, struct relay *relay, const char *addr,
                    char *err, size_t cap)
@@ -272,9 +269,10 @@ int metrics_listen(struct metrics *m, struct server *srv, struct relay *relay, c
     m->relay = relay;
     gettimeofday(&tv, NULL);
     m->start_time = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
-    g_metrics = m;
+    m->opts.hooks = &metrics_hooks;
+    m->opts.ctx = m;
     /* a server listener: accept errors back off like the public one's */
-    if (server_listen_opts(srv, addr, &metrics_opts, err, cap) != 0)
+    if (server_listen_opts(srv, addr, &m->opts, err, cap) != 0)
         return -1;
     m->listener = &srv->listeners[srv->nlisteners - 1].tcp;
     return 0;

@@ -18,8 +18,9 @@ struct metrics {
     uv_tcp_t *listener; /* a server listener (server.c owns it) */
     struct server *srv;
     struct relay *relay;
-    double start_time;    /* process start, seconds since the epoch */
-    uint64_t requests[3]; /* promhttp_metric_handler_requests_total{code="200","500","503"} */
+    double start_time;     /* process start, seconds since the epoch */
+    uint64_t requests[3];  /* promhttp_metric_handler_requests_total{code="200","500","503"} */
+    struct conn_opts opts; /* the listener's (ctx: this struct) */
 };
 
 /* Binds the metrics listener on addr (already validated as loopback). Its
