@@ -32,16 +32,15 @@ static void ensure_wrap(struct peer *p)
     p->wrap_len = (uint32_t)envelope_wrap_prefix(p->wrap, cap, p->conn_id, p->conn_id_len);
 }
 
+static void pause_phone(struct reg_phone *rp, void *arg)
+{
+    conn_pause_reading(CONTAINER_OF(rp, struct peer, rp)->conn, *(const bool *)arg);
+}
+
 static void set_phones_paused(struct peer *b, bool pause)
 {
-    struct reg_slot *s = b->rb.slot;
     b->phones_paused = pause;
-    if (!s)
-        return;
-    for (struct list *it = s->phones.next; it != &s->phones; it = it->next) {
-        struct peer *p = CONTAINER_OF(CONTAINER_OF(it, struct reg_phone, link), struct peer, rp);
-        conn_pause_reading(p->conn, pause);
-    }
+    registry_each_phone(&b->rb, pause_phone, &pause);
 }
 
 void forward_binary_drained(struct peer *b)
@@ -85,17 +84,16 @@ static void bw_refill(struct bw_bucket *bw, uint64_t rate, uint64_t now)
     }
 }
 
+static void throttle_phone(struct reg_phone *rp, void *arg)
+{
+    conn_throttle(CONTAINER_OF(rp, struct peer, rp)->conn, *(const bool *)arg);
+}
+
 static void set_throttled(struct peer *b, bool on)
 {
-    struct reg_slot *s = b->rb.slot;
     b->bw->throttled = on;
     conn_throttle(b->conn, on);
-    if (!s)
-        return;
-    for (struct list *it = s->phones.next; it != &s->phones; it = it->next) {
-        struct peer *p = CONTAINER_OF(CONTAINER_OF(it, struct reg_phone, link), struct peer, rp);
-        conn_throttle(p->conn, on);
-    }
+    registry_each_phone(&b->rb, throttle_phone, &on);
 }
 
 static void bw_unthrottle(struct bw_bucket *bw, uint64_t now)
@@ -200,7 +198,7 @@ void forward_from_phone(struct peer *p, uint8_t *data, size_t len)
         return;
     }
     struct peer *b = relay_binary_of(p);
-    if (!p->rp.slot || !p->rp.slot->binary) {
+    if (!registry_phone_held(&p->rp)) {
         LOGF(LOG_INFO, "phone_forwarder_no_binary",
              LOG_STRN("server_id", p->server_id, p->server_id_len),
              LOG_STRN("conn_id", p->conn_id, p->conn_id_len));
@@ -233,7 +231,7 @@ static uint16_t wire_code(uint16_t code)
 static void route(struct peer *b, const struct envelope *env)
 {
     struct relay *r = b->relay;
-    struct reg_phone *rp = registry_find_phone(&r->reg, &b->rb, env->conn_id, env->conn_id_len);
+    struct reg_phone *rp = registry_find_phone(r->reg, &b->rb, env->conn_id, env->conn_id_len);
     if (!rp) {
         uint64_t sup;
         if (!relay_warn_allowed(b, WARN_UNKNOWN_CONN_ID, &sup))
@@ -337,7 +335,7 @@ static uint16_t notice_code(const struct conn *c)
 void forward_phone_ended(struct peer *p)
 {
     struct relay *r = p->relay;
-    if (p->binary_closed || !p->rp.slot || r->shard->draining || !p->rp.slot->binary)
+    if (p->binary_closed || r->shard->draining || !registry_phone_held(&p->rp))
         return;
     struct peer *b = relay_binary_of(p);
     if (b && b->key != p->bound_binary)

@@ -4,6 +4,7 @@
  * order and one timer serves them all). No I/O and no locks: a registry
  * belongs to one shard's loop. */
 #include "relay/registry.h"
+#include "relay/registry_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,27 @@ void registry_init(struct registry *r, const uint8_t seed[16], int64_t phone_cap
     r->grace_ms = grace_ms;
 }
 
+struct registry *registry_new(const uint8_t seed[16], int64_t phone_cap, uint64_t grace_ms)
+{
+    struct registry *r = xmalloc(sizeof *r);
+    registry_init(r, seed, phone_cap, grace_ms);
+    return r;
+}
+
 void registry_free(struct registry *r)
+{
+    if (!r)
+        return;
+    registry_clear(r);
+    free(r);
+}
+
+void registry_set_phone_cap(struct registry *r, int64_t phone_cap)
+{
+    r->phone_cap = phone_cap;
+}
+
+void registry_clear(struct registry *r)
 {
     for (size_t i = 0; i < r->nbuckets; i++) {
         struct reg_slot *s = r->slots[i];
@@ -380,15 +401,73 @@ bool registry_holds(const struct registry *r, const struct reg_binary *b)
     return b->slot && b->slot->binary == b && !b->slot->in_grace;
 }
 
-struct reg_slot *registry_find(const struct registry *r, const char *sid, size_t len)
+void registry_counts(const struct registry *r, struct reg_counts *out)
 {
-    return lookup(r, sid, len);
+    out->held = r->held;
+    out->gracing = r->gracing;
+    out->phones = r->phones;
 }
 
-void registry_each(const struct registry *r, void (*fn)(const struct reg_slot *s, void *arg),
+bool registry_phone_held(const struct reg_phone *p)
+{
+    return p->slot && p->slot->binary;
+}
+
+struct reg_binary *registry_phone_binary(const struct registry *r, const struct reg_phone *p)
+{
+    struct reg_binary *b = p->slot ? p->slot->binary : NULL;
+    return b == &r->gone ? NULL : b;
+}
+
+/* Safe against fn unregistering the phone it is given. */
+static void each_phone(const struct reg_slot *s, void (*fn)(struct reg_phone *p, void *arg),
+                       void *arg)
+{
+    for (struct list *it = s->phones.next, *next; it != &s->phones; it = next) {
+        next = it->next;
+        fn(CONTAINER_OF(it, struct reg_phone, link), arg);
+    }
+}
+
+void registry_each_phone(const struct reg_binary *b, void (*fn)(struct reg_phone *p, void *arg),
+                         void *arg)
+{
+    if (b->slot)
+        each_phone(b->slot, fn, arg);
+}
+
+void registry_each_phone_of(const struct registry *r, const char *sid, size_t len,
+                            void (*fn)(struct reg_phone *p, void *arg), void *arg)
+{
+    const struct reg_slot *s = lookup(r, sid, len);
+    if (s)
+        each_phone(s, fn, arg);
+}
+
+static void view(const struct registry *r, const struct reg_slot *s, struct reg_view *out)
+{
+    out->id = s->id;
+    out->id_len = s->id_len;
+    out->phones = s->nphones;
+    out->in_grace = s->in_grace;
+    out->holder = s->binary == &r->gone ? NULL : s->binary;
+}
+
+bool registry_find(const struct registry *r, const char *sid, size_t len, struct reg_view *out)
+{
+    const struct reg_slot *s = lookup(r, sid, len);
+    if (s)
+        view(r, s, out);
+    return s != NULL;
+}
+
+void registry_each(const struct registry *r, void (*fn)(const struct reg_view *v, void *arg),
                    void *arg)
 {
+    struct reg_view v;
     for (size_t i = 0; i < r->nbuckets; i++)
-        for (const struct reg_slot *s = r->slots[i]; s; s = s->hnext)
-            fn(s, arg);
+        for (const struct reg_slot *s = r->slots[i]; s; s = s->hnext) {
+            view(r, s, &v);
+            fn(&v, arg);
+        }
 }

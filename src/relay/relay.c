@@ -62,10 +62,8 @@ void relay_remote(const struct peer *p, char *out, size_t cap)
 
 struct peer *relay_binary_of(const struct peer *p)
 {
-    struct reg_slot *s = p->rp.slot;
-    if (!s || !s->binary || s->binary == &p->relay->reg.gone)
-        return NULL;
-    return CONTAINER_OF(s->binary, struct peer, rb);
+    struct reg_binary *rb = registry_phone_binary(p->relay->reg, &p->rp);
+    return rb ? CONTAINER_OF(rb, struct peer, rb) : NULL;
 }
 
 /* ---- HTTP replies ------------------------------------------------------ */
@@ -76,8 +74,8 @@ void relay_totals(const struct relay_shared *sh, struct relay_totals *t)
     for (unsigned i = 0; i < sh->n; i++) {
         const struct relay *r = &sh->relays[i];
         const struct relay_stats *st = &r->stats;
-        t->binaries += registry_binaries(&r->reg);
-        t->phones += registry_phones(&r->reg);
+        t->binaries += registry_binaries(r->reg);
+        t->phones += registry_phones(r->reg);
         for (int e = 0; e < EP__COUNT; e++)
             for (int o = 0; o < OUT__COUNT; o++)
                 t->upgrades[e][o] +=
@@ -178,7 +176,7 @@ static void on_grace(uv_timer_t *t);
 
 static void arm_grace(struct relay *r)
 {
-    uint64_t next = registry_next_deadline(&r->reg);
+    uint64_t next = registry_next_deadline(r->reg);
     if (next == r->grace_armed || r->shard->draining)
         return;
     r->grace_armed = next;
@@ -196,7 +194,7 @@ static void on_grace(uv_timer_t *t)
     struct list evicted;
     list_init(&evicted);
     r->grace_armed = 0;
-    r->stats.grace_expiries += registry_expire(&r->reg, now_ms(r), &evicted);
+    r->stats.grace_expiries += registry_expire(r->reg, now_ms(r), &evicted);
     close_evicted(&evicted, WS_CLOSE_NORMAL, "");
     arm_grace(r);
 }
@@ -240,7 +238,7 @@ static void binary_takeover(struct peer *b, struct peer *inc)
     struct relay *r = b->relay;
     struct list evicted;
     list_init(&evicted);
-    if (!registry_takeover(&r->reg, &b->rb, inc ? &inc->rb : NULL, b->server_id, b->server_id_len,
+    if (!registry_takeover(r->reg, &b->rb, inc ? &inc->rb : NULL, b->server_id, b->server_id_len,
                            &evicted)) {
         binary_conflict(b);
         return;
@@ -316,7 +314,7 @@ static void binary_start(struct peer *b)
     struct list evicted;
     struct reg_binary *inc = NULL;
     list_init(&evicted);
-    switch (registry_claim(&r->reg, &b->rb, b->server_id, b->server_id_len, &evicted, &inc)) {
+    switch (registry_claim(r->reg, &b->rb, b->server_id, b->server_id_len, &evicted, &inc)) {
     case REG_CLAIMED:
         binary_accept(b);
         break;
@@ -378,7 +376,7 @@ static void binary_end(struct peer *b)
         if (b->phones_paused)
             forward_binary_drained(b); /* phones resume and find the binary gone */
         forward_binary_gone(b);
-        if (registry_schedule_release(&r->reg, &b->rb, now_ms(r))) {
+        if (registry_schedule_release(r->reg, &b->rb, now_ms(r))) {
             LOGF(LOG_INFO, "server_released",
                  LOG_STRN("server_id", b->server_id, b->server_id_len));
             arm_grace(r);
@@ -394,7 +392,7 @@ static void phone_start(struct peer *p, const char *dev, size_t dev_len)
     struct relay *r = p->relay;
     char remote[64];
     relay_remote(p, remote, sizeof remote);
-    switch (registry_add_phone(&r->reg, &p->rp, p->server_id, p->server_id_len)) {
+    switch (registry_add_phone(r->reg, &p->rp, p->server_id, p->server_id_len)) {
     case REG_ADD_NO_SERVER:
         p->state = PEER_STILLBORN;
         r->stats.upgrades[EP_CLIENT][OUT_REJECT_404]++;
@@ -434,7 +432,7 @@ static void phone_end(struct peer *p)
              LOG_STRN("server_id", p->server_id, p->server_id_len),
              LOG_STRN("conn_id", p->conn_id, p->conn_id_len), LOG_STR("err", err));
         forward_phone_ended(p);
-        registry_remove_phone(&r->reg, &p->rp);
+        registry_remove_phone(r->reg, &p->rp);
         LOGF(LOG_INFO, "phone_unregistered", LOG_STRN("server_id", p->server_id, p->server_id_len),
              LOG_STRN("conn_id", p->conn_id, p->conn_id_len));
     }
@@ -702,9 +700,9 @@ static void on_free(struct conn *c)
         return;
     if (p->role == EP_SERVER) {
         forward_binary_gone(p);
-        registry_forget(&p->relay->reg, &p->rb);
+        registry_forget(p->relay->reg, &p->rb);
     } else {
-        registry_remove_phone(&p->relay->reg, &p->rp);
+        registry_remove_phone(p->relay->reg, &p->rp);
     }
     atomic_fetch_sub(&p->relay->sh->live_ws, 1);
     peer_free(p);
@@ -834,8 +832,8 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
         r->sh = sh;
         s->owner = r;
         random_bytes(seed, sizeof seed);
-        registry_init(&r->reg, seed, cfg->max_phones_per_server,
-                      (uint64_t)(cfg->grace_period_ns / NS_PER_MS));
+        r->reg = registry_new(seed, cfg->max_phones_per_server,
+                              (uint64_t)(cfg->grace_period_ns / NS_PER_MS));
         uv_timer_init(s->loop, &r->grace_timer);
         r->grace_timer.data = r;
         r->scratch = xmalloc((size_t)cfg->max_message_bytes);
@@ -859,7 +857,8 @@ void relay_close(struct relay_shared *sh)
 {
     for (unsigned i = 0; i < sh->n; i++) {
         struct relay *r = &sh->relays[i];
-        registry_free(&r->reg);
+        registry_free(r->reg);
+        r->reg = NULL;
         free(r->scratch);
         r->scratch = NULL;
         relay_ctl_close(r);

@@ -159,7 +159,7 @@ struct relay {
     struct server *srv;
     struct shard *shard;
     struct relay_shared *sh;
-    struct registry reg;
+    struct registry *reg;
     uv_timer_t grace_timer;
     uint64_t grace_armed; /* deadline the timer is set for, 0 = idle */
     struct relay_stats stats;
