@@ -9,17 +9,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/htab.h"
+
 #define RATELIMIT_MAX_KEY     256     /* longer keys are cut (they are attacker-chosen) */
 #define RATELIMIT_MAX_BUCKETS 1000000 /* past this, idle buckets are swept at once */
-
-struct rl_bucket;
 
 struct ratelimit {
     int64_t burst;      /* 0 disables limiting */
     uint64_t refill_ms; /* one token per period */
     uint8_t seed[16];
-    struct rl_bucket **table;
-    size_t nbuckets, count;
+    struct htab buckets; /* struct rl_bucket (ratelimit.c); empty while disabled */
 };
 
 /* Prepares rl. burst <= 0 disables it (every call allowed, nothing stored). */

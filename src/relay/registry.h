@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "base/htab.h"
 #include "base/util.h"
 
 struct registry;
@@ -26,11 +27,11 @@ struct reg_binary {
 };
 
 struct reg_phone {
-    struct list link;        /* slot->phones, or the caller's eviction list */
-    struct reg_phone *hnext; /* phone index chain */
-    struct reg_slot *slot;   /* NULL when not registered */
-    uint64_t key;            /* the conn id's random suffix */
-    const char *conn_id;     /* owned by the caller, outlives registration */
+    struct list link;      /* slot->phones, or the caller's eviction list */
+    struct hlink hl;       /* the registry's phone index */
+    struct reg_slot *slot; /* NULL when not registered */
+    uint64_t key;          /* the conn id's random suffix */
+    const char *conn_id;   /* owned by the caller, outlives registration */
     size_t conn_id_len;
 };
 

@@ -7,7 +7,7 @@
 #include "relay/registry.h"
 
 struct reg_slot {
-    struct reg_slot *hnext;
+    struct hlink hl; /* registry->slots */
     uint64_t hash;
     struct reg_binary *binary; /* holder (possibly gone and in grace) or NULL */
     struct list phones;
@@ -20,12 +20,10 @@ struct reg_slot {
 };
 
 struct registry {
-    struct reg_slot **slots;
-    size_t nbuckets, nslots;
-    struct reg_phone **phones_idx;
-    size_t phone_buckets;
-    struct list grace; /* slots in grace, oldest deadline first */
-    size_t held;       /* slots with a binary (including gracing ones) */
+    struct htab slots;  /* reg_slot by SipHash of the server-id */
+    struct htab by_key; /* reg_phone by conn-id key (random, so used as is) */
+    struct list grace;  /* slots in grace, oldest deadline first */
+    size_t held;        /* slots with a binary (including gracing ones) */
     size_t gracing;
     size_t phones;
     /* held - gracing and phones, republished after every change so another

@@ -175,7 +175,7 @@ static void test_counts_lifecycle_and_orphans(void **state)
     assert_int_equal(registry_phones(&r), 1);
     registry_remove_phone(&r, &p1.p);
     assert_int_equal(registry_phones(&r), 0);
-    assert_int_equal(r.nslots, 0); /* empty entry removed */
+    assert_int_equal(r.slots.n, 0); /* empty entry removed */
     registry_clear(&r);
 }
 
@@ -331,7 +331,7 @@ static void test_many_slots_grow(void **state)
     assert_int_equal(registry_binaries(&r), 500);
     for (int i = 0; i < 500; i++)
         assert_true(registry_release(&r, &bs[i]));
-    assert_int_equal(r.nslots, 0);
+    assert_int_equal(r.slots.n, 0);
     registry_clear(&r);
 }
 
