@@ -137,7 +137,7 @@ static void collect_slot(const struct reg_view *s, void *arg)
         uint64_t now = shard_now(c->r->shard);
         e->uptime_s =
             b->ext->since_ms && now > b->ext->since_ms ? (now - b->ext->since_ms) / 1000 : 0;
-        relay_remote(b, e->remote, sizeof e->remote);
+        peer_remote(b, e->remote, sizeof e->remote);
         e->to_binary = b->ext->bytes_to_binary;
         e->to_phones = b->ext->bytes_to_phones;
     }

@@ -8,11 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "relay/forward.h"
+
+#include "base/log.h"
 #include "codec/envelope.h"
 #include "codec/json.h"
-#include "base/log.h"
-#include "push/push.h"
-#include "relay/relay.h"
+#include "net/conn.h"
+#include "net/server.h"
+#include "net/shard.h"
+#include "relay/registry.h"
+#include "relay/relay_ctl.h"
+#include "relay/wake.h"
 
 #define ITEM_OVERHEAD 64 /* per queued item, as the reference outbox (#154) */
 
@@ -197,7 +203,7 @@ void forward_from_phone(struct peer *p, uint8_t *data, size_t len)
         conn_ws_close(p->conn, WS_CLOSE_NORMAL, "", false);
         return;
     }
-    struct peer *b = relay_binary_of(p);
+    struct peer *b = peer_binary_of(p);
     if (!registry_phone_held(&p->rp)) {
         LOGF(LOG_INFO, "phone_forwarder_no_binary",
              LOG_STRN("server_id", p->server_id, p->server_id_len),
@@ -293,7 +299,7 @@ void forward_from_binary(struct peer *b, uint8_t *data, size_t len)
         route(b, &env);
         return;
     case ENVELOPE_WAKE: {
-        relay_push_wake(b, env.push_wake, env.push_wake_len);
+        wake_post(b, env.push_wake, env.push_wake_len);
         return;
     }
     case ENVELOPE_MALFORMED:
@@ -337,7 +343,7 @@ void forward_phone_ended(struct peer *p)
     struct relay *r = p->relay;
     if (p->binary_closed || r->shard->draining || !registry_phone_held(&p->rp))
         return;
-    struct peer *b = relay_binary_of(p);
+    struct peer *b = peer_binary_of(p);
     if (b && b->key != p->bound_binary)
         return; /* a different binary holds the id now: it never knew this phone */
     uint16_t code = notice_code(p->conn);

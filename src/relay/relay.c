@@ -4,18 +4,21 @@
  * connection does to the registry. Forwarding lives in forward.c. Tokens,
  * user agents and frame bytes are never logged. */
 #include "relay/relay.h"
-#include "base/siphash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
-#include "codec/http.h"
 #include "base/log.h"
-#include "push/push.h"
-#include "net/shard.h"
+#include "base/siphash.h"
 #include "base/version.h"
+#include "codec/http.h"
+#include "net/server.h"
+#include "net/shard.h"
+#include "relay/forward.h"
+#include "relay/registry.h"
+#include "relay/wake.h"
 
 #define CLOSE_NO_SERVER 4404
 #define CLOSE_CONFLICT  4409
@@ -53,17 +56,6 @@ static void random_bytes(void *buf, size_t n)
         p += got;
         n -= (size_t)got;
     }
-}
-
-void relay_remote(const struct peer *p, char *out, size_t cap)
-{
-    conn_remote(p->conn, out, cap);
-}
-
-struct peer *relay_binary_of(const struct peer *p)
-{
-    struct reg_binary *rb = registry_phone_binary(p->relay->reg, &p->rp);
-    return rb ? CONTAINER_OF(rb, struct peer, rb) : NULL;
 }
 
 /* ---- HTTP replies ------------------------------------------------------ */
@@ -210,7 +202,7 @@ static void binary_accept(struct peer *b)
     r->stats.upgrades[EP_SERVER][OUT_ACCEPT]++;
     conn_heartbeat(b->conn, true);
     conn_pause_reading(b->conn, false);
-    relay_remote(b, remote, sizeof remote);
+    peer_remote(b, remote, sizeof remote);
     LOGF(LOG_INFO, "server_claimed", LOG_STRN("server_id", b->server_id, b->server_id_len),
          LOG_STR("binary_version", b->version ? b->version : ""), LOG_STR("remote", remote));
     free(b->version);
@@ -224,7 +216,7 @@ static void binary_conflict(struct peer *b)
     b->state = PEER_STILLBORN;
     r->stats.upgrades[EP_SERVER][OUT_REJECT_409]++;
     r->stats.failures[KIND_SERVER_IN_USE]++;
-    relay_remote(b, remote, sizeof remote);
+    peer_remote(b, remote, sizeof remote);
     LOGF(LOG_INFO, "server_id_conflict", LOG_STRN("server_id", b->server_id, b->server_id_len),
          LOG_STR("remote", remote));
     conn_ws_close(b->conn, CLOSE_CONFLICT, "server-id already claimed", false);
@@ -246,7 +238,7 @@ static void binary_takeover(struct peer *b, struct peer *inc)
     close_evicted(&evicted, CLOSE_NO_SERVER, "binary reclaimed server-id");
     if (inc)
         conn_ws_close(inc->conn, WS_CLOSE_INTERNAL, "heartbeat timeout", false);
-    relay_remote(b, remote, sizeof remote);
+    peer_remote(b, remote, sizeof remote);
     LOGF(LOG_INFO, "server_id_takeover", LOG_STRN("server_id", b->server_id, b->server_id_len),
          LOG_STR("remote", remote));
     arm_grace(r); /* a takeover may have cancelled a grace window */
@@ -391,7 +383,7 @@ static void phone_start(struct peer *p, const char *dev, size_t dev_len)
 {
     struct relay *r = p->relay;
     char remote[64];
-    relay_remote(p, remote, sizeof remote);
+    peer_remote(p, remote, sizeof remote);
     switch (registry_add_phone(r->reg, &p->rp, p->server_id, p->server_id_len)) {
     case REG_ADD_NO_SERVER:
         p->state = PEER_STILLBORN;
@@ -414,7 +406,7 @@ static void phone_start(struct peer *p, const char *dev, size_t dev_len)
     }
     p->state = PEER_ACTIVE;
     r->stats.upgrades[EP_CLIENT][OUT_ACCEPT]++;
-    struct peer *b = relay_binary_of(p);
+    struct peer *b = peer_binary_of(p);
     p->bound_binary = b ? b->key : 0;
     LOGF(LOG_INFO, "phone_registered", LOG_STRN("server_id", p->server_id, p->server_id_len),
          LOG_STRN("conn_id", p->conn_id, p->conn_id_len), LOG_STRN("device_name", dev, dev_len),
@@ -737,75 +729,12 @@ static void on_rl_sweep(uv_timer_t *t)
     uv_mutex_unlock(&r->sh->rl_mu);
 }
 
-/* ---- push wakes ---------------------------------------------------------- */
-
-/* A wake from a binary on another shard, on its way to the waker. */
-struct wake_req {
-    struct mpsc_node node;
-    size_t sid_len, conn_id_len, raw_len;
-    char data[]; /* server-id, conn id, raw push_wake value */
-};
-
-static void admit_wake(struct relay_shared *sh, struct warn_state *ws, uint64_t now_ms,
-                       const char *sid, size_t sid_len, const char *conn_id, size_t conn_id_len,
-                       const uint8_t *raw, size_t len)
-{
-    /* Admission only: an admitted send runs on without this binary. */
-    uint64_t sup;
-    const char *refusal = push_wake(sh->push, sid, sid_len, raw, len);
-    if (!refusal || !log_limit_allow(relay_push_limit(ws, refusal), now_ms, &sup))
-        return;
-    if (sup)
-        LOGF(LOG_WARN, "binary_forwarder_push_wake_dropped", LOG_STRN("server_id", sid, sid_len),
-             LOG_STRN("binary_conn_id", conn_id, conn_id_len), LOG_STR("err", refusal),
-             LOG_NUM("suppressed", sup));
-    else
-        LOGF(LOG_WARN, "binary_forwarder_push_wake_dropped", LOG_STRN("server_id", sid, sid_len),
-             LOG_STRN("binary_conn_id", conn_id, conn_id_len), LOG_STR("err", refusal));
-}
-
-void relay_push_wake(struct peer *b, const uint8_t *raw, size_t len)
-{
-    struct relay_shared *sh = b->relay->sh;
-    /* "push off" is the first refusal and needs no waker: answer it here. */
-    if (!sh->push || b->relay->shard->id == 0) {
-        admit_wake(sh, &b->ext->warns, now_ms(b->relay), b->server_id, b->server_id_len, b->conn_id,
-                   b->conn_id_len, raw, len);
-        return;
-    }
-    struct wake_req *w = xmalloc(sizeof *w + b->server_id_len + b->conn_id_len + len);
-    w->sid_len = b->server_id_len;
-    w->conn_id_len = b->conn_id_len;
-    w->raw_len = len;
-    memcpy(w->data, b->server_id, w->sid_len);
-    memcpy(w->data + w->sid_len, b->conn_id, w->conn_id_len);
-    memcpy(w->data + w->sid_len + w->conn_id_len, raw, len);
-    mpsc_push(&sh->wakes, &w->node);
-    uv_async_send(&sh->wake_async);
-}
-
-static void on_wakes(uv_async_t *a)
-{
-    struct relay_shared *sh = a->data;
-    struct mpsc_node *n = mpsc_take_all(&sh->wakes);
-    while (n) {
-        struct mpsc_node *next = n->next;
-        struct wake_req *w = CONTAINER_OF(n, struct wake_req, node);
-        admit_wake(sh, &sh->posted_drops, uv_now(a->loop), w->data, w->sid_len,
-                   w->data + w->sid_len, w->conn_id_len,
-                   (const uint8_t *)w->data + w->sid_len + w->conn_id_len, w->raw_len);
-        free(w);
-        n = next;
-    }
-}
-
 /* The loop is about to stop: push sends still in flight are cancelled
  * (spec §11) while their handles can still be closed properly. */
 static void on_finish(struct server *srv)
 {
     struct relay *r = srv->shards[0].owner;
-    on_wakes(&r->sh->wake_async); /* wakes already posted meet the closed waker */
-    push_shutdown(r->sh->push);
+    wake_shutdown(r->sh);
 }
 
 void relay_init(struct relay *relays, struct relay_shared *sh, struct server *srv)
@@ -846,9 +775,7 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
     uv_timer_init(srv->loop, &r0->rl_sweep);
     r0->rl_sweep.data = r0;
     uv_timer_start(&r0->rl_sweep, on_rl_sweep, 5 * 60 * 1000, 5 * 60 * 1000);
-    mpsc_init(&sh->wakes);
-    uv_async_init(srv->loop, &sh->wake_async, on_wakes);
-    sh->wake_async.data = sh;
+    wake_init(sh, srv->loop);
     srv->on_drain = on_drain;
     srv->on_finish = on_finish;
 }
@@ -865,10 +792,5 @@ void relay_close(struct relay_shared *sh)
     }
     ratelimit_free(&sh->rl);
     uv_mutex_destroy(&sh->rl_mu);
-    for (struct mpsc_node *n = mpsc_take_all(&sh->wakes), *next; n; n = next) {
-        next = n->next;
-        free(CONTAINER_OF(n, struct wake_req, node));
-    }
-    push_free(sh->push);
-    sh->push = NULL;
+    wake_close(sh);
 }

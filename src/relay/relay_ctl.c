@@ -6,9 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "relay/relay_ctl.h"
+
 #include "base/log.h"
-#include "relay/relay.h"
 #include "net/shard.h"
+#include "relay/registry.h"
 
 void relay_post(struct relay *r, struct relay_task *t)
 {
