@@ -495,14 +495,10 @@ static int64_t int_field(const struct config *cfg, const char *name)
     return *(const int64_t *)cfield(cfg, find_flag(name, strlen(name)));
 }
 
-int config_validate(const struct config *cfg, struct config_error *e)
+/* Every duration flag must be positive. */
+static int validate_durations(const struct config *cfg, struct config_error *e)
 {
-    static const char *const sizes[] = {"max-message-bytes", "max-header-bytes",
-                                        "phone-backlog-bytes"};
     char buf[48], fix[256];
-    enum log_format fmt;
-    enum log_level level;
-    memset(e, 0, sizeof *e);
     for (size_t i = 0; i < NFLAGS; i++) {
         if (flags[i].type != F_DURATION)
             continue;
@@ -516,6 +512,15 @@ int config_validate(const struct config *cfg, struct config_error *e)
             return -1;
         }
     }
+    return 0;
+}
+
+/* Byte sizes: positive, and within 32-bit offsets and lengths. */
+static int validate_sizes(const struct config *cfg, struct config_error *e)
+{
+    static const char *const sizes[] = {"max-message-bytes", "max-header-bytes",
+                                        "phone-backlog-bytes"};
+    char fix[256];
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         const struct flag *f = find_flag(sizes[i], strlen(sizes[i]));
         snprintf(fix, sizeof fix,
@@ -532,6 +537,12 @@ int config_validate(const struct config *cfg, struct config_error *e)
             return -1;
         }
     }
+    return 0;
+}
+
+/* The other numeric limits, each with its own range. */
+static int validate_limits(const struct config *cfg, struct config_error *e)
+{
     if (cfg->max_header_bytes_total <= 0) {
         set_err(e,
                 "pass a positive byte count, or omit --max-header-bytes-total for the default "
@@ -564,6 +575,14 @@ int config_validate(const struct config *cfg, struct config_error *e)
                 "invalid --workers %lld: must be between 0 and 256", (long long)cfg->workers);
         return -1;
     }
+    return 0;
+}
+
+/* The certificate pair and the logging choices. */
+static int validate_strings(const struct config *cfg, struct config_error *e)
+{
+    enum log_format fmt;
+    enum log_level level;
     if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0')) {
         set_err(e,
                 "give both --tls-cert and --tls-key for a static certificate, or neither to "
@@ -583,6 +602,15 @@ int config_validate(const struct config *cfg, struct config_error *e)
                 quoted(cfg->log_level));
         return -1;
     }
+    return 0;
+}
+
+int config_validate(const struct config *cfg, struct config_error *e)
+{
+    memset(e, 0, sizeof *e);
+    if (validate_durations(cfg, e) != 0 || validate_sizes(cfg, e) != 0 ||
+        validate_limits(cfg, e) != 0 || validate_strings(cfg, e) != 0)
+        return -1;
     return 0;
 }
 
