@@ -46,11 +46,6 @@ bool log_enabled(enum log_level level)
     return level >= log_get_level();
 }
 
-enum log_format log_get_format(void)
-{
-    return g_format;
-}
-
 int log_level_parse(const char *s, enum log_level *out)
 {
     static const struct {

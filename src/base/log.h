@@ -40,9 +40,8 @@ void log_setup(enum log_format fmt, enum log_level min_level, int fd);
 /* Changes the minimum level (a reload; safe from any thread). */
 void log_set_level(enum log_level min_level);
 
-/* The current minimum level / output format. */
+/* The current minimum level. */
 enum log_level log_get_level(void);
-enum log_format log_get_format(void);
 
 /* True when a line at level would be written (skip building costly
  * fields otherwise). */

@@ -29,8 +29,4 @@ struct metrics {
 int metrics_listen(struct metrics *m, struct server *srv, struct relay *relay, const char *addr,
                    char *err, size_t cap);
 
-/* Renders the exposition text into a malloc'd buffer; *len receives its
- * length. The caller frees it. */
-char *metrics_render(const struct metrics *m, size_t *len);
-
 #endif

@@ -97,10 +97,6 @@ struct fcm_reply {
  * present and well-formed; errorCode UNREGISTERED → FCM_UNREGISTERED. */
 void fcm_send_reply(long status, const char *body, size_t len, struct fcm_reply *out);
 
-/* The reasons part alone: writes "NOT_FOUND, UNREGISTERED"-style text (or
- * "") into out and sets *unregistered. Returns its length. */
-size_t fcm_reasons(const char *body, size_t len, char *out, size_t cap, bool *unregistered);
-
 /* token_fp: the first 8 lowercase hex chars of SHA-256(token), in out[9]. */
 void fcm_token_fp(const char *token, size_t len, char out[9]);
 

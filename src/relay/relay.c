@@ -81,7 +81,8 @@ void relay_totals(const struct relay_shared *sh, struct relay_totals *t)
     }
 }
 
-size_t relay_healthz_body(const struct relay *r, char *out, size_t cap)
+/* Writes the /healthz body into out; returns its length. */
+static size_t healthz_body(const struct relay *r, char *out, size_t cap)
 {
     struct relay_totals t;
     relay_totals(r->sh, &t);
@@ -97,7 +98,7 @@ size_t relay_healthz_body(const struct relay *r, char *out, size_t cap)
 static void healthz(struct conn *c)
 {
     char body[256];
-    size_t n = relay_healthz_body(relay_of(c), body, sizeof body);
+    size_t n = healthz_body(relay_of(c), body, sizeof body);
     conn_http_respond(c, 200, "application/json; charset=utf-8", "Cache-Control: no-store\r\n",
                       body, n, true);
 }

@@ -4,7 +4,7 @@
  * forward (both directions of traffic), wake (push wakes), relay_ctl
  * (tasks, limits), registry (bookkeeping); conn.c does the I/O. Hooks run
  * on the connection's shard thread; relay_init/relay_close on the main
- * thread; relay_totals and relay_healthz_body on any thread (atomics). */
+ * thread; relay_totals on any thread (atomics). */
 #ifndef RELAY_RELAY_H
 #define RELAY_RELAY_H
 
@@ -41,8 +41,5 @@ void relay_close(struct relay_shared *sh);
 
 /* Sums every shard's gauges and counters. */
 void relay_totals(const struct relay_shared *sh, struct relay_totals *t);
-
-/* Writes the /healthz body into out; returns its length. */
-size_t relay_healthz_body(const struct relay *r, char *out, size_t cap);
 
 #endif

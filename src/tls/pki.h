@@ -17,9 +17,6 @@ typedef struct evp_pkey_st EVP_PKEY;
  * length, or -1 when cap is too small. */
 long pki_b64url(char *out, size_t cap, const void *data, size_t len);
 
-/* Same into a malloc'd string (caller frees). */
-char *pki_b64url_alloc(const void *data, size_t len);
-
 /* Decodes unpadded base64url into out. Returns the byte count, or -1 on a
  * character outside the alphabet, bad length or too small a buffer. */
 long pki_b64url_decode(void *out, size_t cap, const char *s, size_t len);
