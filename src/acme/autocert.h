@@ -1,7 +1,9 @@
 /* autocert.h — autocert mode's ACME wiring for main.c and boot.c: the
  * step 14a check, the ACME client, its port-80 listener and its place in
  * the drain. The certificate itself goes wherever on_cert sends it (the
- * TLS listener); this module knows nothing of TLS. */
+ * TLS listener); this module knows nothing of TLS.
+ * Main thread only: shard 0's loop, which the ACME client and its listener
+ * also run on. */
 #ifndef RELAY_AUTOCERT_H
 #define RELAY_AUTOCERT_H
 

@@ -2,7 +2,9 @@
  * --x, "=value" or a separate value, booleans bare or "=true/false", -h
  * prints usage. One table describes every flag; parsing fills struct config
  * and remembers which flags were given explicitly. Durations use Go syntax
- * ("500ms", "30s", "1m30s"). Nothing here touches the network or env. */
+ * ("500ms", "30s", "1m30s"). Nothing here touches the network or env.
+ * Main thread only (boot and SIGHUP reload, which parses into a copy); a
+ * struct config is read-only once parsed, so any thread may read it. */
 #ifndef RELAY_CONFIG_H
 #define RELAY_CONFIG_H
 

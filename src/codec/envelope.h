@@ -1,7 +1,8 @@
 /* envelope.h — the routing envelope between binary and relay (spec §3):
  * parse a binary's frame in one pass into byte spans, and build the two
  * frames the relay sends a binary (wrapped phone frame, close notice).
- * Pure: no I/O, no allocation; the inner frame is never looked into. */
+ * Pure: no I/O, no allocation; the inner frame is never looked into.
+ * Pure: any thread. */
 #ifndef RELAY_ENVELOPE_H
 #define RELAY_ENVELOPE_H
 

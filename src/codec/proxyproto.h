@@ -2,7 +2,8 @@
  * (spec §9.4). Pure: bytes in, "need more / done / reject" out, no I/O and
  * no allocation. It accepts only version 2, command PROXY, TCP over IPv4 or
  * IPv6; v1 text headers, LOCAL, UNSPEC, UDP and UNIX are rejected. TLVs are
- * skipped unread. */
+ * skipped unread.
+ * Pure: any thread. */
 #ifndef RELAY_PROXYPROTO_H
 #define RELAY_PROXYPROTO_H
 

@@ -2,7 +2,8 @@
  * parsing, the RS256 JWT of the OAuth2 bearer grant, the token reply, the
  * wake object, the FCM send body and the reading of FCM's replies. Bytes in,
  * results out: no I/O, no clock (callers pass the time), no logging. No
- * error text produced here ever contains any part of a secret input. */
+ * error text produced here ever contains any part of a secret input.
+ * Pure: any thread. */
 #ifndef RELAY_FCM_H
 #define RELAY_FCM_H
 

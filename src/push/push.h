@@ -4,7 +4,9 @@
  * curluv: one shared OAuth2 access token, fetched once and reused until
  * shortly before it expires, then POST messages:send. Each admitted wake
  * ends in exactly one outcome line and one outcome count. A send outlives
- * the binary that asked for it; only shutdown cancels it. */
+ * the binary that asked for it; only shutdown cancels it.
+ * Shard 0's loop only (other shards post their wakes there, see
+ * relay/wake.h). */
 #ifndef RELAY_PUSH_H
 #define RELAY_PUSH_H
 

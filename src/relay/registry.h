@@ -3,7 +3,9 @@
  * window after a binary leaves. Pure bookkeeping on a clock the caller
  * passes in: it never closes or writes anything. Operations that evict
  * phones hand them back on a list so the caller can close them after the
- * registry is consistent again. */
+ * registry is consistent again.
+ * Threads: a registry belongs to its shard's thread; only registry_binaries
+ * and registry_phones may be called from any thread (atomics). */
 #ifndef RELAY_REGISTRY_H
 #define RELAY_REGISTRY_H
 

@@ -2,7 +2,9 @@
  * 0700 when missing, refuse a path that is not a directory, tighten a
  * directory we own that others can read, refuse one someone else owns.
  * Also the small file helpers the ACME client uses inside that directory
- * (read a whole file, write one atomically with mode 0600). No network. */
+ * (read a whole file, write one atomically with mode 0600). No network.
+ * Any thread, no shared state; blocking file I/O, so it runs at boot or in
+ * the ACME job on libuv's thread pool, never on a loop. */
 #ifndef RELAY_CERTDIR_H
 #define RELAY_CERTDIR_H
 

@@ -3,7 +3,8 @@
  * thumbprint, ES256 JWS in the flattened JSON serialization (RFC 7515,
  * RFC 8555 §6.2), the certificate signing request, and the checks a
  * downloaded or cached certificate must pass. Pure: no files, no network.
- * Private keys never leave this module except as PEM for the cache. */
+ * Private keys never leave this module except as PEM for the cache.
+ * Pure: any thread (the ACME job calls it on libuv's thread pool). */
 #ifndef RELAY_PKI_H
 #define RELAY_PKI_H
 

@@ -4,7 +4,10 @@
  * (the caller owns the socket), and the small pure helpers the HTTPS
  * listener needs: the Host check (§7.3) and the plain-HTTP sniff (§7.4).
  * Nothing here touches a socket, a loop or a timer, so a connection's TLS
- * state can move between event loops with it. */
+ * state can move between event loops with it.
+ * Threads: a tls_server (and its certificate swap) on shard 0's loop, where
+ * every connection is accepted and handshakes; a tls_conn on its connection's
+ * shard thread, moving with it; the pure helpers on any thread. */
 #ifndef RELAY_TLS_H
 #define RELAY_TLS_H
 
