@@ -1,4 +1,4 @@
-/* acme_http.h — the port-80 listener of autocert mode (spec §2.5, §7.5):
+/* acme_http.h — the port-80 listener of autocert mode (docs/features/acme.md):
  * GET /.well-known/acme-challenge/<token> answers the key authorization of
  * a challenge in flight for --domain; every other request is 404, never a
  * redirect. No rate limiter, no connection cap, no 421 here.

@@ -18,7 +18,7 @@ struct autocert {
     struct acme_http http;
 };
 
-/* Spec §6.3 step 14a: the domain and the cert-cache directory rules.
+/* Startup check 14a (docs/operations.md): the domain and the cert-cache directory rules.
  * Returns 0, or logs ERROR `autocert setup failed` (err) and returns the
  * exit code 1. Binds nothing (safe under --check-config). */
 int autocert_check(const struct config *cfg);

@@ -1,5 +1,5 @@
 /* config.c — the flag table and a parser with Go `flag` package semantics
- * (spec §6.1), plus Go duration parsing and formatting. One table gives each
+ * (docs/operations.md), plus Go duration parsing and formatting. One table gives each
  * flag's name, type, field, default and usage; defaults, parsing, usage and
  * explicit-flag tracking all read it. Values are only parsed and sanity
  * checked here: what they mean for the process (listener rules, environment,

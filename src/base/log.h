@@ -1,4 +1,4 @@
-/* log.h — structured logging in Go log/slog's text format (spec §12) or
+/* log.h — structured logging in Go log/slog's text format (docs/features/logging.md) or
  * JSON, one line per event on stderr. Values are quoted and escaped the way
  * slog does it, so a hostile header value can never forge a second line or
  * a fake key. The logger never sees secrets: callers pass only allowed keys.

@@ -1,7 +1,8 @@
-/* ratelimit.h — per-key token buckets (spec §9.2): a new key starts full
- * and spends one token; one token comes back per whole refill period (the
- * fractional remainder is kept); idle buckets are swept. Pure: the caller
- * passes the clock. Keys are client IPs (or X-Forwarded-For values). */
+/* ratelimit.h — per-key token buckets (docs/operations.md, admission control): a new key starts
+ * full and spends one token; one token comes back per whole refill period (the fractional remainder
+ * is kept); idle buckets are swept. Pure: the caller passes the clock. Keys are client IPs (or
+ * X-Forwarded-For values). Not thread-safe: the owner serialises calls (the relay under its rl_mu,
+ * the push waker on shard 0's loop). */
 #ifndef RELAY_RATELIMIT_H
 #define RELAY_RATELIMIT_H
 

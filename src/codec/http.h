@@ -106,7 +106,7 @@ ssize_t http_error_response(char *out, size_t cap, int status, bool keep_alive);
 /* The standard reason phrase for status ("Not Found", ...). */
 const char *http_status_text(int status);
 
-/* Runs the RFC 6455 server handshake checks of spec §2.6 in order on a
+/* Runs the RFC 6455 server handshake checks (docs/features/websocket.md) in order on a
  * complete head: HTTP/1.1+ (426), Connection: upgrade (426), Upgrade:
  * websocket (426), GET (405), Sec-WebSocket-Version: 13 (400), key of 16
  * base64 bytes (400). On success writes the 101 response (no extensions, no

@@ -81,7 +81,7 @@ static int by_kind(const void *a, const void *b)
     return by_name(a, b, kind_names);
 }
 
-/* Registered only when push is on (spec §8.2); every outcome from boot. */
+/* Registered only when push is on (docs/features/push.md); every outcome from boot. */
 static void push_series(struct buf *b, const struct push_waker *w)
 {
     static const enum push_outcome order[PUSH__COUNT] = {

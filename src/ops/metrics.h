@@ -1,5 +1,5 @@
-/* metrics.h — the loopback /metrics listener (spec §8): Prometheus text
- * format 0.0.4, every series and label combination of §8.2 present from
+/* metrics.h — the loopback /metrics listener (docs/features/operator-contract.md): Prometheus
+ * text format 0.0.4, every series and label combination present from
  * boot, plus the standard process_* series. Counters live in the relay
  * (relay_stats); this module only renders them at scrape time.
  * metrics_listen on the main thread at boot; scrapes are served on shard 0's

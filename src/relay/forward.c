@@ -1,4 +1,4 @@
-/* forward.c — the two forwarders (spec §3, §5): a phone's message is checked
+/* forward.c — the two forwarders (docs/features/forwarding.md): a phone's message is checked
  * as JSON and sent to its binary wrapped as {"conn_id":…,"frame":<bytes>}
  * without re-encoding; a binary's envelope is scanned once and its frame
  * bytes go verbatim to the addressed phone, or a close directive closes it.
@@ -228,7 +228,7 @@ void forward_from_phone(struct peer *p, uint8_t *data, size_t len)
     }
 }
 
-/* Codes that may not appear in a close frame become 1011 (design.md §4). */
+/* Codes that may not appear in a close frame become 1011 (docs/design.md §4). */
 static uint16_t wire_code(uint16_t code)
 {
     return ws_close_code_valid(code) ? code : WS_CLOSE_INTERNAL;
@@ -326,8 +326,8 @@ void forward_from_binary(struct peer *b, uint8_t *data, size_t len)
              LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len), LOG_STR("err", err));
 }
 
-/* Spec §2.2 step 10 with design.md §4: the code the relay closed with, else
- * the phone's own, else 1001 (no status, or the TCP connection vanished). */
+/* The close notice (docs/features/envelope.md, docs/design.md §4): the code the relay closed with,
+ * else the phone's own, else 1001 (no status, or the TCP connection vanished). */
 static uint16_t notice_code(const struct conn *c)
 {
     uint16_t sent = conn_close_sent(c), rcvd = conn_close_rcvd(c);

@@ -128,18 +128,19 @@ struct peer {
     char id_buf[]; /* conn_id, NUL-terminated */
 };
 
-/* What every shard's relay shares: the admission state of spec §9 (it runs
- * at upgrade rate, so a mutex is fine) and the shard choice. */
+/* What every shard's relay shares: the admission state of docs/operations.md
+ * (Admission control; it runs at upgrade rate, so a mutex is fine) and the
+ * shard choice. */
 struct relay_shared {
     struct relay *relays; /* one per shard, indexed by shard id */
     unsigned n;
     uv_mutex_t rl_mu;
-    struct ratelimit rl;       /* per-IP upgrade limiter (spec §9.2) */
+    struct ratelimit rl;       /* per-IP upgrade limiter (--rate-limit-burst) */
     _Atomic size_t live_ws;    /* upgraded connections alive: the --max-connections cap */
     _Atomic int64_t max_conns; /* --max-connections, changed by a reload */
     uint8_t shard_key[16];     /* SipHash key: server-id -> owning shard */
     uint64_t boot_ns;          /* uv_hrtime at start, for uptime */
-    /* FCM push wakes (spec §10): one waker on shard 0's loop, so the
+    /* FCM push wakes (docs/features/push.md): one waker on shard 0's loop, so the
      * in-flight cap and the access token are relay-wide. NULL = push off.
      * Other shards post their wakes to it through wake_async. */
     struct push_waker *push;

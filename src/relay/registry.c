@@ -219,7 +219,7 @@ void registry_forget(struct registry *r, struct reg_binary *b)
         s->binary = &r->gone;
         return;
     }
-    s->binary = NULL; /* not gracing: the plain release of spec §4 */
+    s->binary = NULL; /* not gracing: the reference's plain release */
     r->held--;
     publish(r);
     maybe_free_slot(r, s);

@@ -1,4 +1,4 @@
-/* registry.h — who holds which server-id (spec §4): server-id → binary
+/* registry.h — who holds which server-id (docs/features/registry.md): server-id → binary
  * (1:1, first claim wins), server-id → phones (1:N, capped), and the grace
  * window after a binary leaves. Pure bookkeeping on a clock the caller
  * passes in: it never closes or writes anything. Operations that evict
@@ -83,7 +83,8 @@ bool registry_schedule_release(struct registry *r, struct reg_binary *b, uint64_
 void registry_forget(struct registry *r, struct reg_binary *b);
 
 /* Removes b's slot entry right away, leaving its phones registered
- * ("orphans"; spec §4 plain release). Returns false if b holds nothing. */
+ * ("orphans": the reference's plain release, which the relay never uses). Returns false if b holds
+ * nothing. */
 bool registry_release(struct registry *r, struct reg_binary *b);
 
 /* Expires every grace window due at now_ms: the binary entry and all phones

@@ -1,8 +1,7 @@
-/* relay.c — endpoints and lifecycles (spec §2, §4): the header gate and
- * handshake, a binary's claim (with the incumbent liveness probe and
- * takeover), a phone's registration, grace expiry, and what each end of a
- * connection does to the registry. Forwarding lives in forward.c. Tokens,
- * user agents and frame bytes are never logged. */
+/* relay.c — endpoints and lifecycles (docs/operations.md, docs/features/registry.md): the header
+ * gate and handshake, a binary's claim (with the incumbent liveness probe and takeover), a phone's
+ * registration, grace expiry, and what each end of a connection does to the registry. Forwarding
+ * lives in forward.c. Tokens, user agents and frame bytes are never logged. */
 #include "relay/relay.h"
 
 #include <stdio.h>
@@ -273,7 +272,7 @@ static void on_probe_timeout(uv_timer_t *t)
     probe_conclude(CONTAINER_OF(t, struct probe, timer), false);
 }
 
-/* Spec §2.1 step 6: ping the incumbent and let its pong (or silence)
+/* The liveness probe (docs/features/registry.md): ping the incumbent and let its pong (or silence)
  * decide. The newcomer is not read meanwhile, as in the reference. */
 static void probe_start(struct peer *b, struct peer *inc)
 {
@@ -434,7 +433,7 @@ static void phone_end(struct peer *p)
 
 /* ---- hooks ------------------------------------------------------------- */
 
-/* Spec §2.1/§2.2 step 2: every required header present and non-empty
+/* The header gate (docs/operations.md, Endpoints): every required header present and non-empty
  * (values arrive trimmed, so whitespace-only counts as empty). Returns
  * NULL, or the name of the first header that is missing or empty. */
 static const char *gate_missing(const struct http_req *r, enum relay_endpoint ep)
@@ -469,8 +468,9 @@ static void log_refused(struct conn *c, const struct http_req *req, int status, 
          LOG_STRN("reason", why, why_len), LOG_STR("remote", remote));
 }
 
-/* Spec §9.1: the peer's host, or with --trust-x-forwarded-for the first
- * X-Forwarded-For entry (trimmed, unvalidated) when there is one. */
+/* Client IP (docs/operations.md, Admission control): the peer's host, or with
+ * --trust-x-forwarded-for the first X-Forwarded-For entry (trimmed, unvalidated) when there is one.
+ */
 static size_t client_ip(const struct conn *c, const struct http_req *req, char *out, size_t cap)
 {
     size_t xlen;
@@ -495,7 +495,7 @@ static size_t client_ip(const struct conn *c, const struct http_req *req, char *
     return strlen(out);
 }
 
-/* Spec §9.2/§9.3: the per-IP limiter, then the live-connection cap. */
+/* Admission control (docs/operations.md): the per-IP limiter, then the live-connection cap. */
 static bool admitted(struct conn *c, const struct http_req *req, enum relay_endpoint ep)
 {
     struct relay *r = relay_of(c);
@@ -536,7 +536,7 @@ static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpo
         char why[64];
         int n = snprintf(why, sizeof why, "missing or empty %s header", missing);
         r->stats.upgrades[ep][OUT_REJECT_HEADERS]++;
-        log_refused(c, req, 400, why, (size_t)n); /* debug only: spec §2.1 step 2 */
+        log_refused(c, req, 400, why, (size_t)n); /* debug only: the header gate */
         conn_http_error(c, 400, true);
         return;
     }
@@ -580,7 +580,7 @@ static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpo
     }
 }
 
-/* design.md §2: a server-id's binary and phones all live on the shard its
+/* docs/features/workers.md: a server-id's binary and phones all live on the shard its
  * hash picks. NULL when c is already there (or there is nothing to move). */
 static struct shard *owning_shard(struct conn *c, const struct http_req *req)
 {
@@ -657,7 +657,7 @@ static void on_ws_end(struct conn *c)
         phone_end(p);
 }
 
-/* Spec §5.3: a phone whose write fails is closed 1011 "phone write failed"
+/* docs/features/forwarding.md: a phone whose write fails is closed 1011 "phone write failed"
  * (the code its close notice carries), or with the directive's own code
  * when the frame before a close directive could not be written. */
 static void on_write_failed(struct conn *c, const char *err)
@@ -716,7 +716,7 @@ static void on_drain(struct server *srv, struct shard *s)
 {
     struct relay *r = s->owner;
     (void)srv;
-    uv_timer_stop(&r->grace_timer); /* grace windows are simply lost (spec §11) */
+    uv_timer_stop(&r->grace_timer); /* grace windows are simply lost: the drain ends the process */
     uv_timer_stop(&r->bw_timer);
     if (s->id == 0)
         uv_timer_stop(&r->rl_sweep);
@@ -731,7 +731,7 @@ static void on_rl_sweep(uv_timer_t *t)
 }
 
 /* The loop is about to stop: push sends still in flight are cancelled
- * (spec §11) while their handles can still be closed properly. */
+ * (docs/features/push.md) while their handles can still be closed properly. */
 static void on_finish(struct server *srv)
 {
     struct relay *r = srv->shards[0].owner;

@@ -1,4 +1,4 @@
-/* test_ratelimit.c — the token bucket of spec §9.2 with an injected clock:
+/* test_ratelimit.c — the per-IP token bucket (docs/operations.md) with an injected clock:
  * burst then deny, whole-period refill keeping the fraction, per-key
  * isolation, idle eviction that spares active buckets, disabled mode. */
 #include <setjmp.h>

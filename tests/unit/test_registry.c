@@ -1,4 +1,4 @@
-/* test_registry.c — the registry cases of spec §15 (registry_test.go):
+/* test_registry.c — the reference's registry_test.go cases (docs/features/registry.md):
  * first claim wins, grace reclaim and expiry, takeover identity checks,
  * phone caps and counts, conn-id lookup scoped to the binary's server-id. */
 #include <setjmp.h>
