@@ -291,13 +291,18 @@ void config_defaults(struct config *cfg, const char *home)
     apply_defaults(cfg);
 }
 
-/* s as Go's %q prints it (strconv.Quote), into a static buffer. */
-static const char *quoted(const char *s)
+#define QUOTE_CAP 600
+
+/* s as Go's %q prints it (strconv.Quote), into buf (QUOTE_CAP bytes). */
+static const char *quote_into(char *buf, const char *s)
 {
-    static char buf[600];
-    log_go_quote(buf, sizeof buf, s, strlen(s));
+    log_go_quote(buf, QUOTE_CAP, s, strlen(s));
     return buf;
 }
+
+/* A quoted copy of s in a buffer of the enclosing block (no static
+ * buffer, so two in one call do not clash). */
+#define QUOTED(s) quote_into((char[QUOTE_CAP]){0}, (s))
 
 __attribute__((format(printf, 3, 4))) static void set_err(struct config_error *e, const char *fix,
                                                           const char *fmt, ...)
@@ -393,7 +398,7 @@ static enum config_result set_flag(struct config *cfg, const struct flag *f, con
     }
     type_fix(fix, sizeof fix, f);
     set_err(e, fix, "invalid %svalue %s for %s-%s: %s", f->type == F_BOOL ? "boolean " : "",
-            quoted(val), f->type == F_BOOL ? "" : "flag ", f->name,
+            QUOTED(val), f->type == F_BOOL ? "" : "flag ", f->name,
             rc == PARSE_RANGE ? "value out of range" : "parse error");
     return CONFIG_ERROR;
 }
@@ -593,13 +598,13 @@ static int validate_strings(const struct config *cfg, struct config_error *e)
     }
     if (log_format_parse(cfg->log_format, &fmt) != 0) {
         set_err(e, "use --log-format=text or --log-format=json",
-                "invalid --log-format %s: must be \"text\" or \"json\"", quoted(cfg->log_format));
+                "invalid --log-format %s: must be \"text\" or \"json\"", QUOTED(cfg->log_format));
         return -1;
     }
     if (log_level_parse(cfg->log_level, &level) != 0) {
         set_err(e, "use --log-level=debug, info, warn or error",
                 "invalid --log-level %s: must be \"debug\", \"info\", \"warn\" or \"error\"",
-                quoted(cfg->log_level));
+                QUOTED(cfg->log_level));
         return -1;
     }
     return 0;
@@ -620,7 +625,7 @@ static void print_default(FILE *out, const struct config *def, const struct flag
     const void *v = cfield(def, f);
     char buf[48];
     if (f->type == F_STRING && **(const char *const *)v) {
-        fprintf(out, " (default %s)", quoted(*(const char *const *)v));
+        fprintf(out, " (default %s)", QUOTED(*(const char *const *)v));
     } else if (f->type == F_BOOL && *(const bool *)v) {
         fprintf(out, " (default true)");
     } else if (f->type == F_INT && *(const int64_t *)v) {
@@ -888,7 +893,7 @@ static int apply_line(struct config *cfg, const char *path, int lineno, char *li
                  "%s%s%sthe file holds only log-level, max-connections, max-phones-per-server, "
                  "rate-limit-burst and rate-limit-refill; everything else is a command-line flag",
                  near ? "did you mean " : "", near ? near : "", near ? "? " : "");
-        set_err(e, fix, "%s:%d: %s %s", path, lineno, quoted(name),
+        set_err(e, fix, "%s:%d: %s %s", path, lineno, QUOTED(name),
                 f ? "cannot be set in --config-file" : "is not a setting");
         return -1;
     }
@@ -903,7 +908,7 @@ static int apply_line(struct config *cfg, const char *path, int lineno, char *li
         enum log_level level;
         if (log_level_parse(val, &level) != 0) {
             set_err(e, "use debug, info, warn or error", "%s:%d: invalid log-level %s", path,
-                    lineno, quoted(val));
+                    lineno, QUOTED(val));
             return -1;
         }
         cfg->log_level = log_level_name(level); /* a literal: outlives the file's text */
@@ -912,7 +917,7 @@ static int apply_line(struct config *cfg, const char *path, int lineno, char *li
     int rc = set_value(cfg, f, val);
     if (rc != PARSE_OK) {
         type_fix(fix, sizeof fix, f);
-        set_err(e, fix, "%s:%d: invalid value %s for %s: %s", path, lineno, quoted(val), f->name,
+        set_err(e, fix, "%s:%d: invalid value %s for %s: %s", path, lineno, QUOTED(val), f->name,
                 rc == PARSE_RANGE ? "value out of range" : "parse error");
         return -1;
     }
