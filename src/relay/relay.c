@@ -1,7 +1,8 @@
 /* relay.c — endpoints and lifecycles (docs/operations.md, docs/features/registry.md): the header
  * gate and handshake, a binary's claim (with the incumbent liveness probe and takeover), a phone's
  * registration, grace expiry, and what each end of a connection does to the registry. Forwarding
- * lives in forward.c. Tokens, user agents and frame bytes are never logged. */
+ * lives in forward.c, push-wake routing in wake.c, the shared structs in peer.h. Tokens, user
+ * agents and frame bytes are never logged. */
 #include "relay/relay.h"
 
 #include <stdio.h>
