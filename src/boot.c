@@ -1,4 +1,4 @@
-/* boot.c — the startup refusals in the order of spec §6.3, each an ERROR
+/* boot.c — the startup refusals in the order of docs/operations.md, each an ERROR
  * line with the reference's exact msg/err/fix and exit code 2. The checks
  * themselves are pure (checks.c); this file only sequences and logs them.
  * It binds nothing: --check-config runs exactly this and exits. */

@@ -1,5 +1,6 @@
-/* boot.h — spec §6.3 steps 3–14: run every startup check in the reference
- * order and log each refusal with its exact msg, err and fix strings. */
+/* boot.h — startup checks 3–14 of docs/operations.md: run every startup check in the reference
+ * order and log each refusal with its exact msg, err and fix strings.
+ * Main thread only, before any loop runs. */
 #ifndef RELAY_BOOT_H
 #define RELAY_BOOT_H
 

@@ -222,7 +222,7 @@ static int refuse(const char *msg, const struct config_error *ce)
 }
 
 /* Everything that needs no listener: flags, --config-file, values, the
- * startup checks of spec §6.3 and the certificate. Returns -1 to go on,
+ * startup checks (docs/operations.md) and the certificate. Returns -1 to go on,
  * else the exit code. */
 static int configure(struct config *cfg, struct reload_ctx *rc, int argc, char **argv,
                      struct fcm_creds *creds, struct tls_server **tls)

@@ -30,9 +30,9 @@ struct acme;
 typedef void (*acme_on_cert_fn)(void *ud, const char *chain_pem, size_t chain_len,
                                 const char *key_pem, size_t key_len);
 
-/* The boot-time checks of acme_new that need no loop (spec §6.3 step
- * 14a): domain and cache directory (which it creates or tightens per
- * §7.2). Returns 0, or -1 with a sentence in err. */
+/* The boot-time checks of acme_new that need no loop (startup check
+ * 14a, docs/operations.md): domain and cache directory (which it creates
+ * or tightens per docs/features/acme.md). Returns 0, or -1 with a sentence in err. */
 int acme_check_config(const struct config *cfg, char *err, size_t err_cap);
 
 /* acme_check_config without side effects (--check-config): nothing is
@@ -40,7 +40,7 @@ int acme_check_config(const struct config *cfg, char *err, size_t err_cap);
 int acme_check_config_dry(const struct config *cfg, char *err, size_t err_cap);
 
 /* Checks and prepares everything that can fail at boot: the domain is a
- * plain DNS name, the cache directory obeys spec §7.2 (created 0700,
+ * plain DNS name, the cache directory obeys docs/features/acme.md (created 0700,
  * tightened or refused), the account key is loaded or created. A cached
  * certificate for the domain that has not expired is handed to on_cert
  * at once (INFO `acme certificate loaded from cache`); an unusable one is

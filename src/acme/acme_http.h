@@ -1,7 +1,9 @@
-/* acme_http.h — the port-80 listener of autocert mode (spec §2.5, §7.5):
+/* acme_http.h — the port-80 listener of autocert mode (docs/features/acme.md):
  * GET /.well-known/acme-challenge/<token> answers the key authorization of
  * a challenge in flight for --domain; every other request is 404, never a
- * redirect. No rate limiter, no connection cap, no 421 here. */
+ * redirect. No rate limiter, no connection cap, no 421 here.
+ * Threads: acme_http_listen on the main thread before the loops run; requests
+ * are served on shard 0's loop (where every side listener accepts). */
 #ifndef RELAY_ACME_HTTP_H
 #define RELAY_ACME_HTTP_H
 

@@ -1,5 +1,5 @@
 /* autocert.c — glue between the boot sequence and the ACME client: logs
- * the spec's `autocert setup failed` refusal (exit 1), binds the HTTP-01
+ * the reference's `autocert setup failed` refusal (exit 1), binds the HTTP-01
  * listener, registers acme_stop as a drain hook. No policy of its own. */
 #include "acme/autocert.h"
 

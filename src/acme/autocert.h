@@ -1,7 +1,9 @@
 /* autocert.h — autocert mode's ACME wiring for main.c and boot.c: the
  * step 14a check, the ACME client, its port-80 listener and its place in
  * the drain. The certificate itself goes wherever on_cert sends it (the
- * TLS listener); this module knows nothing of TLS. */
+ * TLS listener); this module knows nothing of TLS.
+ * Main thread only: shard 0's loop, which the ACME client and its listener
+ * also run on. */
 #ifndef RELAY_AUTOCERT_H
 #define RELAY_AUTOCERT_H
 
@@ -16,7 +18,7 @@ struct autocert {
     struct acme_http http;
 };
 
-/* Spec §6.3 step 14a: the domain and the cert-cache directory rules.
+/* Startup check 14a (docs/operations.md): the domain and the cert-cache directory rules.
  * Returns 0, or logs ERROR `autocert setup failed` (err) and returns the
  * exit code 1. Binds nothing (safe under --check-config). */
 int autocert_check(const struct config *cfg);

@@ -1,5 +1,5 @@
 /* config.c — the flag table and a parser with Go `flag` package semantics
- * (spec §6.1), plus Go duration parsing and formatting. One table gives each
+ * (docs/operations.md), plus Go duration parsing and formatting. One table gives each
  * flag's name, type, field, default and usage; defaults, parsing, usage and
  * explicit-flag tracking all read it. Values are only parsed and sanity
  * checked here: what they mean for the process (listener rules, environment,
@@ -291,13 +291,18 @@ void config_defaults(struct config *cfg, const char *home)
     apply_defaults(cfg);
 }
 
-/* s as Go's %q prints it (strconv.Quote), into a static buffer. */
-static const char *quoted(const char *s)
+#define QUOTE_CAP 600
+
+/* s as Go's %q prints it (strconv.Quote), into buf (QUOTE_CAP bytes). */
+static const char *quote_into(char *buf, const char *s)
 {
-    static char buf[600];
-    log_go_quote(buf, sizeof buf, s, strlen(s));
+    log_go_quote(buf, QUOTE_CAP, s, strlen(s));
     return buf;
 }
+
+/* A quoted copy of s in a buffer of the enclosing block (no static
+ * buffer, so two in one call do not clash). */
+#define QUOTED(s) quote_into((char[QUOTE_CAP]){0}, (s))
 
 __attribute__((format(printf, 3, 4))) static void set_err(struct config_error *e, const char *fix,
                                                           const char *fmt, ...)
@@ -393,7 +398,7 @@ static enum config_result set_flag(struct config *cfg, const struct flag *f, con
     }
     type_fix(fix, sizeof fix, f);
     set_err(e, fix, "invalid %svalue %s for %s-%s: %s", f->type == F_BOOL ? "boolean " : "",
-            quoted(val), f->type == F_BOOL ? "" : "flag ", f->name,
+            QUOTED(val), f->type == F_BOOL ? "" : "flag ", f->name,
             rc == PARSE_RANGE ? "value out of range" : "parse error");
     return CONFIG_ERROR;
 }
@@ -495,14 +500,10 @@ static int64_t int_field(const struct config *cfg, const char *name)
     return *(const int64_t *)cfield(cfg, find_flag(name, strlen(name)));
 }
 
-int config_validate(const struct config *cfg, struct config_error *e)
+/* Every duration flag must be positive. */
+static int validate_durations(const struct config *cfg, struct config_error *e)
 {
-    static const char *const sizes[] = {"max-message-bytes", "max-header-bytes",
-                                        "phone-backlog-bytes"};
     char buf[48], fix[256];
-    enum log_format fmt;
-    enum log_level level;
-    memset(e, 0, sizeof *e);
     for (size_t i = 0; i < NFLAGS; i++) {
         if (flags[i].type != F_DURATION)
             continue;
@@ -516,6 +517,15 @@ int config_validate(const struct config *cfg, struct config_error *e)
             return -1;
         }
     }
+    return 0;
+}
+
+/* Byte sizes: positive, and within 32-bit offsets and lengths. */
+static int validate_sizes(const struct config *cfg, struct config_error *e)
+{
+    static const char *const sizes[] = {"max-message-bytes", "max-header-bytes",
+                                        "phone-backlog-bytes"};
+    char fix[256];
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         const struct flag *f = find_flag(sizes[i], strlen(sizes[i]));
         snprintf(fix, sizeof fix,
@@ -532,6 +542,12 @@ int config_validate(const struct config *cfg, struct config_error *e)
             return -1;
         }
     }
+    return 0;
+}
+
+/* The other numeric limits, each with its own range. */
+static int validate_limits(const struct config *cfg, struct config_error *e)
+{
     if (cfg->max_header_bytes_total <= 0) {
         set_err(e,
                 "pass a positive byte count, or omit --max-header-bytes-total for the default "
@@ -564,6 +580,14 @@ int config_validate(const struct config *cfg, struct config_error *e)
                 "invalid --workers %lld: must be between 0 and 256", (long long)cfg->workers);
         return -1;
     }
+    return 0;
+}
+
+/* The certificate pair and the logging choices. */
+static int validate_strings(const struct config *cfg, struct config_error *e)
+{
+    enum log_format fmt;
+    enum log_level level;
     if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0')) {
         set_err(e,
                 "give both --tls-cert and --tls-key for a static certificate, or neither to "
@@ -574,15 +598,24 @@ int config_validate(const struct config *cfg, struct config_error *e)
     }
     if (log_format_parse(cfg->log_format, &fmt) != 0) {
         set_err(e, "use --log-format=text or --log-format=json",
-                "invalid --log-format %s: must be \"text\" or \"json\"", quoted(cfg->log_format));
+                "invalid --log-format %s: must be \"text\" or \"json\"", QUOTED(cfg->log_format));
         return -1;
     }
     if (log_level_parse(cfg->log_level, &level) != 0) {
         set_err(e, "use --log-level=debug, info, warn or error",
                 "invalid --log-level %s: must be \"debug\", \"info\", \"warn\" or \"error\"",
-                quoted(cfg->log_level));
+                QUOTED(cfg->log_level));
         return -1;
     }
+    return 0;
+}
+
+int config_validate(const struct config *cfg, struct config_error *e)
+{
+    memset(e, 0, sizeof *e);
+    if (validate_durations(cfg, e) != 0 || validate_sizes(cfg, e) != 0 ||
+        validate_limits(cfg, e) != 0 || validate_strings(cfg, e) != 0)
+        return -1;
     return 0;
 }
 
@@ -592,7 +625,7 @@ static void print_default(FILE *out, const struct config *def, const struct flag
     const void *v = cfield(def, f);
     char buf[48];
     if (f->type == F_STRING && **(const char *const *)v) {
-        fprintf(out, " (default %s)", quoted(*(const char *const *)v));
+        fprintf(out, " (default %s)", QUOTED(*(const char *const *)v));
     } else if (f->type == F_BOOL && *(const bool *)v) {
         fprintf(out, " (default true)");
     } else if (f->type == F_INT && *(const int64_t *)v) {
@@ -860,7 +893,7 @@ static int apply_line(struct config *cfg, const char *path, int lineno, char *li
                  "%s%s%sthe file holds only log-level, max-connections, max-phones-per-server, "
                  "rate-limit-burst and rate-limit-refill; everything else is a command-line flag",
                  near ? "did you mean " : "", near ? near : "", near ? "? " : "");
-        set_err(e, fix, "%s:%d: %s %s", path, lineno, quoted(name),
+        set_err(e, fix, "%s:%d: %s %s", path, lineno, QUOTED(name),
                 f ? "cannot be set in --config-file" : "is not a setting");
         return -1;
     }
@@ -875,7 +908,7 @@ static int apply_line(struct config *cfg, const char *path, int lineno, char *li
         enum log_level level;
         if (log_level_parse(val, &level) != 0) {
             set_err(e, "use debug, info, warn or error", "%s:%d: invalid log-level %s", path,
-                    lineno, quoted(val));
+                    lineno, QUOTED(val));
             return -1;
         }
         cfg->log_level = log_level_name(level); /* a literal: outlives the file's text */
@@ -884,7 +917,7 @@ static int apply_line(struct config *cfg, const char *path, int lineno, char *li
     int rc = set_value(cfg, f, val);
     if (rc != PARSE_OK) {
         type_fix(fix, sizeof fix, f);
-        set_err(e, fix, "%s:%d: invalid value %s for %s: %s", path, lineno, quoted(val), f->name,
+        set_err(e, fix, "%s:%d: invalid value %s for %s: %s", path, lineno, QUOTED(val), f->name,
                 rc == PARSE_RANGE ? "value out of range" : "parse error");
         return -1;
     }

@@ -1,8 +1,10 @@
-/* config.h — command-line flags with Go `flag` syntax (spec §6.1): -x and
+/* config.h — command-line flags with Go `flag` syntax (docs/operations.md): -x and
  * --x, "=value" or a separate value, booleans bare or "=true/false", -h
  * prints usage. One table describes every flag; parsing fills struct config
  * and remembers which flags were given explicitly. Durations use Go syntax
- * ("500ms", "30s", "1m30s"). Nothing here touches the network or env. */
+ * ("500ms", "30s", "1m30s"). Nothing here touches the network or env.
+ * Main thread only (boot and SIGHUP reload, which parses into a copy); a
+ * struct config is read-only once parsed, so any thread may read it. */
 #ifndef RELAY_CONFIG_H
 #define RELAY_CONFIG_H
 
@@ -14,7 +16,7 @@
 #define NS_PER_S  1000000000LL
 
 struct config {
-    /* spec §6.1 */
+    /* the reference's flags (docs/operations.md) */
     const char *domain;
     const char *cert_cache;
     const char *insecure_listen;
@@ -52,7 +54,7 @@ struct config {
     int64_t idle_timeout_ns;                 /* 120s: keep-alive idle */
     int64_t close_timeout_ns;                /* 5s: wait for the peer's close frame */
     bool check_config;
-    /* TLS and ACME (spec §7) */
+    /* TLS and ACME (docs/features/tls.md, docs/features/acme.md) */
     const char *acme_directory;     /* Let's Encrypt production */
     const char *acme_ca_bundle;     /* "" = system trust store */
     int64_t acme_renew_before_ns;   /* 720h (30 days) */
@@ -60,8 +62,8 @@ struct config {
     const char *tls_cert;           /* static certificate instead of ACME */
     const char *tls_key;
     int64_t tls_handshake_timeout_ns; /* 10s */
-    int64_t proxy_header_timeout_ns;  /* 5s (spec §9.4) */
-    /* FCM push (spec §10) */
+    int64_t proxy_header_timeout_ns;  /* 5s (docs/features/proxy-protocol.md) */
+    /* FCM push (docs/features/push.md) */
     const char *fcm_base_url;       /* https://fcm.googleapis.com */
     const char *fcm_project;        /* pyrycode-mobile */
     const char *outbound_ca_bundle; /* "" = system trust store */
@@ -107,7 +109,7 @@ const char *config_suggest(const char *name, size_t len);
 /* Checks values that parse but make no sense (non-positive durations and
  * sizes, unknown --log-format or --log-level). Fills *e naming the flag
  * and returns -1, else 0. --max-connections is left to the startup checks
- * (spec §6.3 step 5). */
+ * (startup check 5, docs/operations.md). */
 int config_validate(const struct config *cfg, struct config_error *e);
 
 /* Applies the reloadable settings of the --config-file at path to cfg:

@@ -3,8 +3,9 @@
  * Go's strconv.Quote rules exactly when slog would quote them, so a hostile
  * value can never start a new line or fake a key. Lines are built in a
  * fixed stack buffer: long values are cut, never allocated for. It knows
- * nothing about which keys are allowed (callers pass only the spec's keys)
- * and keeps no lock: one write(2) per line is what keeps lines whole. */
+ * nothing about which keys are allowed (callers pass only the keys of
+ * docs/features/logging.md) and keeps no lock: one write(2) per line is
+ * what keeps lines whole. */
 #include "base/log.h"
 
 #include <errno.h>
@@ -44,11 +45,6 @@ enum log_level log_get_level(void)
 bool log_enabled(enum log_level level)
 {
     return level >= log_get_level();
-}
-
-enum log_format log_get_format(void)
-{
-    return g_format;
 }
 
 int log_level_parse(const char *s, enum log_level *out)

@@ -1,7 +1,11 @@
-/* log.h — structured logging in Go log/slog's text format (spec §12) or
+/* log.h — structured logging in Go log/slog's text format (docs/features/logging.md) or
  * JSON, one line per event on stderr. Values are quoted and escaped the way
  * slog does it, so a hostile header value can never forge a second line or
- * a fake key. The logger never sees secrets: callers pass only allowed keys. */
+ * a fake key. The logger never sees secrets: callers pass only allowed keys.
+ * Threads: LOGF/log_event and the formatters from any thread (one write(2)
+ * per line); log_setup on the main thread before other threads start;
+ * log_set_level from any thread (atomic). A struct log_limit belongs to one
+ * thread. */
 #ifndef RELAY_LOG_H
 #define RELAY_LOG_H
 
@@ -40,9 +44,8 @@ void log_setup(enum log_format fmt, enum log_level min_level, int fd);
 /* Changes the minimum level (a reload; safe from any thread). */
 void log_set_level(enum log_level min_level);
 
-/* The current minimum level / output format. */
+/* The current minimum level. */
 enum log_level log_get_level(void);
-enum log_format log_get_format(void);
 
 /* True when a line at level would be written (skip building costly
  * fields otherwise). */

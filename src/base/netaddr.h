@@ -1,6 +1,8 @@
 /* netaddr.h — listen addresses as operators write them for Go's net.Listen:
  * "host:port", ":port" (every interface), "[v6]:port". Parsing and
- * resolution only; binding is the server's job. */
+ * resolution only; binding is the server's job.
+ * Any thread, no state; netaddr_resolve may block (getaddrinfo), so it is for
+ * boot, not a loop. */
 #ifndef RELAY_NETADDR_H
 #define RELAY_NETADDR_H
 

@@ -11,7 +11,7 @@
 #include "base/util.h"
 
 struct rl_bucket {
-    struct rl_bucket *next;
+    struct hlink hl;
     uint64_t hash;
     int64_t tokens;
     uint64_t credit_ms; /* refill is counted in whole periods from here */
@@ -20,71 +20,52 @@ struct rl_bucket {
     char key[];
 };
 
+static uint64_t bucket_hash(const struct hlink *l)
+{
+    return CONTAINER_OF(l, struct rl_bucket, hl)->hash;
+}
+
 void ratelimit_init(struct ratelimit *rl, int64_t burst, uint64_t refill_ms, const uint8_t seed[16])
 {
     memset(rl, 0, sizeof *rl);
     rl->burst = burst;
     rl->refill_ms = refill_ms ? refill_ms : 1;
     memcpy(rl->seed, seed, sizeof rl->seed);
-    if (burst > 0) {
-        rl->nbuckets = 256;
-        rl->table = xcalloc(rl->nbuckets, sizeof *rl->table);
-    }
+    if (burst > 0)
+        htab_init(&rl->buckets, 256, bucket_hash);
 }
 
 void ratelimit_free(struct ratelimit *rl)
 {
-    for (size_t i = 0; i < rl->nbuckets; i++) {
-        struct rl_bucket *b = rl->table[i];
-        while (b) {
-            struct rl_bucket *next = b->next;
-            free(b);
-            b = next;
+    for (size_t i = 0; i < rl->buckets.nb; i++) {
+        struct hlink *l = rl->buckets.b[i];
+        while (l) {
+            struct hlink *next = l->next;
+            free(CONTAINER_OF(l, struct rl_bucket, hl));
+            l = next;
         }
     }
-    free(rl->table);
-    rl->table = NULL;
-    rl->nbuckets = rl->count = 0;
-}
-
-static void grow(struct ratelimit *rl)
-{
-    size_t n = rl->nbuckets * 2;
-    struct rl_bucket **t = xcalloc(n, sizeof *t);
-    for (size_t i = 0; i < rl->nbuckets; i++) {
-        struct rl_bucket *b = rl->table[i];
-        while (b) {
-            struct rl_bucket *next = b->next;
-            b->next = t[b->hash & (n - 1)];
-            t[b->hash & (n - 1)] = b;
-            b = next;
-        }
-    }
-    free(rl->table);
-    rl->table = t;
-    rl->nbuckets = n;
+    htab_free(&rl->buckets);
 }
 
 static struct rl_bucket *find_or_add(struct ratelimit *rl, const char *key, size_t len,
                                      uint64_t now_ms)
 {
     uint64_t h = siphash24(rl->seed, key, len);
-    for (struct rl_bucket *b = rl->table[h & (rl->nbuckets - 1)]; b; b = b->next)
+    for (struct hlink *l = *htab_chain(&rl->buckets, h); l; l = l->next) {
+        struct rl_bucket *b = CONTAINER_OF(l, struct rl_bucket, hl);
         if (b->hash == h && b->len == len && memcmp(b->key, key, len) == 0)
             return b;
-    if (rl->count >= RATELIMIT_MAX_BUCKETS)
+    }
+    if (rl->buckets.n >= RATELIMIT_MAX_BUCKETS)
         ratelimit_sweep(rl, now_ms);
-    if (rl->count >= rl->nbuckets)
-        grow(rl);
     struct rl_bucket *b = xmalloc(sizeof *b + len);
     b->hash = h;
     b->tokens = rl->burst;
     b->credit_ms = now_ms;
     b->len = len;
     memcpy(b->key, key, len);
-    b->next = rl->table[h & (rl->nbuckets - 1)];
-    rl->table[h & (rl->nbuckets - 1)] = b;
-    rl->count++;
+    htab_add(&rl->buckets, &b->hl, h, 1);
     return b;
 }
 
@@ -114,17 +95,16 @@ size_t ratelimit_sweep(struct ratelimit *rl, uint64_t now_ms)
 {
     uint64_t idle = (uint64_t)rl->burst * rl->refill_ms;
     size_t removed = 0;
-    for (size_t i = 0; i < rl->nbuckets; i++) {
-        struct rl_bucket **pp = &rl->table[i];
+    for (size_t i = 0; i < rl->buckets.nb; i++) {
+        struct hlink **pp = &rl->buckets.b[i];
         while (*pp) {
-            struct rl_bucket *b = *pp;
+            struct rl_bucket *b = CONTAINER_OF(*pp, struct rl_bucket, hl);
             if (now_ms >= b->seen_ms && now_ms - b->seen_ms >= idle) {
-                *pp = b->next;
+                htab_unlink(&rl->buckets, pp);
                 free(b);
-                rl->count--;
                 removed++;
             } else {
-                pp = &b->next;
+                pp = &b->hl.next;
             }
         }
     }

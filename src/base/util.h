@@ -1,6 +1,8 @@
 /* util.h — the few helpers every module shares: allocation that aborts on
  * out-of-memory (memory is bounded by limits, not by checking every malloc),
- * intrusive list links, and small string helpers. */
+ * intrusive list links, and small string helpers.
+ * Any thread; a list or dbuf belongs to one thread at a time, an mpsc takes
+ * pushes from any thread and one consumer. */
 #ifndef RELAY_UTIL_H
 #define RELAY_UTIL_H
 

@@ -2,7 +2,8 @@
  * lines, the build_info metric and outbound User-Agents report it. The
  * definitions are generated at build time (cmake/version.cmake): an
  * explicit -DRELAY_VERSION, else the tree's VERSION file, else
- * `git describe --always --dirty --tags`, else "dev". */
+ * `git describe --always --dirty --tags`, else "dev".
+ * Constants: any thread. */
 #ifndef RELAY_VERSION_H
 #define RELAY_VERSION_H
 

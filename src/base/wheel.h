@@ -1,7 +1,8 @@
 /* wheel.h — a hashed timing wheel: one libuv timer per shard drives every
  * connection deadline, so a million connections cost a list link each, not
  * a heap entry per deadline. Pure bookkeeping on a millisecond clock the
- * caller supplies; the shard owns the actual uv_timer_t. */
+ * caller supplies; the shard owns the actual uv_timer_t.
+ * Not thread-safe: a wheel belongs to its shard's thread. */
 #ifndef RELAY_WHEEL_H
 #define RELAY_WHEEL_H
 

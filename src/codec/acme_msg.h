@@ -1,7 +1,8 @@
 /* acme_msg.h — reading the JSON an ACME server sends (RFC 8555 §7.1): the
  * directory, orders, authorizations with their http-01 challenge, and
  * problem documents. Pure (bytes in, owned strings out) and fuzzed: every
- * body is untrusted input. Nothing here sends or signs anything. */
+ * body is untrusted input. Nothing here sends or signs anything.
+ * Pure: any thread (the ACME job calls it on libuv's thread pool). */
 #ifndef RELAY_ACME_MSG_H
 #define RELAY_ACME_MSG_H
 

@@ -1,7 +1,8 @@
-/* envelope.h — the routing envelope between binary and relay (spec §3):
+/* envelope.h — the routing envelope between binary and relay (docs/features/envelope.md):
  * parse a binary's frame in one pass into byte spans, and build the two
  * frames the relay sends a binary (wrapped phone frame, close notice).
- * Pure: no I/O, no allocation; the inner frame is never looked into. */
+ * Pure: no I/O, no allocation; the inner frame is never looked into.
+ * Pure: any thread. */
 #ifndef RELAY_ENVELOPE_H
 #define RELAY_ENVELOPE_H
 
@@ -11,7 +12,7 @@
 
 enum envelope_kind {
     ENVELOPE_ROUTE,     /* conn_id + frame and/or close_code */
-    ENVELOPE_WAKE,      /* no conn_id, push_wake present (spec §3.2 rule 2) */
+    ENVELOPE_WAKE,      /* no conn_id, push_wake present (docs/features/envelope.md) */
     ENVELOPE_MALFORMED, /* not JSON, not an object, or a field of the wrong type */
     ENVELOPE_MISSING_CONN_ID,
     ENVELOPE_MISSING_FRAME,
@@ -29,7 +30,7 @@ struct envelope {
 };
 
 /* Parses data[0..len) as an envelope with Go's encoding/json rules for the
- * reference's struct (spec §3.2): keys matched case-insensitively, last
+ * reference's struct (docs/features/envelope.md): keys matched case-insensitively, last
  * duplicate wins, unknown keys ignored, top-level null = empty envelope,
  * close_code must be an integer 0..65535. scratch (at least len bytes) holds
  * a conn_id that needed unescaping. On ENVELOPE_MALFORMED a short decoder
@@ -38,7 +39,7 @@ enum envelope_kind envelope_parse(const uint8_t *data, size_t len, struct envelo
                                   char *scratch, size_t scratch_cap, char *detail,
                                   size_t detail_cap);
 
-/* The error text for a failed kind, as logged in err= (spec §3.6):
+/* The error text for a failed kind, as logged in err= (docs/features/envelope.md):
  * "relay: malformed routing envelope", "relay: routing envelope missing
  * conn_id", "relay: routing envelope missing frame". NULL for ROUTE/WAKE. */
 const char *envelope_error(enum envelope_kind kind);

@@ -8,6 +8,7 @@
  * RFC 6455 handshake; routing and the relay's own header rules live elsewhere. */
 #include "codec/http.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,7 +203,7 @@ static void parser_start(struct http_req *r)
 
 void http_req_init(struct http_req *r, size_t max_head)
 {
-    static size_t configured;
+    static _Atomic size_t configured; /* shard threads all pass the same max_head */
     memset(r, 0, sizeof *r);
     r->max_head = max_head;
     r->settings.on_url = on_url;
@@ -214,11 +215,9 @@ void http_req_init(struct http_req *r, size_t max_head)
      * trailers, which are never stored; the head itself is capped in
      * feed_head. +1: resuming after the pause on the head's final LF makes
      * the parser count that byte twice. */
-    if (configured != max_head) {
+    if (atomic_load(&configured) != max_head && atomic_exchange(&configured, max_head) != max_head)
         http_parser_set_max_header_size(max_head >= UINT32_MAX ? UINT32_MAX
                                                                : (uint32_t)max_head + 1);
-        configured = max_head;
-    }
     parser_start(r);
 }
 

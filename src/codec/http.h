@@ -1,7 +1,9 @@
 /* http.h — HTTP/1.1 request reading on top of libhttp-parser, plus the
  * responses the relay writes (plain replies and the WebSocket handshake).
  * Pure: no sockets. The request head is copied into a buffer the request
- * owns (bounded by max_head); bodies are skipped, never stored. */
+ * owns (bounded by max_head); bodies are skipped, never stored.
+ * Pure: any thread; a struct http_req belongs to one thread at a time (it
+ * travels with a handed-off connection). */
 #ifndef RELAY_HTTP_H
 #define RELAY_HTTP_H
 
@@ -61,7 +63,9 @@ struct http_req {
     size_t head_end; /* offset in buf just past the head, once head_done */
 };
 
-/* Prepares r for a new connection; max_head caps the request head in bytes. */
+/* Prepares r for a new connection; max_head caps the request head in bytes.
+ * Also sets libhttp-parser's process-wide header limit when max_head
+ * changes: every caller in a process must pass the same max_head. */
 void http_req_init(struct http_req *r, size_t max_head);
 
 /* Forgets the current request so the next request on a keep-alive
@@ -102,7 +106,7 @@ ssize_t http_error_response(char *out, size_t cap, int status, bool keep_alive);
 /* The standard reason phrase for status ("Not Found", ...). */
 const char *http_status_text(int status);
 
-/* Runs the RFC 6455 server handshake checks of spec §2.6 in order on a
+/* Runs the RFC 6455 server handshake checks (docs/features/websocket.md) in order on a
  * complete head: HTTP/1.1+ (426), Connection: upgrade (426), Upgrade:
  * websocket (426), GET (405), Sec-WebSocket-Version: 13 (400), key of 16
  * base64 bytes (400). On success writes the 101 response (no extensions, no

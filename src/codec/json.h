@@ -1,7 +1,8 @@
 /* json.h — a strict RFC 8259 scanner for the data path. It validates a
  * document (incrementally, so split input gives the same answer) and never
  * builds a tree. Used to check phone frames and, by envelope.c, to walk the
- * top-level keys of a routing envelope. */
+ * top-level keys of a routing envelope.
+ * Pure: any thread; a scanner belongs to one thread at a time. */
 #ifndef RELAY_JSON_H
 #define RELAY_JSON_H
 

@@ -1,4 +1,4 @@
-/* proxyproto.c — PROXY protocol v2 header reader (spec §9.4). It copies at
+/* proxyproto.c — PROXY protocol v2 header reader (docs/features/proxy-protocol.md). It copies at
  * most the fixed part and the address block (52 bytes) and counts the TLV
  * bytes that follow without keeping them, so any split of the input gives
  * the same result. It knows nothing of sockets or timeouts (conn.c). */

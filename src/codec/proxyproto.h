@@ -1,8 +1,9 @@
 /* proxyproto.h — an incremental reader for the PROXY protocol v2 header
- * (spec §9.4). Pure: bytes in, "need more / done / reject" out, no I/O and
+ * (docs/features/proxy-protocol.md). Pure: bytes in, "need more / done / reject" out, no I/O and
  * no allocation. It accepts only version 2, command PROXY, TCP over IPv4 or
  * IPv6; v1 text headers, LOCAL, UNSPEC, UDP and UNIX are rejected. TLVs are
- * skipped unread. */
+ * skipped unread.
+ * Pure: any thread. */
 #ifndef RELAY_PROXYPROTO_H
 #define RELAY_PROXYPROTO_H
 

@@ -1,6 +1,7 @@
 /* utf8.h — incremental UTF-8 validation (RFC 3629: no overlongs, no
  * surrogates, nothing above U+10FFFF). Pure; state fits in a uint32_t so a
- * message split over many frames and reads is validated without copying. */
+ * message split over many frames and reads is validated without copying.
+ * Pure: any thread. */
 #ifndef RELAY_UTF8_H
 #define RELAY_UTF8_H
 

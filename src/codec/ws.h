@@ -1,7 +1,8 @@
 /* ws.h — RFC 6455 frame codec. Pure: bytes in, events out, no I/O, no
  * allocation. The decoder unmasks payload in the caller's buffer and hands
  * back slices of it, so a message that arrives in one read is never copied.
- * It holds at most a partial frame header and one control payload itself. */
+ * It holds at most a partial frame header and one control payload itself.
+ * Pure: any thread; a decoder belongs to its connection's thread. */
 #ifndef RELAY_WS_H
 #define RELAY_WS_H
 

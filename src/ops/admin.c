@@ -115,7 +115,7 @@ struct collect {
     struct sid_list *out;
 };
 
-static void collect_slot(const struct reg_slot *s, void *arg)
+static void collect_slot(const struct reg_view *s, void *arg)
 {
     struct collect *c = arg;
     struct gather *g = c->g;
@@ -130,14 +130,14 @@ static void collect_slot(const struct reg_slot *s, void *arg)
     memset(e, 0, sizeof *e);
     e->sid = xstrndup(s->id, s->id_len);
     e->len = s->id_len;
-    e->phones = s->nphones;
-    if (s->binary && s->binary != &c->r->reg.gone && !s->in_grace) {
-        struct peer *b = CONTAINER_OF(s->binary, struct peer, rb);
+    e->phones = s->phones;
+    if (s->holder && !s->in_grace) {
+        struct peer *b = CONTAINER_OF(s->holder, struct peer, rb);
         e->binary = true;
         uint64_t now = shard_now(c->r->shard);
         e->uptime_s =
             b->ext->since_ms && now > b->ext->since_ms ? (now - b->ext->since_ms) / 1000 : 0;
-        relay_remote(b, e->remote, sizeof e->remote);
+        peer_remote(b, e->remote, sizeof e->remote);
         e->to_binary = b->ext->bytes_to_binary;
         e->to_phones = b->ext->bytes_to_phones;
     }
@@ -166,7 +166,7 @@ static void trim_list(struct sid_list *l, size_t limit)
 static void part_server_ids(struct relay *r, struct gather *g)
 {
     struct collect c = {r, g, &g->lists[r->shard->id]};
-    registry_each(&r->reg, collect_slot, &c);
+    registry_each(r->reg, collect_slot, &c);
     trim_list(c.out, g->limit);
 }
 
@@ -193,28 +193,33 @@ static void part_connections(struct relay *r, struct gather *g)
 {
     struct conn_counts *k = &g->counts[r->shard->id];
     conn_each(r->shard, count_conn, k);
-    k->held = r->reg.held;
-    k->gracing = r->reg.gracing;
-    k->phones_registered = r->reg.phones;
+    struct reg_counts rc;
+    registry_counts(r->reg, &rc);
+    k->held = rc.held;
+    k->gracing = rc.gracing;
+    k->phones_registered = rc.phones;
+}
+
+static void close_phone(struct reg_phone *rp, void *arg)
+{
+    struct gather *g = arg;
+    struct peer *p = CONTAINER_OF(rp, struct peer, rp);
+    p->binary_closed = true;
+    conn_ws_close(p->conn, CLOSE_CODE, CLOSE_REASON, false);
+    g->closed_phones++;
 }
 
 static void part_close(struct relay *r, struct gather *g)
 {
-    struct reg_slot *s = registry_find(&r->reg, g->sid, g->sid_len);
-    if (!s)
+    struct reg_view v;
+    if (!registry_find(r->reg, g->sid, g->sid_len, &v))
         return;
     g->found = true;
     /* Phones first, marked as closed by the binary's side: they get the
      * drain's code and the binary no close notice it would only lose. */
-    for (struct list *it = s->phones.next, *next; it != &s->phones; it = next) {
-        next = it->next;
-        struct peer *p = CONTAINER_OF(CONTAINER_OF(it, struct reg_phone, link), struct peer, rp);
-        p->binary_closed = true;
-        conn_ws_close(p->conn, CLOSE_CODE, CLOSE_REASON, false);
-        g->closed_phones++;
-    }
-    if (s->binary && s->binary != &r->reg.gone) {
-        struct peer *b = CONTAINER_OF(s->binary, struct peer, rb);
+    registry_each_phone_of(r->reg, g->sid, g->sid_len, close_phone, g);
+    if (v.holder) {
+        struct peer *b = CONTAINER_OF(v.holder, struct peer, rb);
         if (conn_is_open(b->conn)) {
             conn_ws_close(b->conn, CLOSE_CODE, CLOSE_REASON, false);
             g->closed_binary = true;

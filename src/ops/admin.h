@@ -4,7 +4,10 @@
  *   GET  /debug/connections                     connection counts by state
  *   POST /debug/server-ids/<id>/close           close a server-id's binary and
  *                                               phones with 1001 "shutting down"
- * Answers are JSON; nothing secret (tokens, headers, frames) is ever shown. */
+ * Answers are JSON; nothing secret (tokens, headers, frames) is ever shown.
+ * admin_handle runs on shard 0's thread (the metrics listener's) and reaches
+ * other shards only through their task queues; the helpers are pure, any
+ * thread. */
 #ifndef RELAY_ADMIN_H
 #define RELAY_ADMIN_H
 

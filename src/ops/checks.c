@@ -1,4 +1,4 @@
-/* checks.c — startup refusals (spec §6.2–§6.5, §8.1) as pure functions over
+/* checks.c — startup refusals (docs/features/operator-contract.md) as pure functions over
  * injected inputs (an env reader, the text of /proc/self/status, address
  * strings), so every matrix row is unit-testable. The error texts are the
  * reference relay's, word for word; values of secret variables are never

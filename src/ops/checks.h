@@ -1,8 +1,9 @@
-/* checks.h — the startup refusals of spec §6.2–§6.5 as pure functions:
+/* checks.h — the startup refusals (docs/features/operator-contract.md) as pure functions:
  * the environment contract, the single-instance self-check, production
  * mode, the Linux capability allowlist, listener and metrics addresses.
- * Each returns 0 or -1 with the spec's exact error text; main.c logs them
- * with the exact msg/fix strings and exits 2. Nothing here binds or logs. */
+ * Each returns 0 or -1 with the reference's exact error text; main.c logs them
+ * with the exact msg/fix strings and exits 2. Nothing here binds or logs.
+ * Pure: any thread (main calls them at boot). */
 #ifndef RELAY_CHECKS_H
 #define RELAY_CHECKS_H
 
@@ -27,7 +28,7 @@ int checks_env(checks_getenv_fn get, struct env_failure *out);
 /* True when the variable is exactly "1". */
 bool checks_env_is_one(checks_getenv_fn get, const char *name);
 
-/* Spec §6.3 step 7: refuse when FLY_APP_NAME is non-empty and the bypass is
+/* Startup check 7 (docs/operations.md): refuse when FLY_APP_NAME is non-empty and the bypass is
  * not exactly "1". Returns 0 or -1 with err set. */
 int checks_single_instance(checks_getenv_fn get, char *err, size_t cap);
 
@@ -40,19 +41,19 @@ bool checks_fcm_credentials_valid(const char *value);
  * (missing line, not hex, more than 16 digits, trailing junk). */
 int checks_parse_capeff(const char *status, uint64_t *mask);
 
-/* Spec §6.4: only bit 10 (CAP_NET_BIND_SERVICE) may be set. Returns 0 or
- * -1 with the refusal text naming every offending bit. */
+/* Capability allowlist (docs/features/operator-contract.md): only bit 10 (CAP_NET_BIND_SERVICE) may
+ * be set. Returns 0 or -1 with the refusal text naming every offending bit. */
 int checks_capeff_allowed(uint64_t mask, char *err, size_t cap);
 
 /* The capability name for a bit ("CAP_NET_ADMIN"), or NULL if unknown. */
 const char *checks_cap_name(unsigned bit);
 
-/* Spec §8.1: addr must be a loopback IP literal with a valid port. Returns 0
- * or -1 with err set. An empty addr is "disabled" and passes. */
+/* Startup check 12 (docs/operations.md): addr must be a loopback IP literal with a valid port.
+ * Returns 0 or -1 with err set. An empty addr is "disabled" and passes. */
 int checks_metrics_addr(const char *addr, char *err, size_t cap);
 
-/* Spec §6.5: every port the process is about to bind must be expected.
- * Ports are listed in any order; the error lists both sets ascending. */
+/* Port allowlist (docs/features/operator-contract.md): every port the process is about to bind must
+ * be expected. Ports are listed in any order; the error lists both sets ascending. */
 int checks_ports(const int *actual, size_t nactual, const int *expected, size_t nexpected,
                  char *err, size_t cap);
 

@@ -81,7 +81,7 @@ static int by_kind(const void *a, const void *b)
     return by_name(a, b, kind_names);
 }
 
-/* Registered only when push is on (spec §8.2); every outcome from boot. */
+/* Registered only when push is on (docs/features/push.md); every outcome from boot. */
 static void push_series(struct buf *b, const struct push_waker *w)
 {
     static const enum push_outcome order[PUSH__COUNT] = {
@@ -218,7 +218,9 @@ static void build_info(struct buf *b)
     bprintf(b, "\"} 1\n");
 }
 
-char *metrics_render(const struct metrics *m, size_t *len)
+/* Renders the exposition text into a malloc'd buffer; *len receives its
+ * length. The caller frees it. */
+static char *render(const struct metrics *m, size_t *len)
 {
     struct buf b = {xmalloc(8192), 0, 8192};
     process_series(&b, m);
@@ -253,7 +255,7 @@ static void on_request(struct conn *c, const struct http_req *r)
         return;
     }
     m->requests[0]++; /* counted before rendering, as promhttp does */
-    char *body = metrics_render(m, &blen);
+    char *body = render(m, &blen);
     conn_http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, body, blen, true);
     free(body);
 }

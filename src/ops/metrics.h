@@ -1,7 +1,9 @@
-/* metrics.h — the loopback /metrics listener (spec §8): Prometheus text
- * format 0.0.4, every series and label combination of §8.2 present from
+/* metrics.h — the loopback /metrics listener (docs/features/operator-contract.md): Prometheus
+ * text format 0.0.4, every series and label combination present from
  * boot, plus the standard process_* series. Counters live in the relay
- * (relay_stats); this module only renders them at scrape time. */
+ * (relay_stats); this module only renders them at scrape time.
+ * metrics_listen on the main thread at boot; scrapes are served on shard 0's
+ * loop and read other shards' counters through atomics. */
 #ifndef RELAY_METRICS_H
 #define RELAY_METRICS_H
 
@@ -28,9 +30,5 @@ struct metrics {
  * with err set. */
 int metrics_listen(struct metrics *m, struct server *srv, struct relay *relay, const char *addr,
                    char *err, size_t cap);
-
-/* Renders the exposition text into a malloc'd buffer; *len receives its
- * length. The caller frees it. */
-char *metrics_render(const struct metrics *m, size_t *len);
 
 #endif

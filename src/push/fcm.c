@@ -520,7 +520,9 @@ static int fcm_error_code(json_t *details, json_t **code)
     return 0;
 }
 
-size_t fcm_reasons(const char *body, size_t len, char *out, size_t cap, bool *unregistered)
+/* The reasons part alone: writes "NOT_FOUND, UNREGISTERED"-style text (or
+ * "") into out and sets *unregistered. Returns its length. */
+static size_t reasons_of(const char *body, size_t len, char *out, size_t cap, bool *unregistered)
 {
     json_error_t jerr;
     json_t *err, *status = NULL, *details, *code = NULL;
@@ -579,7 +581,7 @@ void fcm_send_reply(long status, const char *body, size_t len, struct fcm_reply 
     char reasons[2 * FCM_REASON_MAX + 8];
     bool unregistered;
     out->outcome = FCM_FAILED;
-    if (fcm_reasons(body, len, reasons, sizeof reasons, &unregistered)) {
+    if (reasons_of(body, len, reasons, sizeof reasons, &unregistered)) {
         snprintf(out->err, sizeof out->err, "relay: fcm send failed: status %ld (%s)", status,
                  reasons);
         if (unregistered)

@@ -1,8 +1,9 @@
-/* fcm.h — the pure half of FCM push (spec §10): service-account credential
+/* fcm.h — the pure half of FCM push (docs/features/push.md): service-account credential
  * parsing, the RS256 JWT of the OAuth2 bearer grant, the token reply, the
  * wake object, the FCM send body and the reading of FCM's replies. Bytes in,
  * results out: no I/O, no clock (callers pass the time), no logging. No
- * error text produced here ever contains any part of a secret input. */
+ * error text produced here ever contains any part of a secret input.
+ * Pure: any thread. */
 #ifndef RELAY_FCM_H
 #define RELAY_FCM_H
 
@@ -28,7 +29,7 @@ struct fcm_creds {
     EVP_PKEY *key;   /* RSA private key */
 };
 
-/* Parses a whole service-account JSON key (spec §10.1): a JSON object with
+/* Parses a whole service-account JSON key (docs/features/push.md): a JSON object with
  * type "service_account", a non-empty client_email and an RSA private_key
  * (PEM wrapper optional, then PKCS#8, then PKCS#1; EC and anything else
  * refused). Returns 0 and fills out (free with fcm_creds_free), or -1 with
@@ -68,7 +69,7 @@ enum fcm_wake {
  * set; otherwise *token is NULL. */
 enum fcm_wake fcm_wake_parse(const uint8_t *raw, size_t len, char **token, size_t *token_len);
 
-/* The spec §10.2 error for a failed parse ("relay: malformed push_wake",
+/* The admission error (docs/features/push.md) for a failed parse ("relay: malformed push_wake",
  * "relay: push_wake platform not supported", "relay: push_wake token is
  * empty"); NULL for FCM_WAKE_OK. */
 const char *fcm_wake_error(enum fcm_wake w);
@@ -96,10 +97,6 @@ struct fcm_reply {
  * plus " (REASONS)" when error.status and/or the FcmError errorCode are
  * present and well-formed; errorCode UNREGISTERED → FCM_UNREGISTERED. */
 void fcm_send_reply(long status, const char *body, size_t len, struct fcm_reply *out);
-
-/* The reasons part alone: writes "NOT_FOUND, UNREGISTERED"-style text (or
- * "") into out and sets *unregistered. Returns its length. */
-size_t fcm_reasons(const char *body, size_t len, char *out, size_t cap, bool *unregistered);
 
 /* token_fp: the first 8 lowercase hex chars of SHA-256(token), in out[9]. */
 void fcm_token_fp(const char *token, size_t len, char out[9]);

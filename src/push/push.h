@@ -1,10 +1,12 @@
-/* push.h — the push waker (spec §10.2–§10.5): admits a binary's wake
+/* push.h — the push waker (docs/features/push.md): admits a binary's wake
  * request (validation, a token bucket per server-id, a relay-wide cap on
  * sends in flight), then sends it to FCM asynchronously on the loop through
  * curluv: one shared OAuth2 access token, fetched once and reused until
  * shortly before it expires, then POST messages:send. Each admitted wake
  * ends in exactly one outcome line and one outcome count. A send outlives
- * the binary that asked for it; only shutdown cancels it. */
+ * the binary that asked for it; only shutdown cancels it.
+ * Shard 0's loop only (other shards post their wakes there, see
+ * relay/wake.h). */
 #ifndef RELAY_PUSH_H
 #define RELAY_PUSH_H
 
@@ -50,12 +52,12 @@ struct push_waker;
 struct push_waker *push_new(uv_loop_t *loop, const struct push_config *cfg,
                             struct fcm_creds *creds);
 
-/* Spec §10.2: admits the wake object raw[0..len) from the binary holding
- * server_id, in the spec's order: push off (w NULL), validation, shut down,
- * the server-id's bucket, the in-flight cap. Returns NULL when admitted (the
- * send runs on; server_id and the token are copied), else the refusal
- * error for binary_forwarder_push_wake_dropped. Rate-limit and cap refusals
- * count as `dropped`; the others count nothing. */
+/* Admits the wake object raw[0..len) from the binary holding server_id,
+ * checking in the reference's order (docs/features/push.md): push off (w
+ * NULL), validation, shut down, the server-id's bucket, the in-flight cap.
+ * Returns NULL when admitted (the send runs on; server_id and the token
+ * are copied), else the refusal error for binary_forwarder_push_wake_dropped.
+ * Rate-limit and cap refusals count as `dropped`; the others count nothing. */
 const char *push_wake(struct push_waker *w, const char *server_id, size_t server_id_len,
                       const uint8_t *raw, size_t len);
 

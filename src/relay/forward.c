@@ -1,4 +1,4 @@
-/* forward.c — the two forwarders (spec §3, §5): a phone's message is checked
+/* forward.c — the two forwarders (docs/features/forwarding.md): a phone's message is checked
  * as JSON and sent to its binary wrapped as {"conn_id":…,"frame":<bytes>}
  * without re-encoding; a binary's envelope is scanned once and its frame
  * bytes go verbatim to the addressed phone, or a close directive closes it.
@@ -8,11 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "relay/forward.h"
+
+#include "base/log.h"
 #include "codec/envelope.h"
 #include "codec/json.h"
-#include "base/log.h"
-#include "push/push.h"
-#include "relay/relay.h"
+#include "net/conn.h"
+#include "net/server.h"
+#include "net/shard.h"
+#include "relay/registry.h"
+#include "relay/relay_ctl.h"
+#include "relay/wake.h"
 
 #define ITEM_OVERHEAD 64 /* per queued item, as the reference outbox (#154) */
 
@@ -32,16 +38,15 @@ static void ensure_wrap(struct peer *p)
     p->wrap_len = (uint32_t)envelope_wrap_prefix(p->wrap, cap, p->conn_id, p->conn_id_len);
 }
 
+static void pause_phone(struct reg_phone *rp, void *arg)
+{
+    conn_pause_reading(CONTAINER_OF(rp, struct peer, rp)->conn, *(const bool *)arg);
+}
+
 static void set_phones_paused(struct peer *b, bool pause)
 {
-    struct reg_slot *s = b->rb.slot;
     b->phones_paused = pause;
-    if (!s)
-        return;
-    for (struct list *it = s->phones.next; it != &s->phones; it = it->next) {
-        struct peer *p = CONTAINER_OF(CONTAINER_OF(it, struct reg_phone, link), struct peer, rp);
-        conn_pause_reading(p->conn, pause);
-    }
+    registry_each_phone(&b->rb, pause_phone, &pause);
 }
 
 void forward_binary_drained(struct peer *b)
@@ -85,17 +90,16 @@ static void bw_refill(struct bw_bucket *bw, uint64_t rate, uint64_t now)
     }
 }
 
+static void throttle_phone(struct reg_phone *rp, void *arg)
+{
+    conn_throttle(CONTAINER_OF(rp, struct peer, rp)->conn, *(const bool *)arg);
+}
+
 static void set_throttled(struct peer *b, bool on)
 {
-    struct reg_slot *s = b->rb.slot;
     b->bw->throttled = on;
     conn_throttle(b->conn, on);
-    if (!s)
-        return;
-    for (struct list *it = s->phones.next; it != &s->phones; it = it->next) {
-        struct peer *p = CONTAINER_OF(CONTAINER_OF(it, struct reg_phone, link), struct peer, rp);
-        conn_throttle(p->conn, on);
-    }
+    registry_each_phone(&b->rb, throttle_phone, &on);
 }
 
 static void bw_unthrottle(struct bw_bucket *bw, uint64_t now)
@@ -199,8 +203,8 @@ void forward_from_phone(struct peer *p, uint8_t *data, size_t len)
         conn_ws_close(p->conn, WS_CLOSE_NORMAL, "", false);
         return;
     }
-    struct peer *b = relay_binary_of(p);
-    if (!p->rp.slot || !p->rp.slot->binary) {
+    struct peer *b = peer_binary_of(p);
+    if (!registry_phone_held(&p->rp)) {
         LOGF(LOG_INFO, "phone_forwarder_no_binary",
              LOG_STRN("server_id", p->server_id, p->server_id_len),
              LOG_STRN("conn_id", p->conn_id, p->conn_id_len));
@@ -224,7 +228,7 @@ void forward_from_phone(struct peer *p, uint8_t *data, size_t len)
     }
 }
 
-/* Codes that may not appear in a close frame become 1011 (design.md §4). */
+/* Codes that may not appear in a close frame become 1011 (docs/design.md §4). */
 static uint16_t wire_code(uint16_t code)
 {
     return ws_close_code_valid(code) ? code : WS_CLOSE_INTERNAL;
@@ -233,7 +237,7 @@ static uint16_t wire_code(uint16_t code)
 static void route(struct peer *b, const struct envelope *env)
 {
     struct relay *r = b->relay;
-    struct reg_phone *rp = registry_find_phone(&r->reg, &b->rb, env->conn_id, env->conn_id_len);
+    struct reg_phone *rp = registry_find_phone(r->reg, &b->rb, env->conn_id, env->conn_id_len);
     if (!rp) {
         uint64_t sup;
         if (!relay_warn_allowed(b, WARN_UNKNOWN_CONN_ID, &sup))
@@ -295,7 +299,7 @@ void forward_from_binary(struct peer *b, uint8_t *data, size_t len)
         route(b, &env);
         return;
     case ENVELOPE_WAKE: {
-        relay_push_wake(b, env.push_wake, env.push_wake_len);
+        wake_post(b, env.push_wake, env.push_wake_len);
         return;
     }
     case ENVELOPE_MALFORMED:
@@ -322,8 +326,8 @@ void forward_from_binary(struct peer *b, uint8_t *data, size_t len)
              LOG_STRN("binary_conn_id", b->conn_id, b->conn_id_len), LOG_STR("err", err));
 }
 
-/* Spec §2.2 step 10 with design.md §4: the code the relay closed with, else
- * the phone's own, else 1001 (no status, or the TCP connection vanished). */
+/* The close notice (docs/features/envelope.md, docs/design.md §4): the code the relay closed with,
+ * else the phone's own, else 1001 (no status, or the TCP connection vanished). */
 static uint16_t notice_code(const struct conn *c)
 {
     uint16_t sent = conn_close_sent(c), rcvd = conn_close_rcvd(c);
@@ -337,9 +341,9 @@ static uint16_t notice_code(const struct conn *c)
 void forward_phone_ended(struct peer *p)
 {
     struct relay *r = p->relay;
-    if (p->binary_closed || !p->rp.slot || r->shard->draining || !p->rp.slot->binary)
+    if (p->binary_closed || r->shard->draining || !registry_phone_held(&p->rp))
         return;
-    struct peer *b = relay_binary_of(p);
+    struct peer *b = peer_binary_of(p);
     if (b && b->key != p->bound_binary)
         return; /* a different binary holds the id now: it never knew this phone */
     uint16_t code = notice_code(p->conn);

@@ -4,6 +4,7 @@
  * order and one timer serves them all). No I/O and no locks: a registry
  * belongs to one shard's loop. */
 #include "relay/registry.h"
+#include "relay/registry_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -19,59 +20,69 @@ static void publish(struct registry *r)
 
 /* ---- tables ------------------------------------------------------------ */
 
+static uint64_t slot_hash(const struct hlink *l)
+{
+    return CONTAINER_OF(l, struct reg_slot, hl)->hash;
+}
+
+static uint64_t phone_hash(const struct hlink *l)
+{
+    return CONTAINER_OF(l, struct reg_phone, hl)->key;
+}
+
 void registry_init(struct registry *r, const uint8_t seed[16], int64_t phone_cap, uint64_t grace_ms)
 {
     memset(r, 0, sizeof *r);
     memcpy(r->seed, seed, sizeof r->seed);
-    r->nbuckets = 64;
-    r->slots = xcalloc(r->nbuckets, sizeof *r->slots);
-    r->phone_buckets = 64;
-    r->phones_idx = xcalloc(r->phone_buckets, sizeof *r->phones_idx);
+    htab_init(&r->slots, 64, slot_hash);
+    htab_init(&r->by_key, 64, phone_hash);
     list_init(&r->grace);
     r->phone_cap = phone_cap;
     r->grace_ms = grace_ms;
 }
 
+struct registry *registry_new(const uint8_t seed[16], int64_t phone_cap, uint64_t grace_ms)
+{
+    struct registry *r = xmalloc(sizeof *r);
+    registry_init(r, seed, phone_cap, grace_ms);
+    return r;
+}
+
 void registry_free(struct registry *r)
 {
-    for (size_t i = 0; i < r->nbuckets; i++) {
-        struct reg_slot *s = r->slots[i];
-        while (s) {
-            struct reg_slot *next = s->hnext;
-            free(s);
-            s = next;
+    if (!r)
+        return;
+    registry_clear(r);
+    free(r);
+}
+
+void registry_set_phone_cap(struct registry *r, int64_t phone_cap)
+{
+    r->phone_cap = phone_cap;
+}
+
+void registry_clear(struct registry *r)
+{
+    for (size_t i = 0; i < r->slots.nb; i++) {
+        struct hlink *l = r->slots.b[i];
+        while (l) {
+            struct hlink *next = l->next;
+            free(CONTAINER_OF(l, struct reg_slot, hl));
+            l = next;
         }
     }
-    free(r->slots);
-    free(r->phones_idx);
-    r->slots = NULL;
-    r->phones_idx = NULL;
+    htab_free(&r->slots);
+    htab_free(&r->by_key);
 }
 
 static struct reg_slot *find_slot(const struct registry *r, const char *sid, size_t len, uint64_t h)
 {
-    for (struct reg_slot *s = r->slots[h & (r->nbuckets - 1)]; s; s = s->hnext)
+    for (struct hlink *l = *htab_chain(&r->slots, h); l; l = l->next) {
+        struct reg_slot *s = CONTAINER_OF(l, struct reg_slot, hl);
         if (s->hash == h && s->id_len == len && memcmp(s->id, sid, len) == 0)
             return s;
-    return NULL;
-}
-
-static void grow_slots(struct registry *r)
-{
-    size_t n = r->nbuckets * 2;
-    struct reg_slot **t = xcalloc(n, sizeof *t);
-    for (size_t i = 0; i < r->nbuckets; i++) {
-        struct reg_slot *s = r->slots[i];
-        while (s) {
-            struct reg_slot *next = s->hnext;
-            s->hnext = t[s->hash & (n - 1)];
-            t[s->hash & (n - 1)] = s;
-            s = next;
-        }
     }
-    free(r->slots);
-    r->slots = t;
-    r->nbuckets = n;
+    return NULL;
 }
 
 static struct reg_slot *lookup(const struct registry *r, const char *sid, size_t len)
@@ -85,17 +96,13 @@ static struct reg_slot *lookup_or_create(struct registry *r, const char *sid, si
     struct reg_slot *s = find_slot(r, sid, len, h);
     if (s)
         return s;
-    if (r->nslots >= r->nbuckets)
-        grow_slots(r);
     s = xcalloc(1, sizeof *s + len);
     s->hash = h;
     s->id_len = len;
     memcpy(s->id, sid, len);
     list_init(&s->phones);
     list_init(&s->grace_link);
-    s->hnext = r->slots[h & (r->nbuckets - 1)];
-    r->slots[h & (r->nbuckets - 1)] = s;
-    r->nslots++;
+    htab_add(&r->slots, &s->hl, h, 1);
     return s;
 }
 
@@ -104,45 +111,13 @@ static void maybe_free_slot(struct registry *r, struct reg_slot *s)
 {
     if (s->binary || s->nphones || s->in_grace)
         return;
-    struct reg_slot **pp = &r->slots[s->hash & (r->nbuckets - 1)];
-    while (*pp != s)
-        pp = &(*pp)->hnext;
-    *pp = s->hnext;
-    r->nslots--;
+    htab_del(&r->slots, &s->hl, s->hash);
     free(s);
-}
-
-static struct reg_phone **phone_chain(const struct registry *r, uint64_t key)
-{
-    return &r->phones_idx[key & (r->phone_buckets - 1)];
-}
-
-static void grow_phones(struct registry *r)
-{
-    size_t n = r->phone_buckets * 2;
-    struct reg_phone **t = xcalloc(n, sizeof *t);
-    for (size_t i = 0; i < r->phone_buckets; i++) {
-        struct reg_phone *p = r->phones_idx[i];
-        while (p) {
-            struct reg_phone *next = p->hnext;
-            p->hnext = t[p->key & (n - 1)];
-            t[p->key & (n - 1)] = p;
-            p = next;
-        }
-    }
-    free(r->phones_idx);
-    r->phones_idx = t;
-    r->phone_buckets = n;
 }
 
 static void unindex_phone(struct registry *r, struct reg_phone *p)
 {
-    struct reg_phone **pp = phone_chain(r, p->key);
-    while (*pp && *pp != p)
-        pp = &(*pp)->hnext;
-    if (*pp)
-        *pp = p->hnext;
-    p->hnext = NULL;
+    htab_del(&r->by_key, &p->hl, p->key);
 }
 
 /* ---- grace ------------------------------------------------------------- */
@@ -244,7 +219,7 @@ void registry_forget(struct registry *r, struct reg_binary *b)
         s->binary = &r->gone;
         return;
     }
-    s->binary = NULL; /* not gracing: the plain release of spec §4 */
+    s->binary = NULL; /* not gracing: the reference's plain release */
     r->held--;
     publish(r);
     maybe_free_slot(r, s);
@@ -301,15 +276,12 @@ enum reg_add registry_add_phone(struct registry *r, struct reg_phone *p, const c
         return REG_ADD_NO_SERVER;
     if (r->phone_cap > 0 && s->nphones >= (size_t)r->phone_cap)
         return REG_ADD_AT_CAP;
-    if (r->phones >= r->phone_buckets * 2)
-        grow_phones(r);
     list_push_back(&s->phones, &p->link);
     s->nphones++;
     r->phones++;
     publish(r);
     p->slot = s;
-    p->hnext = *phone_chain(r, p->key);
-    *phone_chain(r, p->key) = p;
+    htab_add(&r->by_key, &p->hl, p->key, 2);
     return REG_ADD_OK;
 }
 
@@ -357,10 +329,12 @@ struct reg_phone *registry_find_phone(const struct registry *r, const struct reg
     uint64_t key;
     if (!b->slot || b->slot->binary != b || registry_conn_key(conn_id, len, &key) != 0)
         return NULL;
-    for (struct reg_phone *p = *phone_chain(r, key); p; p = p->hnext)
+    for (struct hlink *l = *htab_chain(&r->by_key, key); l; l = l->next) {
+        struct reg_phone *p = CONTAINER_OF(l, struct reg_phone, hl);
         if (p->key == key && p->slot == b->slot && p->conn_id_len == len &&
             memcmp(p->conn_id, conn_id, len) == 0)
             return p;
+    }
     return NULL;
 }
 
@@ -380,15 +354,73 @@ bool registry_holds(const struct registry *r, const struct reg_binary *b)
     return b->slot && b->slot->binary == b && !b->slot->in_grace;
 }
 
-struct reg_slot *registry_find(const struct registry *r, const char *sid, size_t len)
+void registry_counts(const struct registry *r, struct reg_counts *out)
 {
-    return lookup(r, sid, len);
+    out->held = r->held;
+    out->gracing = r->gracing;
+    out->phones = r->phones;
 }
 
-void registry_each(const struct registry *r, void (*fn)(const struct reg_slot *s, void *arg),
+bool registry_phone_held(const struct reg_phone *p)
+{
+    return p->slot && p->slot->binary;
+}
+
+struct reg_binary *registry_phone_binary(const struct registry *r, const struct reg_phone *p)
+{
+    struct reg_binary *b = p->slot ? p->slot->binary : NULL;
+    return b == &r->gone ? NULL : b;
+}
+
+/* Safe against fn unregistering the phone it is given. */
+static void each_phone(const struct reg_slot *s, void (*fn)(struct reg_phone *p, void *arg),
+                       void *arg)
+{
+    for (struct list *it = s->phones.next, *next; it != &s->phones; it = next) {
+        next = it->next;
+        fn(CONTAINER_OF(it, struct reg_phone, link), arg);
+    }
+}
+
+void registry_each_phone(const struct reg_binary *b, void (*fn)(struct reg_phone *p, void *arg),
+                         void *arg)
+{
+    if (b->slot)
+        each_phone(b->slot, fn, arg);
+}
+
+void registry_each_phone_of(const struct registry *r, const char *sid, size_t len,
+                            void (*fn)(struct reg_phone *p, void *arg), void *arg)
+{
+    const struct reg_slot *s = lookup(r, sid, len);
+    if (s)
+        each_phone(s, fn, arg);
+}
+
+static void view(const struct registry *r, const struct reg_slot *s, struct reg_view *out)
+{
+    out->id = s->id;
+    out->id_len = s->id_len;
+    out->phones = s->nphones;
+    out->in_grace = s->in_grace;
+    out->holder = s->binary == &r->gone ? NULL : s->binary;
+}
+
+bool registry_find(const struct registry *r, const char *sid, size_t len, struct reg_view *out)
+{
+    const struct reg_slot *s = lookup(r, sid, len);
+    if (s)
+        view(r, s, out);
+    return s != NULL;
+}
+
+void registry_each(const struct registry *r, void (*fn)(const struct reg_view *v, void *arg),
                    void *arg)
 {
-    for (size_t i = 0; i < r->nbuckets; i++)
-        for (const struct reg_slot *s = r->slots[i]; s; s = s->hnext)
-            fn(s, arg);
+    struct reg_view v;
+    for (size_t i = 0; i < r->slots.nb; i++)
+        for (const struct hlink *l = r->slots.b[i]; l; l = l->next) {
+            view(r, CONTAINER_OF(l, struct reg_slot, hl), &v);
+            fn(&v, arg);
+        }
 }

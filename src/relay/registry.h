@@ -1,9 +1,11 @@
-/* registry.h — who holds which server-id (spec §4): server-id → binary
+/* registry.h — who holds which server-id (docs/features/registry.md): server-id → binary
  * (1:1, first claim wins), server-id → phones (1:N, capped), and the grace
  * window after a binary leaves. Pure bookkeeping on a clock the caller
  * passes in: it never closes or writes anything. Operations that evict
  * phones hand them back on a list so the caller can close them after the
- * registry is consistent again. */
+ * registry is consistent again.
+ * Threads: a registry belongs to its shard's thread; only registry_binaries
+ * and registry_phones may be called from any thread (atomics). */
 #ifndef RELAY_REGISTRY_H
 #define RELAY_REGISTRY_H
 
@@ -12,52 +14,27 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "base/htab.h"
 #include "base/util.h"
 
+struct registry;
 struct reg_slot;
 
+/* A binary's and a phone's entries are embedded in the caller's objects.
+ * Their fields belong to the registry: the caller zeroes them, sets a
+ * phone's key, conn_id and conn_id_len before registry_add_phone, uses
+ * link only on an eviction list it was handed, and reads nothing else. */
 struct reg_binary {
     struct reg_slot *slot; /* the slot this binary holds; NULL once displaced or released */
 };
 
 struct reg_phone {
-    struct list link;        /* slot->phones, or the caller's eviction list */
-    struct reg_phone *hnext; /* phone index chain */
-    struct reg_slot *slot;   /* NULL when not registered */
-    uint64_t key;            /* the conn id's random suffix */
-    const char *conn_id;     /* owned by the caller, outlives registration */
+    struct list link;      /* slot->phones, or the caller's eviction list */
+    struct hlink hl;       /* the registry's phone index */
+    struct reg_slot *slot; /* NULL when not registered */
+    uint64_t key;          /* the conn id's random suffix */
+    const char *conn_id;   /* owned by the caller, outlives registration */
     size_t conn_id_len;
-};
-
-struct reg_slot {
-    struct reg_slot *hnext;
-    uint64_t hash;
-    struct reg_binary *binary; /* holder (possibly gone and in grace) or NULL */
-    struct list phones;
-    size_t nphones;
-    bool in_grace;
-    uint64_t grace_deadline;
-    struct list grace_link; /* registry->grace, deadline order */
-    size_t id_len;
-    char id[]; /* server-id bytes */
-};
-
-struct registry {
-    struct reg_slot **slots;
-    size_t nbuckets, nslots;
-    struct reg_phone **phones_idx;
-    size_t phone_buckets;
-    struct list grace; /* slots in grace, oldest deadline first */
-    size_t held;       /* slots with a binary (including gracing ones) */
-    size_t gracing;
-    size_t phones;
-    /* held - gracing and phones, republished after every change so another
-     * shard's thread (healthz, metrics) can read them without a race */
-    _Atomic size_t pub_binaries, pub_phones;
-    int64_t phone_cap; /* <= 0: no cap */
-    uint64_t grace_ms;
-    uint8_t seed[16];       /* SipHash key: server-ids are attacker-chosen */
-    struct reg_binary gone; /* stands in for a gracing binary whose connection is freed */
 };
 
 enum reg_claim {
@@ -72,13 +49,16 @@ enum reg_add {
     REG_ADD_AT_CAP,
 };
 
-/* Prepares an empty registry. seed keys the hash; phone_cap <= 0 disables
- * the per-server-id cap; grace_ms is the release delay. */
-void registry_init(struct registry *r, const uint8_t seed[16], int64_t phone_cap,
-                   uint64_t grace_ms);
+/* A new, empty registry. seed keys the hash; phone_cap <= 0 disables the
+ * per-server-id cap; grace_ms is the release delay. */
+struct registry *registry_new(const uint8_t seed[16], int64_t phone_cap, uint64_t grace_ms);
 
-/* Frees the registry's own memory (binaries and phones belong to callers). */
+/* Frees the registry (binaries and phones belong to callers). */
 void registry_free(struct registry *r);
+
+/* Changes the per-server-id phone cap for registrations from now on
+ * (<= 0: none); phones already registered stay. */
+void registry_set_phone_cap(struct registry *r, int64_t phone_cap);
 
 /* Claims server-id sid for b. On REG_RECLAIMED every phone of the slot is
  * unregistered and appended to evicted, and the pending grace is cancelled.
@@ -103,7 +83,8 @@ bool registry_schedule_release(struct registry *r, struct reg_binary *b, uint64_
 void registry_forget(struct registry *r, struct reg_binary *b);
 
 /* Removes b's slot entry right away, leaving its phones registered
- * ("orphans"; spec §4 plain release). Returns false if b holds nothing. */
+ * ("orphans": the reference's plain release, which the relay never uses). Returns false if b holds
+ * nothing. */
 bool registry_release(struct registry *r, struct reg_binary *b);
 
 /* Expires every grace window due at now_ms: the binary entry and all phones
@@ -140,12 +121,45 @@ size_t registry_phones(const struct registry *r);
 /* True when b currently holds its slot and the slot is not in grace. */
 bool registry_holds(const struct registry *r, const struct reg_binary *b);
 
-/* The slot of server-id sid, or NULL (admin endpoints; owning thread). */
-struct reg_slot *registry_find(const struct registry *r, const char *sid, size_t len);
+/* Server-ids held (gracing ones included), those in grace, and registered
+ * phones, as the owning thread sees them now. */
+struct reg_counts {
+    size_t held, gracing, phones;
+};
+void registry_counts(const struct registry *r, struct reg_counts *out);
 
-/* Calls fn for every slot, in no particular order; fn must not change the
- * registry. */
-void registry_each(const struct registry *r, void (*fn)(const struct reg_slot *s, void *arg),
+/* True when p is registered and its server-id has a holder: a connected
+ * binary or one in its grace window. */
+bool registry_phone_held(const struct reg_phone *p);
+
+/* The binary holding p's server-id if its connection is still there (it
+ * may be in its grace window), else NULL. */
+struct reg_binary *registry_phone_binary(const struct registry *r, const struct reg_phone *p);
+
+/* Calls fn for every phone of the server-id b holds (none when b holds
+ * nothing). fn may unregister the phone it is given, and no other. */
+void registry_each_phone(const struct reg_binary *b, void (*fn)(struct reg_phone *p, void *arg),
+                         void *arg);
+
+/* The same for the phones of server-id sid, whoever holds it. */
+void registry_each_phone_of(const struct registry *r, const char *sid, size_t len,
+                            void (*fn)(struct reg_phone *p, void *arg), void *arg);
+
+/* What the admin endpoints see of one server-id. */
+struct reg_view {
+    const char *id; /* server-id bytes, valid until the registry changes */
+    size_t id_len;
+    size_t phones;
+    bool in_grace;
+    struct reg_binary *holder; /* its binary while the connection exists, else NULL */
+};
+
+/* Fills *out for server-id sid; false when the registry has no entry. */
+bool registry_find(const struct registry *r, const char *sid, size_t len, struct reg_view *out);
+
+/* Calls fn for every server-id, in no particular order; fn must not change
+ * the registry. */
+void registry_each(const struct registry *r, void (*fn)(const struct reg_view *v, void *arg),
                    void *arg);
 
 #endif

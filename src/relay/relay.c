@@ -1,21 +1,24 @@
-/* relay.c — endpoints and lifecycles (spec §2, §4): the header gate and
- * handshake, a binary's claim (with the incumbent liveness probe and
- * takeover), a phone's registration, grace expiry, and what each end of a
- * connection does to the registry. Forwarding lives in forward.c. Tokens,
- * user agents and frame bytes are never logged. */
+/* relay.c — endpoints and lifecycles (docs/operations.md, docs/features/registry.md): the header
+ * gate and handshake, a binary's claim (with the incumbent liveness probe and takeover), a phone's
+ * registration, grace expiry, and what each end of a connection does to the registry. Forwarding
+ * lives in forward.c, push-wake routing in wake.c, the shared structs in peer.h. Tokens, user
+ * agents and frame bytes are never logged. */
 #include "relay/relay.h"
-#include "base/siphash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
-#include "codec/http.h"
 #include "base/log.h"
-#include "push/push.h"
-#include "net/shard.h"
+#include "base/siphash.h"
 #include "base/version.h"
+#include "codec/http.h"
+#include "net/server.h"
+#include "net/shard.h"
+#include "relay/forward.h"
+#include "relay/registry.h"
+#include "relay/wake.h"
 
 #define CLOSE_NO_SERVER 4404
 #define CLOSE_CONFLICT  4409
@@ -55,19 +58,6 @@ static void random_bytes(void *buf, size_t n)
     }
 }
 
-void relay_remote(const struct peer *p, char *out, size_t cap)
-{
-    conn_remote(p->conn, out, cap);
-}
-
-struct peer *relay_binary_of(const struct peer *p)
-{
-    struct reg_slot *s = p->rp.slot;
-    if (!s || !s->binary || s->binary == &p->relay->reg.gone)
-        return NULL;
-    return CONTAINER_OF(s->binary, struct peer, rb);
-}
-
 /* ---- HTTP replies ------------------------------------------------------ */
 
 void relay_totals(const struct relay_shared *sh, struct relay_totals *t)
@@ -76,8 +66,8 @@ void relay_totals(const struct relay_shared *sh, struct relay_totals *t)
     for (unsigned i = 0; i < sh->n; i++) {
         const struct relay *r = &sh->relays[i];
         const struct relay_stats *st = &r->stats;
-        t->binaries += registry_binaries(&r->reg);
-        t->phones += registry_phones(&r->reg);
+        t->binaries += registry_binaries(r->reg);
+        t->phones += registry_phones(r->reg);
         for (int e = 0; e < EP__COUNT; e++)
             for (int o = 0; o < OUT__COUNT; o++)
                 t->upgrades[e][o] +=
@@ -91,7 +81,8 @@ void relay_totals(const struct relay_shared *sh, struct relay_totals *t)
     }
 }
 
-size_t relay_healthz_body(const struct relay *r, char *out, size_t cap)
+/* Writes the /healthz body into out; returns its length. */
+static size_t healthz_body(const struct relay *r, char *out, size_t cap)
 {
     struct relay_totals t;
     relay_totals(r->sh, &t);
@@ -107,7 +98,7 @@ size_t relay_healthz_body(const struct relay *r, char *out, size_t cap)
 static void healthz(struct conn *c)
 {
     char body[256];
-    size_t n = relay_healthz_body(relay_of(c), body, sizeof body);
+    size_t n = healthz_body(relay_of(c), body, sizeof body);
     conn_http_respond(c, 200, "application/json; charset=utf-8", "Cache-Control: no-store\r\n",
                       body, n, true);
 }
@@ -178,7 +169,7 @@ static void on_grace(uv_timer_t *t);
 
 static void arm_grace(struct relay *r)
 {
-    uint64_t next = registry_next_deadline(&r->reg);
+    uint64_t next = registry_next_deadline(r->reg);
     if (next == r->grace_armed || r->shard->draining)
         return;
     r->grace_armed = next;
@@ -196,7 +187,7 @@ static void on_grace(uv_timer_t *t)
     struct list evicted;
     list_init(&evicted);
     r->grace_armed = 0;
-    r->stats.grace_expiries += registry_expire(&r->reg, now_ms(r), &evicted);
+    r->stats.grace_expiries += registry_expire(r->reg, now_ms(r), &evicted);
     close_evicted(&evicted, WS_CLOSE_NORMAL, "");
     arm_grace(r);
 }
@@ -212,7 +203,7 @@ static void binary_accept(struct peer *b)
     r->stats.upgrades[EP_SERVER][OUT_ACCEPT]++;
     conn_heartbeat(b->conn, true);
     conn_pause_reading(b->conn, false);
-    relay_remote(b, remote, sizeof remote);
+    peer_remote(b, remote, sizeof remote);
     LOGF(LOG_INFO, "server_claimed", LOG_STRN("server_id", b->server_id, b->server_id_len),
          LOG_STR("binary_version", b->version ? b->version : ""), LOG_STR("remote", remote));
     free(b->version);
@@ -226,7 +217,7 @@ static void binary_conflict(struct peer *b)
     b->state = PEER_STILLBORN;
     r->stats.upgrades[EP_SERVER][OUT_REJECT_409]++;
     r->stats.failures[KIND_SERVER_IN_USE]++;
-    relay_remote(b, remote, sizeof remote);
+    peer_remote(b, remote, sizeof remote);
     LOGF(LOG_INFO, "server_id_conflict", LOG_STRN("server_id", b->server_id, b->server_id_len),
          LOG_STR("remote", remote));
     conn_ws_close(b->conn, CLOSE_CONFLICT, "server-id already claimed", false);
@@ -240,7 +231,7 @@ static void binary_takeover(struct peer *b, struct peer *inc)
     struct relay *r = b->relay;
     struct list evicted;
     list_init(&evicted);
-    if (!registry_takeover(&r->reg, &b->rb, inc ? &inc->rb : NULL, b->server_id, b->server_id_len,
+    if (!registry_takeover(r->reg, &b->rb, inc ? &inc->rb : NULL, b->server_id, b->server_id_len,
                            &evicted)) {
         binary_conflict(b);
         return;
@@ -248,7 +239,7 @@ static void binary_takeover(struct peer *b, struct peer *inc)
     close_evicted(&evicted, CLOSE_NO_SERVER, "binary reclaimed server-id");
     if (inc)
         conn_ws_close(inc->conn, WS_CLOSE_INTERNAL, "heartbeat timeout", false);
-    relay_remote(b, remote, sizeof remote);
+    peer_remote(b, remote, sizeof remote);
     LOGF(LOG_INFO, "server_id_takeover", LOG_STRN("server_id", b->server_id, b->server_id_len),
          LOG_STR("remote", remote));
     arm_grace(r); /* a takeover may have cancelled a grace window */
@@ -282,7 +273,7 @@ static void on_probe_timeout(uv_timer_t *t)
     probe_conclude(CONTAINER_OF(t, struct probe, timer), false);
 }
 
-/* Spec §2.1 step 6: ping the incumbent and let its pong (or silence)
+/* The liveness probe (docs/features/registry.md): ping the incumbent and let its pong (or silence)
  * decide. The newcomer is not read meanwhile, as in the reference. */
 static void probe_start(struct peer *b, struct peer *inc)
 {
@@ -316,7 +307,7 @@ static void binary_start(struct peer *b)
     struct list evicted;
     struct reg_binary *inc = NULL;
     list_init(&evicted);
-    switch (registry_claim(&r->reg, &b->rb, b->server_id, b->server_id_len, &evicted, &inc)) {
+    switch (registry_claim(r->reg, &b->rb, b->server_id, b->server_id_len, &evicted, &inc)) {
     case REG_CLAIMED:
         binary_accept(b);
         break;
@@ -378,7 +369,7 @@ static void binary_end(struct peer *b)
         if (b->phones_paused)
             forward_binary_drained(b); /* phones resume and find the binary gone */
         forward_binary_gone(b);
-        if (registry_schedule_release(&r->reg, &b->rb, now_ms(r))) {
+        if (registry_schedule_release(r->reg, &b->rb, now_ms(r))) {
             LOGF(LOG_INFO, "server_released",
                  LOG_STRN("server_id", b->server_id, b->server_id_len));
             arm_grace(r);
@@ -393,8 +384,8 @@ static void phone_start(struct peer *p, const char *dev, size_t dev_len)
 {
     struct relay *r = p->relay;
     char remote[64];
-    relay_remote(p, remote, sizeof remote);
-    switch (registry_add_phone(&r->reg, &p->rp, p->server_id, p->server_id_len)) {
+    peer_remote(p, remote, sizeof remote);
+    switch (registry_add_phone(r->reg, &p->rp, p->server_id, p->server_id_len)) {
     case REG_ADD_NO_SERVER:
         p->state = PEER_STILLBORN;
         r->stats.upgrades[EP_CLIENT][OUT_REJECT_404]++;
@@ -416,7 +407,7 @@ static void phone_start(struct peer *p, const char *dev, size_t dev_len)
     }
     p->state = PEER_ACTIVE;
     r->stats.upgrades[EP_CLIENT][OUT_ACCEPT]++;
-    struct peer *b = relay_binary_of(p);
+    struct peer *b = peer_binary_of(p);
     p->bound_binary = b ? b->key : 0;
     LOGF(LOG_INFO, "phone_registered", LOG_STRN("server_id", p->server_id, p->server_id_len),
          LOG_STRN("conn_id", p->conn_id, p->conn_id_len), LOG_STRN("device_name", dev, dev_len),
@@ -434,7 +425,7 @@ static void phone_end(struct peer *p)
              LOG_STRN("server_id", p->server_id, p->server_id_len),
              LOG_STRN("conn_id", p->conn_id, p->conn_id_len), LOG_STR("err", err));
         forward_phone_ended(p);
-        registry_remove_phone(&r->reg, &p->rp);
+        registry_remove_phone(r->reg, &p->rp);
         LOGF(LOG_INFO, "phone_unregistered", LOG_STRN("server_id", p->server_id, p->server_id_len),
              LOG_STRN("conn_id", p->conn_id, p->conn_id_len));
     }
@@ -443,7 +434,7 @@ static void phone_end(struct peer *p)
 
 /* ---- hooks ------------------------------------------------------------- */
 
-/* Spec §2.1/§2.2 step 2: every required header present and non-empty
+/* The header gate (docs/operations.md, Endpoints): every required header present and non-empty
  * (values arrive trimmed, so whitespace-only counts as empty). Returns
  * NULL, or the name of the first header that is missing or empty. */
 static const char *gate_missing(const struct http_req *r, enum relay_endpoint ep)
@@ -478,8 +469,9 @@ static void log_refused(struct conn *c, const struct http_req *req, int status, 
          LOG_STRN("reason", why, why_len), LOG_STR("remote", remote));
 }
 
-/* Spec §9.1: the peer's host, or with --trust-x-forwarded-for the first
- * X-Forwarded-For entry (trimmed, unvalidated) when there is one. */
+/* Client IP (docs/operations.md, Admission control): the peer's host, or with
+ * --trust-x-forwarded-for the first X-Forwarded-For entry (trimmed, unvalidated) when there is one.
+ */
 static size_t client_ip(const struct conn *c, const struct http_req *req, char *out, size_t cap)
 {
     size_t xlen;
@@ -504,7 +496,7 @@ static size_t client_ip(const struct conn *c, const struct http_req *req, char *
     return strlen(out);
 }
 
-/* Spec §9.2/§9.3: the per-IP limiter, then the live-connection cap. */
+/* Admission control (docs/operations.md): the per-IP limiter, then the live-connection cap. */
 static bool admitted(struct conn *c, const struct http_req *req, enum relay_endpoint ep)
 {
     struct relay *r = relay_of(c);
@@ -545,7 +537,7 @@ static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpo
         char why[64];
         int n = snprintf(why, sizeof why, "missing or empty %s header", missing);
         r->stats.upgrades[ep][OUT_REJECT_HEADERS]++;
-        log_refused(c, req, 400, why, (size_t)n); /* debug only: spec §2.1 step 2 */
+        log_refused(c, req, 400, why, (size_t)n); /* debug only: the header gate */
         conn_http_error(c, 400, true);
         return;
     }
@@ -589,7 +581,7 @@ static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpo
     }
 }
 
-/* design.md §2: a server-id's binary and phones all live on the shard its
+/* docs/features/workers.md: a server-id's binary and phones all live on the shard its
  * hash picks. NULL when c is already there (or there is nothing to move). */
 static struct shard *owning_shard(struct conn *c, const struct http_req *req)
 {
@@ -666,7 +658,7 @@ static void on_ws_end(struct conn *c)
         phone_end(p);
 }
 
-/* Spec §5.3: a phone whose write fails is closed 1011 "phone write failed"
+/* docs/features/forwarding.md: a phone whose write fails is closed 1011 "phone write failed"
  * (the code its close notice carries), or with the directive's own code
  * when the frame before a close directive could not be written. */
 static void on_write_failed(struct conn *c, const char *err)
@@ -702,9 +694,9 @@ static void on_free(struct conn *c)
         return;
     if (p->role == EP_SERVER) {
         forward_binary_gone(p);
-        registry_forget(&p->relay->reg, &p->rb);
+        registry_forget(p->relay->reg, &p->rb);
     } else {
-        registry_remove_phone(&p->relay->reg, &p->rp);
+        registry_remove_phone(p->relay->reg, &p->rp);
     }
     atomic_fetch_sub(&p->relay->sh->live_ws, 1);
     peer_free(p);
@@ -725,7 +717,7 @@ static void on_drain(struct server *srv, struct shard *s)
 {
     struct relay *r = s->owner;
     (void)srv;
-    uv_timer_stop(&r->grace_timer); /* grace windows are simply lost (spec §11) */
+    uv_timer_stop(&r->grace_timer); /* grace windows are simply lost: the drain ends the process */
     uv_timer_stop(&r->bw_timer);
     if (s->id == 0)
         uv_timer_stop(&r->rl_sweep);
@@ -739,75 +731,12 @@ static void on_rl_sweep(uv_timer_t *t)
     uv_mutex_unlock(&r->sh->rl_mu);
 }
 
-/* ---- push wakes ---------------------------------------------------------- */
-
-/* A wake from a binary on another shard, on its way to the waker. */
-struct wake_req {
-    struct mpsc_node node;
-    size_t sid_len, conn_id_len, raw_len;
-    char data[]; /* server-id, conn id, raw push_wake value */
-};
-
-static void admit_wake(struct relay_shared *sh, struct warn_state *ws, uint64_t now_ms,
-                       const char *sid, size_t sid_len, const char *conn_id, size_t conn_id_len,
-                       const uint8_t *raw, size_t len)
-{
-    /* Admission only: an admitted send runs on without this binary. */
-    uint64_t sup;
-    const char *refusal = push_wake(sh->push, sid, sid_len, raw, len);
-    if (!refusal || !log_limit_allow(relay_push_limit(ws, refusal), now_ms, &sup))
-        return;
-    if (sup)
-        LOGF(LOG_WARN, "binary_forwarder_push_wake_dropped", LOG_STRN("server_id", sid, sid_len),
-             LOG_STRN("binary_conn_id", conn_id, conn_id_len), LOG_STR("err", refusal),
-             LOG_NUM("suppressed", sup));
-    else
-        LOGF(LOG_WARN, "binary_forwarder_push_wake_dropped", LOG_STRN("server_id", sid, sid_len),
-             LOG_STRN("binary_conn_id", conn_id, conn_id_len), LOG_STR("err", refusal));
-}
-
-void relay_push_wake(struct peer *b, const uint8_t *raw, size_t len)
-{
-    struct relay_shared *sh = b->relay->sh;
-    /* "push off" is the first refusal and needs no waker: answer it here. */
-    if (!sh->push || b->relay->shard->id == 0) {
-        admit_wake(sh, &b->ext->warns, now_ms(b->relay), b->server_id, b->server_id_len, b->conn_id,
-                   b->conn_id_len, raw, len);
-        return;
-    }
-    struct wake_req *w = xmalloc(sizeof *w + b->server_id_len + b->conn_id_len + len);
-    w->sid_len = b->server_id_len;
-    w->conn_id_len = b->conn_id_len;
-    w->raw_len = len;
-    memcpy(w->data, b->server_id, w->sid_len);
-    memcpy(w->data + w->sid_len, b->conn_id, w->conn_id_len);
-    memcpy(w->data + w->sid_len + w->conn_id_len, raw, len);
-    mpsc_push(&sh->wakes, &w->node);
-    uv_async_send(&sh->wake_async);
-}
-
-static void on_wakes(uv_async_t *a)
-{
-    struct relay_shared *sh = a->data;
-    struct mpsc_node *n = mpsc_take_all(&sh->wakes);
-    while (n) {
-        struct mpsc_node *next = n->next;
-        struct wake_req *w = CONTAINER_OF(n, struct wake_req, node);
-        admit_wake(sh, &sh->posted_drops, uv_now(a->loop), w->data, w->sid_len,
-                   w->data + w->sid_len, w->conn_id_len,
-                   (const uint8_t *)w->data + w->sid_len + w->conn_id_len, w->raw_len);
-        free(w);
-        n = next;
-    }
-}
-
 /* The loop is about to stop: push sends still in flight are cancelled
- * (spec §11) while their handles can still be closed properly. */
+ * (docs/features/push.md) while their handles can still be closed properly. */
 static void on_finish(struct server *srv)
 {
     struct relay *r = srv->shards[0].owner;
-    on_wakes(&r->sh->wake_async); /* wakes already posted meet the closed waker */
-    push_shutdown(r->sh->push);
+    wake_shutdown(r->sh);
 }
 
 void relay_init(struct relay *relays, struct relay_shared *sh, struct server *srv)
@@ -834,8 +763,8 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
         r->sh = sh;
         s->owner = r;
         random_bytes(seed, sizeof seed);
-        registry_init(&r->reg, seed, cfg->max_phones_per_server,
-                      (uint64_t)(cfg->grace_period_ns / NS_PER_MS));
+        r->reg = registry_new(seed, cfg->max_phones_per_server,
+                              (uint64_t)(cfg->grace_period_ns / NS_PER_MS));
         uv_timer_init(s->loop, &r->grace_timer);
         r->grace_timer.data = r;
         r->scratch = xmalloc((size_t)cfg->max_message_bytes);
@@ -848,9 +777,7 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
     uv_timer_init(srv->loop, &r0->rl_sweep);
     r0->rl_sweep.data = r0;
     uv_timer_start(&r0->rl_sweep, on_rl_sweep, 5 * 60 * 1000, 5 * 60 * 1000);
-    mpsc_init(&sh->wakes);
-    uv_async_init(srv->loop, &sh->wake_async, on_wakes);
-    sh->wake_async.data = sh;
+    wake_init(sh, srv->loop);
     srv->on_drain = on_drain;
     srv->on_finish = on_finish;
 }
@@ -859,17 +786,13 @@ void relay_close(struct relay_shared *sh)
 {
     for (unsigned i = 0; i < sh->n; i++) {
         struct relay *r = &sh->relays[i];
-        registry_free(&r->reg);
+        registry_free(r->reg);
+        r->reg = NULL;
         free(r->scratch);
         r->scratch = NULL;
         relay_ctl_close(r);
     }
     ratelimit_free(&sh->rl);
     uv_mutex_destroy(&sh->rl_mu);
-    for (struct mpsc_node *n = mpsc_take_all(&sh->wakes), *next; n; n = next) {
-        next = n->next;
-        free(CONTAINER_OF(n, struct wake_req, node));
-    }
-    push_free(sh->push);
-    sh->push = NULL;
+    wake_close(sh);
 }

@@ -6,9 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "relay/relay_ctl.h"
+
 #include "base/log.h"
-#include "relay/relay.h"
 #include "net/shard.h"
+#include "relay/registry.h"
 
 void relay_post(struct relay *r, struct relay_task *t)
 {
@@ -36,7 +38,7 @@ struct cap_task {
 static void set_phone_cap(struct relay *r, struct relay_task *t)
 {
     struct cap_task *ct = CONTAINER_OF(t, struct cap_task, t);
-    r->reg.phone_cap = ct->cap; /* registrations from now on; nobody is evicted */
+    registry_set_phone_cap(r->reg, ct->cap); /* registrations from now on; nobody is evicted */
     free(ct);
 }
 

@@ -1,4 +1,4 @@
-/* certdir.c — spec §7.2 for the certificate cache directory, with the
+/* certdir.c — the certificate cache directory rules (docs/features/acme.md), with the
  * reference's exact error sentences (Go's os errors: "mkdir <path>:
  * permission denied"). Ownership is judged by stat(2) st_uid against the
  * effective uid (Linux). Also whole-file reads and atomic 0600 writes for

@@ -1,15 +1,17 @@
-/* certdir.h — the certificate cache directory rules of spec §7.2: create it
+/* certdir.h — the certificate cache directory rules (docs/features/acme.md): create it
  * 0700 when missing, refuse a path that is not a directory, tighten a
  * directory we own that others can read, refuse one someone else owns.
  * Also the small file helpers the ACME client uses inside that directory
- * (read a whole file, write one atomically with mode 0600). No network. */
+ * (read a whole file, write one atomically with mode 0600). No network.
+ * Any thread, no shared state; blocking file I/O, so it runs at boot or in
+ * the ACME job on libuv's thread pool, never on a loop. */
 #ifndef RELAY_CERTDIR_H
 #define RELAY_CERTDIR_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Applies the §7.2 rules to dir for domain (both must be non-empty).
+/* Applies those rules to dir for domain (both must be non-empty).
  * Returns 0 when dir exists as a directory with no group/other bits (an
  * owned insecure directory is chmod-ed to 0700 and one INFO line
  * `tightened cert cache dir perms` path/from/to is logged), or -1 with the

@@ -52,7 +52,8 @@ long pki_b64url(char *out, size_t cap, const void *data, size_t len)
     return (long)o;
 }
 
-char *pki_b64url_alloc(const void *data, size_t len)
+/* pki_b64url into a malloc'd string (caller frees). */
+static char *b64url_alloc(const void *data, size_t len)
 {
     size_t cap = len / 3 * 4 + 5;
     char *out = xmalloc(cap);
@@ -229,9 +230,9 @@ char *pki_jws(EVP_PKEY *key, const char *kid, const char *nonce, const char *url
     json_decref(hdr);
     if (!hdr_text)
         return NULL;
-    char *prot = pki_b64url_alloc(hdr_text, strlen(hdr_text));
+    char *prot = b64url_alloc(hdr_text, strlen(hdr_text));
     free(hdr_text);
-    char *body = pki_b64url_alloc(payload, payload_len);
+    char *body = b64url_alloc(payload, payload_len);
     size_t plen = strlen(prot), blen = strlen(body);
     char *signing = xmalloc(plen + blen + 2);
     memcpy(signing, prot, plen);
@@ -276,7 +277,7 @@ char *pki_csr_b64url(EVP_PKEY *key, const char *domain)
         goto done;
     int n = i2d_X509_REQ(req, &der);
     if (n > 0)
-        out = pki_b64url_alloc(der, (size_t)n);
+        out = b64url_alloc(der, (size_t)n);
 done:
     OPENSSL_free(der);
     X509_EXTENSION_free(ext);

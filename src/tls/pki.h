@@ -3,7 +3,8 @@
  * thumbprint, ES256 JWS in the flattened JSON serialization (RFC 7515,
  * RFC 8555 §6.2), the certificate signing request, and the checks a
  * downloaded or cached certificate must pass. Pure: no files, no network.
- * Private keys never leave this module except as PEM for the cache. */
+ * Private keys never leave this module except as PEM for the cache.
+ * Pure: any thread (the ACME job calls it on libuv's thread pool). */
 #ifndef RELAY_PKI_H
 #define RELAY_PKI_H
 
@@ -16,9 +17,6 @@ typedef struct evp_pkey_st EVP_PKEY;
 /* Writes data as unpadded base64url plus a NUL into out. Returns the text
  * length, or -1 when cap is too small. */
 long pki_b64url(char *out, size_t cap, const void *data, size_t len);
-
-/* Same into a malloc'd string (caller frees). */
-char *pki_b64url_alloc(const void *data, size_t len);
 
 /* Decodes unpadded base64url into out. Returns the byte count, or -1 on a
  * character outside the alphabet, bad length or too small a buffer. */

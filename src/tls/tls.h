@@ -1,10 +1,13 @@
-/* tls.h — TLS for the HTTPS listener on OpenSSL 3 (spec §7): the server
+/* tls.h — TLS for the HTTPS listener on OpenSSL 3 (docs/features/tls.md): the server
  * context that holds the certificate (swappable at run time for new
  * handshakes), one TLS session per connection driven entirely from memory
  * (the caller owns the socket), and the small pure helpers the HTTPS
- * listener needs: the Host check (§7.3) and the plain-HTTP sniff (§7.4).
+ * listener needs: the Host check and the plain-HTTP sniff.
  * Nothing here touches a socket, a loop or a timer, so a connection's TLS
- * state can move between event loops with it. */
+ * state can move between event loops with it.
+ * Threads: a tls_server (and its certificate swap) on shard 0's loop, where
+ * every connection is accepted and handshakes; a tls_conn on its connection's
+ * shard thread, moving with it; the pure helpers on any thread. */
 #ifndef RELAY_TLS_H
 #define RELAY_TLS_H
 
@@ -127,13 +130,13 @@ uint8_t *tls_conn_out_take(struct tls_conn *t, size_t *len);
 
 /* ---- pure helpers ------------------------------------------------------ */
 
-/* Spec §7.3: host (a Host header value, len bytes) with any ":port"
+/* The Host check (docs/features/tls.md): host (a Host header value, len bytes) with any ":port"
  * stripped the way Go's net.SplitHostPort does, compared ASCII
  * case-insensitively with domain. Empty host never matches. */
 bool tls_host_matches(const char *host, size_t len, const char *domain);
 
-/* Spec §7.4: true when the first five bytes of a connection are the start
- * of an HTTP request rather than a TLS record (needs len >= 5). */
+/* The plain-HTTP sniff (docs/features/tls.md): true when the first five bytes of a connection are
+ * the start of an HTTP request rather than a TLS record (needs len >= 5). */
 bool tls_looks_like_http(const uint8_t *p, size_t len);
 
 #endif

@@ -1,4 +1,4 @@
-/* test_certdir.c — spec §7.2 cert-cache rules (tls_test.go rows of §15):
+/* test_certdir.c — cert-cache rules (docs/features/acme.md; the reference's tls_test.go rows):
  * created 0700 recursively, secure directory untouched, owned insecure
  * directory tightened with the INFO line, foreign-owned one refused with
  * its mode unchanged (root only), not-a-directory, missing domain or dir,

@@ -1,4 +1,4 @@
-/* test_checks.c — the startup check matrices of spec §15: env contract,
+/* test_checks.c — the reference's startup check matrices (docs/operations.md): env contract,
  * single instance, CapEff parsing and allowlist, metrics loopback rule,
  * listener port allowlist. */
 #include <setjmp.h>

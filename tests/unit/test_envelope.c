@@ -1,5 +1,5 @@
-/* test_envelope.c — the envelope cases of spec §15 (envelope_test.go) and
- * the Go encoding/json field rules the reference inherits (§3.2 rule 6):
+/* test_envelope.c — the reference's envelope_test.go cases and the Go
+ * encoding/json field rules it inherits (docs/features/envelope.md):
  * case folding, duplicates, null, escaped conn_ids, uint16 close codes,
  * unknown keys, whitespace; plus the two frames the relay builds. */
 #include <setjmp.h>

@@ -1,5 +1,5 @@
-/* test_fcm.c — the pure FCM pieces (spec §10): every credential rejection
- * of §15 (ParseFCMCredentials_Rejects) and the accepted key forms, the RS256
+/* test_fcm.c — the pure FCM pieces (docs/features/push.md): every credential
+ * rejection of the reference's ParseFCMCredentials_Rejects and the accepted key forms, the RS256
  * assertion verified against the public key, the token form and reply, the
  * wake object with Go's decoding rules, the exact send body, message-id and
  * reason filtering (NonSuccessReplyNamesFCMReason, SuccessReplyMessageID),

@@ -1,11 +1,10 @@
 /* test_push.c — the push waker end to end against a scripted local HTTP
- * server with injected clocks (spec §10, §15 push_test / metrics_push_test):
- * request shapes (token grant with a verifiable assertion, FCM send with
- * bearer and exact body), one token fetch shared by concurrent sends and
- * reused until shortly before expiry, every outcome and its line, the
- * admission order and errors, the per-server-id bucket, the in-flight cap,
- * per-call timeouts, the 4 KiB reply cap, no redirects, cancellation at
- * shutdown, and that no secret reaches a log line. */
+ * server with injected clocks (docs/features/push.md; the reference's push_test /
+ * metrics_push_test): request shapes (token grant with a verifiable assertion, FCM send with bearer
+ * and exact body), one token fetch shared by concurrent sends and reused until shortly before
+ * expiry, every outcome and its line, the admission order and errors, the per-server-id bucket, the
+ * in-flight cap, per-call timeouts, the 4 KiB reply cap, no redirects, cancellation at shutdown,
+ * and that no secret reaches a log line. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -246,7 +245,7 @@ static void test_nil_is_push_off(void **state)
     (void)state;
     const uint8_t raw[] = "{\"platform\":\"fcm\",\"token\":\"t\"}";
     assert_string_equal(push_wake(NULL, "s", 1, raw, sizeof raw - 1), "relay: push is off");
-    /* push off wins over validation (spec §10.2 step 1) */
+    /* push off wins over validation (docs/features/push.md) */
     assert_string_equal(push_wake(NULL, "s", 1, (const uint8_t *)"[]", 2), "relay: push is off");
     assert_string_equal(push_outcome_name(PUSH_SENT), "sent");
     assert_string_equal(push_outcome_name(PUSH_UNREGISTERED), "unregistered");

@@ -1,4 +1,4 @@
-/* test_registry.c — the registry cases of spec §15 (registry_test.go):
+/* test_registry.c — the reference's registry_test.go cases (docs/features/registry.md):
  * first claim wins, grace reclaim and expiry, takeover identity checks,
  * phone caps and counts, conn-id lookup scoped to the binary's server-id. */
 #include <setjmp.h>
@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "relay/registry.h"
+#include "relay/registry_internal.h"
 #include "base/siphash.h"
 
 static const uint8_t SEED[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
@@ -72,7 +73,7 @@ static void test_first_claim_wins(void **state)
     assert_true(registry_release(&r, &a));
     assert_false(registry_release(&r, &a));
     assert_int_equal(registry_claim(&r, &b, SID("s1"), &ev, &inc), REG_CLAIMED);
-    registry_free(&r);
+    registry_clear(&r);
 }
 
 static void test_phone_requires_binary_and_cap(void **state)
@@ -103,7 +104,7 @@ static void test_phone_requires_binary_and_cap(void **state)
     registry_remove_phone(&r, &ph[1].p);
     assert_int_equal(registry_add_phone(&r, &ph[3].p, SID("s1")), REG_ADD_OK);
     assert_int_equal(registry_phones(&r), 4);
-    registry_free(&r);
+    registry_clear(&r);
 }
 
 static void test_no_cap(void **state)
@@ -123,7 +124,7 @@ static void test_no_cap(void **state)
     for (int i = 0; i < 80; i++)
         assert_ptr_equal(registry_find_phone(&r, &a, ph[i].id, strlen(ph[i].id)), &ph[i].p);
     assert_int_equal(registry_phones(&r), 80);
-    registry_free(&r);
+    registry_clear(&r);
 }
 
 static void test_find_phone_scoped(void **state)
@@ -150,7 +151,7 @@ static void test_find_phone_scoped(void **state)
     assert_int_equal(registry_conn_key(p1.id, strlen(p1.id), &k), 0);
     assert_true(k == 0xabcdef0123456789ULL);
     assert_int_equal(registry_conn_key("client-s-ABCDEF0123456789", 25, &k), -1);
-    registry_free(&r);
+    registry_clear(&r);
 }
 
 static void test_counts_lifecycle_and_orphans(void **state)
@@ -174,8 +175,8 @@ static void test_counts_lifecycle_and_orphans(void **state)
     assert_int_equal(registry_phones(&r), 1);
     registry_remove_phone(&r, &p1.p);
     assert_int_equal(registry_phones(&r), 0);
-    assert_int_equal(r.nslots, 0); /* empty entry removed */
-    registry_free(&r);
+    assert_int_equal(r.slots.n, 0); /* empty entry removed */
+    registry_clear(&r);
 }
 
 static void test_reclaim_within_grace_evicts(void **state)
@@ -208,7 +209,7 @@ static void test_reclaim_within_grace_evicts(void **state)
     assert_true(registry_holds(&r, &b));
     /* the displaced binary cannot arm a release of its successor's slot */
     assert_false(registry_schedule_release(&r, &a, 6000));
-    registry_free(&r);
+    registry_clear(&r);
 }
 
 static void test_expiry_removes_and_closes(void **state)
@@ -236,7 +237,7 @@ static void test_expiry_removes_and_closes(void **state)
     mkphone(&p1, "s", 1);
     assert_int_equal(registry_add_phone(&r, &p1.p, SID("s")), REG_ADD_NO_SERVER);
     assert_int_equal(registry_claim(&r, &b, SID("s"), &ev, NULL), REG_CLAIMED);
-    registry_free(&r);
+    registry_clear(&r);
 }
 
 static void test_reschedule_last_wins(void **state)
@@ -259,7 +260,7 @@ static void test_reschedule_last_wins(void **state)
     assert_null(a.slot);
     /* scheduling an unheld binary is a no-op */
     assert_false(registry_schedule_release(&r, &a, 2000));
-    registry_free(&r);
+    registry_clear(&r);
 }
 
 static void test_takeover(void **state)
@@ -292,7 +293,7 @@ static void test_takeover(void **state)
     struct reg_binary x = {0};
     assert_false(registry_takeover(&r, &x, NULL, SID("s"), &ev));
     assert_true(registry_takeover(&r, &x, NULL, SID("empty"), &ev));
-    registry_free(&r);
+    registry_clear(&r);
 }
 
 static void test_conflict_and_plain_release_keep_phones(void **state)
@@ -311,7 +312,7 @@ static void test_conflict_and_plain_release_keep_phones(void **state)
     registry_release(&r, &a);
     assert_int_equal(list_len(&ev), 0);
     assert_non_null(p1.p.slot);
-    registry_free(&r);
+    registry_clear(&r);
 }
 
 static void test_many_slots_grow(void **state)
@@ -330,11 +331,11 @@ static void test_many_slots_grow(void **state)
     assert_int_equal(registry_binaries(&r), 500);
     for (int i = 0; i < 500; i++)
         assert_true(registry_release(&r, &bs[i]));
-    assert_int_equal(r.nslots, 0);
-    registry_free(&r);
+    assert_int_equal(r.slots.n, 0);
+    registry_clear(&r);
 }
 
-static void count_slot(const struct reg_slot *s, void *arg)
+static void count_slot(const struct reg_view *s, void *arg)
 {
     size_t *n = arg;
     (*n)++;
@@ -360,14 +361,14 @@ static void test_find_and_each(void **state)
     }
     registry_each(&r, count_slot, &n);
     assert_int_equal(n, 300);
-    struct reg_slot *s = registry_find(&r, SID("server-17"));
-    assert_non_null(s);
-    assert_ptr_equal(s->binary, &bs[17]);
-    assert_null(registry_find(&r, SID("server-300")));
-    assert_null(registry_find(&r, SID("server-1x")));
+    struct reg_view v;
+    assert_true(registry_find(&r, SID("server-17"), &v));
+    assert_ptr_equal(v.holder, &bs[17]);
+    assert_false(registry_find(&r, SID("server-300"), &v));
+    assert_false(registry_find(&r, SID("server-1x"), &v));
     for (int i = 0; i < 300; i++)
         assert_true(registry_release(&r, &bs[i]));
-    registry_free(&r);
+    registry_clear(&r);
 }
 
 int main(void)

@@ -101,7 +101,7 @@ static void test_limits(void **state)
     relay_set_limits(&sh, &l);
     for (int i = 0; i < 100; i++)
         assert_true(ratelimit_allow(&sh.rl, "ip", 2, 1000));
-    assert_int_equal(sh.rl.count, 0);
+    assert_int_equal(sh.rl.buckets.n, 0);
     l.rate_limit_burst = 1; /* back on, from empty buckets */
     relay_set_limits(&sh, &l);
     assert_true(ratelimit_allow(&sh.rl, "ip", 2, 1000));
