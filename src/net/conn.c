@@ -135,16 +135,16 @@ void conn_report_ws_end(struct conn *c)
     c->ws_end_reported = true;
     if (!c->close_rcvd && !c->close_sent)
         c->close_rcvd = WS_CLOSE_ABNORMAL;
-    if (c->hooks->on_ws_end)
-        c->hooks->on_ws_end(c);
+    if (c->opts->hooks->on_ws_end)
+        c->opts->hooks->on_ws_end(c);
 }
 
 static void on_closed(uv_handle_t *h)
 {
     struct conn *c = CONTAINER_OF(h, struct conn, t.tcp);
     struct shard *s = c->shard;
-    if (c->hooks->on_free)
-        c->hooks->on_free(c);
+    if (c->opts->hooks->on_free)
+        c->opts->hooks->on_free(c);
     outbox_free(&c->out);
     ws_decoder_free(&c->ws);
     free(c->msg);
@@ -177,8 +177,8 @@ static void write_failed(struct conn *c, const char *err)
     if (c->state == CONN_CLOSED)
         return;
     if (c->upgraded && (c->state == CONN_WS_OPEN || c->state == CONN_WS_CLOSING) &&
-        c->hooks->on_write_failed)
-        c->hooks->on_write_failed(c, err);
+        c->opts->hooks->on_write_failed)
+        c->opts->hooks->on_write_failed(c, err);
     conn_abort(c);
 }
 
@@ -228,8 +228,8 @@ static void on_written(struct transport *t, int status, size_t plain)
         return;
     }
     c->dl_write = 0;
-    if (outbox_take_drained(&c->out) && c->hooks->on_drained) {
-        c->hooks->on_drained(c);
+    if (outbox_take_drained(&c->out) && c->opts->hooks->on_drained) {
+        c->opts->hooks->on_drained(c);
         if (c->state == CONN_CLOSED)
             return;
     }

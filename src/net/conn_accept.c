@@ -23,7 +23,7 @@ static void shard_tls_buffers(struct shard *s)
 void conn_start_transport(struct conn *c)
 {
     struct shard *s = c->shard;
-    if (!c->opts || !c->opts->tls) {
+    if (!c->opts->tls) {
         conn_set_state(c, CONN_HTTP_HEAD);
         return;
     }
@@ -41,11 +41,10 @@ void conn_adopt_tls(struct conn *c, struct tls_conn *tls)
     transport_adopt_tls(&c->t, tls, c->shard->tls_plain, c->shard->tls_out);
 }
 
-struct conn *conn_new(struct shard *s, const struct conn_hooks *hooks, const struct conn_opts *opts)
+struct conn *conn_new(struct shard *s, const struct conn_opts *opts)
 {
     struct conn *c = xcalloc(1, sizeof *c);
     c->shard = s;
-    c->hooks = hooks;
     c->opts = opts;
     uv_tcp_init(s->loop, &c->t.tcp);
     transport_use_tcp(&c->t);
@@ -73,10 +72,9 @@ void conn_discard_new(struct conn *c)
     uv_close((uv_handle_t *)&c->t.tcp, on_reject_closed);
 }
 
-static struct conn *accept_one(struct shard *s, uv_stream_t *server, const struct conn_hooks *hooks,
-                               const struct conn_opts *opts)
+struct conn *conn_accept_opts(struct shard *s, uv_stream_t *server, const struct conn_opts *opts)
 {
-    struct conn *c = conn_new(s, hooks, opts);
+    struct conn *c = conn_new(s, opts);
     if (uv_accept(server, (uv_stream_t *)&c->t.tcp) != 0) {
         conn_discard_new(c);
         return NULL;
@@ -89,7 +87,7 @@ static struct conn *accept_one(struct shard *s, uv_stream_t *server, const struc
     c->req = conn_req_get(s);
     conn_head_charge(c);
     conn_start(c);
-    if (opts && opts->proxy_protocol) {
+    if (opts->proxy_protocol) {
         /* read on the connection's own callbacks: a stalled sender blocks
          * nobody else (docs/features/proxy-protocol.md) */
         c->pp = xmalloc(sizeof *c->pp);
@@ -99,11 +97,6 @@ static struct conn *accept_one(struct shard *s, uv_stream_t *server, const struc
         conn_start_transport(c);
     }
     return c;
-}
-
-struct conn *conn_accept_opts(struct shard *s, uv_stream_t *server, const struct conn_opts *opts)
-{
-    return accept_one(s, server, opts->hooks, opts);
 }
 
 /* The PROXY v2 header comes first (docs/features/proxy-protocol.md).

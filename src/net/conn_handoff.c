@@ -62,7 +62,6 @@ void conn_handoff_finish(struct conn *c, const uint8_t *buf, size_t len)
     }
     struct handoff *h = xmalloc(sizeof *h + rest_len);
     h->fd = dup_fd;
-    h->hooks = c->hooks;
     h->opts = c->opts;
     h->tls = transport_take_tls(&c->t);
     h->req = c->req;
@@ -91,7 +90,7 @@ void conn_discard_node(struct mpsc_node *n)
 void conn_adopt_node(struct shard *s, struct mpsc_node *n)
 {
     struct handoff *h = CONTAINER_OF(n, struct handoff, node);
-    struct conn *c = conn_new(s, h->hooks, h->opts);
+    struct conn *c = conn_new(s, h->opts);
     if (uv_tcp_open(&c->t.tcp, h->fd) != 0) {
         close(h->fd);
         conn_discard_new(c);

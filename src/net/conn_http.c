@@ -120,7 +120,7 @@ void conn_http_not_found(struct conn *c)
 static bool host_refused(const struct conn *c)
 {
     size_t len;
-    if (!c->opts || !c->opts->domain)
+    if (!c->opts->domain)
         return false;
     const char *h = http_req_header(c->req, HDR_HOST, &len);
     return !tls_host_matches(h ? h : "", len, c->opts->domain);
@@ -162,7 +162,7 @@ static bool head_complete(struct conn *c, uint8_t *buf, size_t len)
     if (host_refused(c))
         conn_http_respond(c, 421, NULL, NULL, "", 0, true);
     else
-        c->hooks->on_request(c, c->req);
+        c->opts->hooks->on_request(c, c->req);
     if (c->handoff_to) {
         conn_handoff_finish(c, buf, len);
         return false;

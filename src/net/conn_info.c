@@ -5,12 +5,12 @@
 
 void *conn_ctx(const struct conn *c)
 {
-    return c->opts ? c->opts->ctx : NULL;
+    return c->opts->ctx;
 }
 
 const struct conn_hooks *conn_hooks_of(const struct conn *c)
 {
-    return c->hooks;
+    return c->opts->hooks;
 }
 
 void *conn_owner(const struct conn *c)

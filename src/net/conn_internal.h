@@ -24,8 +24,7 @@ enum {
 struct conn {
     struct transport t; /* first: holds the TCP handle */
     struct shard *shard;
-    const struct conn_hooks *hooks; /* the listener's */
-    const struct conn_opts *opts;   /* the listener's; NULL for a plain one */
+    const struct conn_opts *opts; /* the listener's: hooks, context, transport */
     union {
         struct proxyproto *pp;    /* PROXY header reader, only in CONN_PROXY_HEADER */
         struct shard *handoff_to; /* set in on_request: move to this shard after the hook */
@@ -76,8 +75,7 @@ struct conn {
 struct handoff {
     struct mpsc_node node; /* in the target shard's inbox */
     uv_os_sock_t fd;
-    const struct conn_hooks *hooks;
-    const struct conn_opts *opts; /* the accepting listener's (may be NULL) */
+    const struct conn_opts *opts; /* the accepting listener's */
     struct tls_conn *tls;         /* the TLS session travels too (no loop pointers) */
     struct http_req *req;         /* head complete, not yet answered */
     union {
@@ -127,8 +125,7 @@ void conn_report_ws_end(struct conn *c);
 
 /* A new connection on shard s (not yet reading); the caller sets its
  * state and starts it with conn_start. */
-struct conn *conn_new(struct shard *s, const struct conn_hooks *hooks,
-                      const struct conn_opts *opts);
+struct conn *conn_new(struct shard *s, const struct conn_opts *opts);
 
 /* Registers c with its shard and starts reading; drops c if it cannot. */
 void conn_start(struct conn *c);

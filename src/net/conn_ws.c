@@ -95,8 +95,8 @@ uint64_t conn_rate_resume_at(const struct conn *c)
 
 static void deliver(struct conn *c, uint8_t *data, size_t len)
 {
-    if (c->hooks->on_message)
-        c->hooks->on_message(c, data, len);
+    if (c->opts->hooks->on_message)
+        c->opts->hooks->on_message(c, data, len);
 }
 
 static void on_data(struct conn *c, const struct ws_event *ev)
@@ -177,8 +177,8 @@ static void on_control(struct conn *c, const struct ws_event *ev)
         if (c->dl_pong && ev->len == sizeof c->ping_seq &&
             memcmp(ev->data, &c->ping_seq, sizeof c->ping_seq) == 0)
             c->dl_pong = 0;
-        if (c->hooks->on_pong)
-            c->hooks->on_pong(c, ev->data, ev->len);
+        if (c->opts->hooks->on_pong)
+            c->opts->hooks->on_pong(c, ev->data, ev->len);
         break;
     case WS_OP_CLOSE:
         on_peer_close(c, ev);

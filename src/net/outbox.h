@@ -34,13 +34,13 @@ struct outbox_item;
 
 struct outbox {
     struct outbox_item *head, *tail;
-    uint32_t head_off;        /* bytes of head already written */
-    uint32_t inflight;        /* items from head gathered into the write in flight */
-    uint32_t data_items;      /* OUTBOX_DATA items queued */
     size_t data_bytes;        /* unwritten bytes of OUTBOX_DATA items */
     size_t ctl_bytes;         /* unwritten bytes of OUTBOX_CTL items */
     size_t notify_below;      /* drained notice once data_bytes <= this (SIZE_MAX: off) */
     _Atomic uint64_t *frames; /* bumped per counted item fully written (may be NULL) */
+    uint32_t head_off;        /* bytes of head already written */
+    uint32_t inflight;        /* items from head gathered into the write in flight */
+    uint32_t data_items;      /* OUTBOX_DATA items queued */
     bool drained;             /* the notice is due (outbox_take_drained) */
 };
 

@@ -106,6 +106,4 @@ void transport_use_tcp(struct transport *t)
 {
     t->ops = &transport_tcp;
     t->tls = NULL;
-    t->err = 0;
-    t->established = true;
 }

@@ -19,6 +19,8 @@
 struct tls_conn;
 struct tls_server;
 struct transport;
+struct transport_tls;
+struct transport_tls;
 
 /* Negative results of ops->read besides libuv errors. */
 #define TRANSPORT_EOF   (-4001) /* the peer ended the session (TLS close_notify) */
@@ -61,15 +63,12 @@ struct transport_ops {
     void (*release)(struct transport *t);
 };
 
+/* Kept small: every idle connection embeds one. */
 struct transport {
     uv_tcp_t tcp; /* first: a handle pointer is a transport pointer */
     const struct transport_ops *ops;
-    struct tls_conn *tls; /* TLS session; NULL for plaintext */
-    uint8_t *scratch_in;  /* TLS: shard buffer decrypted input lands in */
-    uint8_t *scratch_out; /* TLS: shard buffer ciphertext is produced into */
-    int err;              /* TLS: a write error met while emitting (reported by the next write) */
-    bool writing;         /* an asynchronous write is in flight */
-    bool established;     /* TLS: handshake complete */
+    struct transport_tls *tls; /* TLS state (transport_tls.c); NULL for plaintext */
+    bool writing;              /* an asynchronous write is in flight */
 };
 
 extern const struct transport_ops transport_tcp;

@@ -80,6 +80,7 @@ static void on_request(struct conn *c, const struct http_req *r)
 }
 
 static const struct conn_hooks hooks = {.on_request = on_request};
+static const struct conn_opts opts = {.hooks = &hooks};
 
 struct post_arg {
     struct shard *s;
@@ -92,7 +93,7 @@ static struct handoff *make_handoff(int fd, int num)
     int n = snprintf(head, sizeof head, "GET /%d HTTP/1.1\r\nHost: x\r\n\r\n", num);
     struct handoff *h = calloc(1, sizeof *h);
     h->fd = fd;
-    h->hooks = &hooks;
+    h->opts = &opts;
     h->req = malloc(sizeof *h->req);
     http_req_init(h->req, 4096);
     assert_int_equal(http_req_feed(h->req, head, (size_t)n), n);
