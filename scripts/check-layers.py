@@ -10,7 +10,7 @@ import re
 import sys
 
 # Bottom to top. src/*.c (main, boot) sit on top of everything.
-LAYERS = ["base", "codec", "tls", "net", "push", "acme", "relay", "ops", ""]
+LAYERS = ["base", "codec", "tls", "net", "push", "acme", "cluster", "relay", "ops", ""]
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
