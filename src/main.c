@@ -308,14 +308,30 @@ static int bind_side_listeners(struct server *srv, const struct config *cfg,
     return 0;
 }
 
+/* The FCM waker, when a service account was given. */
+static struct push_waker *start_push(uv_loop_t *loop, const struct config *cfg,
+                                     struct fcm_creds *creds)
+{
+    struct push_config pcfg = {.fcm_base_url = cfg->fcm_base_url,
+                               .fcm_project = cfg->fcm_project,
+                               .ca_bundle = cfg->outbound_ca_bundle,
+                               .timeout_ms = (uint64_t)(cfg->push_timeout_ns / NS_PER_MS)};
+    if (pcfg.timeout_ms == 0)
+        pcfg.timeout_ms = 1;
+    return push_new(loop, &pcfg, creds);
+}
+
 int main(int argc, char **argv)
 {
     /* SIGHUP never terminates, not even before the loop handles it. */
     signal(SIGHUP, SIG_IGN);
-    static struct config cfg;
-    static struct reload_ctx rc;
+    /* On main's stack: every thread they are shared with is joined first. */
+    struct config cfg;
+    struct reload_ctx rc;
     struct fcm_creds creds;
     struct tls_server *tls = NULL;
+    memset(&cfg, 0, sizeof cfg);
+    memset(&rc, 0, sizeof rc);
     memset(&creds, 0, sizeof creds);
     int code = configure(&cfg, &rc, argc, argv, &creds, &tls);
     if (code >= 0)
@@ -325,10 +341,14 @@ int main(int argc, char **argv)
      * process: writes then fail with EPIPE instead of raising SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
     uv_loop_t loop;
-    static struct server srv;
-    static struct relay_shared shared;
-    static struct metrics metrics;
-    static struct autocert autocert;
+    struct server srv;
+    struct relay_shared shared;
+    struct metrics metrics;
+    struct autocert autocert;
+    memset(&srv, 0, sizeof srv);
+    memset(&shared, 0, sizeof shared);
+    memset(&metrics, 0, sizeof metrics);
+    memset(&autocert, 0, sizeof autocert);
     /* ACME runs in autocert mode unless static certificates were given; a
      * cached certificate is delivered from inside autocert_init. */
     bool acme_on = tls && !cfg.tls_cert[0];
@@ -345,15 +365,8 @@ int main(int argc, char **argv)
     struct relay *relays = xcalloc(srv.nshards, sizeof *relays);
     relay_init(relays, &shared, &srv);
     struct relay *relay = &relays[0];
-    if (creds.key) {
-        struct push_config pcfg = {.fcm_base_url = cfg.fcm_base_url,
-                                   .fcm_project = cfg.fcm_project,
-                                   .ca_bundle = cfg.outbound_ca_bundle,
-                                   .timeout_ms = (uint64_t)(cfg.push_timeout_ns / NS_PER_MS)};
-        if (pcfg.timeout_ms == 0)
-            pcfg.timeout_ms = 1;
-        shared.push = push_new(&loop, &pcfg, &creds);
-    }
+    if (creds.key)
+        shared.push = start_push(&loop, &cfg, &creds);
     const char *public_addr = tls ? cfg.https_listen : cfg.insecure_listen;
     /* Autocert mode: HTTPS behind the Host check, optionally behind PROXY v2.
      * (The HTTP-01 listener on --http-listen belongs to the ACME wiring.) */
