@@ -1,5 +1,6 @@
 /* transport_internal.h — what the two transports share: one asynchronous
- * write request. Private to src/net/transport*.c. */
+ * write request. Private to src/net/transport*.c; the owning shard's
+ * thread only, as transport.h. */
 #ifndef RELAY_TRANSPORT_INTERNAL_H
 #define RELAY_TRANSPORT_INTERNAL_H
 
