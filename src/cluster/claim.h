@@ -144,7 +144,7 @@ struct claim {
     struct claim_params p;
     enum claim_phase phase;
     struct claim_action act;   /* the action handed out last */
-    uint64_t act_at;           /* when it was handed out (its t_send) */
+    uint64_t act_at;           /* when it was handed out (its t_send; a later send is safe) */
     struct claim_record owner; /* the record as read at step 2 */
     uint64_t rec_rev;          /* its revision */
     bool stale;                /* owner dead: a CAS is a takeover */

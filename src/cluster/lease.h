@@ -90,7 +90,8 @@ int lease_params_init(struct lease_params *p, uint64_t lease_ms);
 void lease_init(struct lease *l, const struct lease_params *p);
 
 /* The decision at time now: the caller performs the returned operation at
- * once (its t_send is now); REGISTER, RENEW and READ are marked in flight
+ * once (its t_send is now; sending later only makes the deadline computed
+ * from it more conservative); REGISTER, RENEW and READ are marked in flight
  * and no other operation is handed out until lease_done. FENCE is returned
  * when now > valid_until (also with an operation in flight: its result no
  * longer matters) and again on every call until lease_fence_done: fencing
