@@ -9,7 +9,8 @@ FROM debian:12 AS build
 ARG VERSION=
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential cmake pkg-config libuv1-dev libssl-dev libhttp-parser-dev \
-        libjansson-dev libcurl4-openssl-dev libsystemd-dev && rm -rf /var/lib/apt/lists/*
+        libjansson-dev libcurl4-openssl-dev libsystemd-dev libnats-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt VERSION* ./
 COPY cmake ./cmake
@@ -21,7 +22,8 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DRELAY_FUZZ=OFF -DRELAY_VER
 
 FROM debian:12-slim
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libuv1 libssl3 libhttp-parser2.9 libjansson4 libcurl4 libsystemd0 ca-certificates \
+        libuv1 libssl3 libhttp-parser2.9 libjansson4 libcurl4 libsystemd0 libnats3.4 \
+        ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && mkdir -p /var/lib/relay/autocert && chown 65532:65532 /var/lib/relay/autocert \
     && chmod 0700 /var/lib/relay/autocert

@@ -8,15 +8,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Compiler, build system, and the -dev packages of the libraries the binary
-# links (libsystemd for sd_notify).
+# links (libsystemd for sd_notify, libnats for the cluster bus of issue #12).
 BUILD_PKGS=(build-essential cmake pkg-config
             libuv1-dev libssl-dev libhttp-parser-dev libjansson-dev libcurl4-openssl-dev
-            libsystemd-dev)
+            libsystemd-dev libnats-dev)
 # Unit tests (cmocka), fuzzing (clang + its runtime), formatting, the ACME
-# test CA, the openssl CLI the TLS tests mint certificates with, and the
-# independent clients of the end-to-end tests (Python websockets, Node ws).
+# test CA, the openssl CLI the TLS tests mint certificates with, the
+# independent clients of the end-to-end tests (Python websockets, Node ws),
+# and the NATS servers of the cluster tests (tests/e2e/cluster).
 TEST_PKGS=(clang clang-format libclang-rt-14-dev libcmocka-dev pebble openssl git
-           python3 python3-pytest python3-websockets python3-prometheus-client nodejs npm)
+           python3 python3-pytest python3-websockets python3-prometheus-client nodejs npm
+           nats-server)
 
 list=0
 if [[ "${1:-}" == --list ]]; then

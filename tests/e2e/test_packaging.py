@@ -47,7 +47,7 @@ def test_dockerfile_shape():
     for lib, pkg in (("libuv.so.1", "libuv1"), ("libhttp_parser.so", "libhttp-parser2.9"),
                      ("libjansson.so", "libjansson4"), ("libcrypto.so.3", "libssl3"),
                      ("libssl.so.3", "libssl3"), ("libcurl.so.4", "libcurl4"),
-                     ("libsystemd.so.0", "libsystemd0")):
+                     ("libsystemd.so.0", "libsystemd0"), ("libnats.so", "libnats3.4")):
         if lib in out:
             assert pkg in runtime, lib
     assert "libcurl.so.4" in out and "libssl.so.3" in out  # the map above is not stale
@@ -64,10 +64,10 @@ def test_run_installs_only_what_building_needs():
     build, test = deps("build"), deps("test")
     assert {"build-essential", "cmake", "pkg-config", "libuv1-dev", "libssl-dev",
             "libhttp-parser-dev", "libjansson-dev", "libcurl4-openssl-dev",
-            "libsystemd-dev"} <= build
+            "libsystemd-dev", "libnats-dev"} <= build
     for tool in ("python3-pytest", "python3-websockets", "python3-prometheus-client", "nodejs",
                  "npm", "clang", "clang-format", "libclang-rt-14-dev", "pebble",
-                 "libcmocka-dev"):
+                 "libcmocka-dev", "nats-server"):
         assert tool not in build and tool in test, tool
     assert build <= test
     # make run / make build call the build list; make test the test list
