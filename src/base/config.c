@@ -133,7 +133,6 @@ static const struct flag flags[] = {
 _Static_assert(NFLAGS <= 64, "explicit_mask holds 64 flags");
 
 /* What --cert-cache defaults to; rebuilt by config_defaults. */
-static char cert_cache_default[4096] = ".pyrycode-relay/certs";
 
 enum { PARSE_OK = 0, PARSE_SYNTAX = -1, PARSE_RANGE = -2 };
 
@@ -275,20 +274,22 @@ static int set_value(struct config *cfg, const struct flag *f, const char *val)
 }
 
 /* Fills cfg from the table alone (cert-cache from its computed default). */
-static void apply_defaults(struct config *cfg)
+static void apply_defaults(struct config *cfg, const char *cert_cache)
 {
     memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->cert_cache_default, sizeof cfg->cert_cache_default, "%s", cert_cache);
     for (size_t i = 0; i < NFLAGS; i++)
-        set_value(cfg, &flags[i], flags[i].def ? flags[i].def : cert_cache_default);
+        set_value(cfg, &flags[i], flags[i].def ? flags[i].def : cfg->cert_cache_default);
 }
 
 void config_defaults(struct config *cfg, const char *home)
 {
+    char def[sizeof cfg->cert_cache_default];
     if (home && *home)
-        snprintf(cert_cache_default, sizeof cert_cache_default, "%s/.pyrycode-relay/certs", home);
+        snprintf(def, sizeof def, "%s/.pyrycode-relay/certs", home);
     else
-        snprintf(cert_cache_default, sizeof cert_cache_default, ".pyrycode-relay/certs");
-    apply_defaults(cfg);
+        snprintf(def, sizeof def, ".pyrycode-relay/certs");
+    apply_defaults(cfg, def);
 }
 
 #define QUOTE_CAP 600
@@ -427,7 +428,7 @@ static enum config_result parse_one(struct config *cfg, int argc, char **argv, i
     size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
     const struct flag *f = find_flag(name, nlen);
     if (!f && ((nlen == 1 && name[0] == 'h') || (nlen == 4 && memcmp(name, "help", 4) == 0))) {
-        config_usage(usage);
+        config_usage(usage, cfg);
         return CONFIG_HELP;
     }
     if (!f) {
@@ -636,11 +637,11 @@ static void print_default(FILE *out, const struct config *def, const struct flag
     }
 }
 
-void config_usage(FILE *out)
+void config_usage(FILE *out, const struct config *cfg)
 {
     static const char *const types[] = {"string", "", "int", "duration"};
     struct config def;
-    apply_defaults(&def);
+    apply_defaults(&def, cfg->cert_cache_default);
     fprintf(out, "Usage of pyrycode-relay:\n");
     for (size_t i = 0; i < NFLAGS; i++) {
         const struct flag *f = &flags[i];

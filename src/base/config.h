@@ -70,6 +70,10 @@ struct config {
     int64_t push_timeout_ns;        /* 10s per HTTP call */
     /* which flags appeared on the command line, by table index */
     uint64_t explicit_mask;
+    /* --cert-cache's default, from $HOME (config_defaults); cert_cache points
+     * here unless the flag was given. Copies of a config point into the
+     * original's buffer, which main keeps for the process's life. */
+    char cert_cache_default[4096];
 };
 
 /* Why a flag, value or config file was refused: one sentence naming the
@@ -123,8 +127,9 @@ int config_file_apply(struct config *cfg, const char *path, struct config_error 
 /* True when the flag named name (without dashes) was given explicitly. */
 bool config_flag_given(const struct config *cfg, const char *name);
 
-/* Writes the usage text (Go flag.PrintDefaults layout) to out. */
-void config_usage(FILE *out);
+/* Writes the usage text (Go flag.PrintDefaults layout) to out, with the
+ * defaults config_defaults put in cfg (its --cert-cache default). */
+void config_usage(FILE *out, const struct config *cfg);
 
 /* Parses a Go duration ("300ms", "-1.5h", "2h45m", "0"). Returns 0 and
  * stores nanoseconds in *ns, or -1 on syntax error or overflow. */

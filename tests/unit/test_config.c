@@ -320,7 +320,7 @@ static void test_usage_layout(void **state)
     struct config c;
     config_defaults(&c, "/home/op");
     FILE *f = open_memstream(&buf, &len);
-    config_usage(f);
+    config_usage(f, &c);
     fclose(f);
     assert_int_equal(strncmp(buf, "Usage of pyrycode-relay:\n  -acme-ca-bundle string\n    \t", 55),
                      0);
@@ -357,7 +357,7 @@ static void test_usage_layout(void **state)
 
     config_defaults(&c, NULL);
     f = open_memstream(&buf, &len);
-    config_usage(f);
+    config_usage(f, &c);
     fclose(f);
     assert_non_null(strstr(buf, " (default \".pyrycode-relay/certs\")\n"));
     free(buf);
