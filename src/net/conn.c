@@ -433,13 +433,17 @@ static void transport_refused(struct conn *c, ssize_t why)
     static const char resp[] = "HTTP/1.0 400 Bad Request\r\n\r\n"
                                "Client sent an HTTP request to an HTTPS server.\n";
     if (why == TRANSPORT_HTTP) {
+        conn_log_refusal(c, "request_refused", 400, "plain HTTP on the TLS port");
         c->t.ops->release(&c->t);
         transport_use_tcp(&c->t);
         conn_set_state(c, CONN_HTTP_HEAD);
         conn_http_reply(c, resp, sizeof resp - 1, false);
     } else if (why == TRANSPORT_ALPN) {
+        conn_log_refusal(c, "tls_refused", 0, "acme-tls/1 is not served by this build");
         conn_set_state(c, CONN_HTTP_CLOSING);
     } else {
+        if (why == TRANSPORT_ERROR && c->state == CONN_TLS_HANDSHAKE)
+            conn_log_refusal(c, "tls_refused", 0, "TLS handshake failed");
         conn_abort(c); /* EOF (close_notify), a reset, a protocol error */
     }
 }

@@ -108,6 +108,7 @@ ssize_t conn_proxy_input(struct conn *c, const uint8_t *buf, size_t len)
     if (r == 0)
         return (ssize_t)len;
     if (r < 0) {
+        conn_log_refusal(c, "proxy_header_refused", 0, proxyproto_strerror((int)r));
         conn_abort(c);
         return -1;
     }

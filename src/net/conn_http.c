@@ -147,6 +147,8 @@ static bool head_budget_enforce(struct shard *s)
         }
         if (!victim)
             break;
+        conn_log_refusal(victim, "request_refused", 431,
+                         "unfinished request heads over --max-header-bytes-total");
         conn_http_error(victim, 431, false);
         conn_req_release(victim);
         refused = true;
@@ -159,10 +161,12 @@ static bool head_budget_enforce(struct shard *s)
 static bool head_complete(struct conn *c, uint8_t *buf, size_t len)
 {
     c->head_handled = true;
-    if (host_refused(c))
+    if (host_refused(c)) {
+        conn_log_refusal(c, "request_refused", 421, "Host is not --domain");
         conn_http_respond(c, 421, NULL, NULL, "", 0, true);
-    else
+    } else {
         c->opts->hooks->on_request(c, c->req);
+    }
     if (c->handoff_to) {
         conn_handoff_finish(c, buf, len);
         return false;
@@ -185,6 +189,9 @@ static bool feed(struct conn *c, uint8_t **buf, size_t *len)
     ssize_t n = http_req_feed(c->req, (const char *)*buf, *len);
     head_settle(c, before);
     if (n < 0) {
+        conn_log_refusal(c, "request_refused", n == HTTP_E_TOO_LARGE ? 431 : 400,
+                         n == HTTP_E_TOO_LARGE ? "request head over --max-header-bytes"
+                                               : "malformed HTTP request");
         conn_http_error(c, n == HTTP_E_TOO_LARGE ? 431 : 400, false);
         conn_req_release(c); /* the refused head is not kept while the reply drains */
         return false;

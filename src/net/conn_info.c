@@ -3,6 +3,8 @@
  * peer's address, and a connection's part in the graceful drain. */
 #include "net/conn_internal.h"
 
+#include "base/log.h"
+
 void *conn_ctx(const struct conn *c)
 {
     return c->opts->ctx;
@@ -73,6 +75,19 @@ void conn_remote(const struct conn *c, char *out, size_t cap)
         uv_ip4_name(&c->peer.v4, out, cap);
     else if (c->peer.sa.sa_family == AF_INET6)
         uv_ip6_name(&c->peer.v6, out, cap);
+}
+
+void conn_log_refusal(const struct conn *c, const char *msg, int status, const char *reason)
+{
+    char remote[64];
+    if (!log_enabled(LOG_DEBUG))
+        return;
+    conn_remote(c, remote, sizeof remote);
+    if (status)
+        LOGF(LOG_DEBUG, msg, LOG_NUM("status", status), LOG_STR("reason", reason),
+             LOG_STR("remote", remote));
+    else
+        LOGF(LOG_DEBUG, msg, LOG_STR("reason", reason), LOG_STR("remote", remote));
 }
 
 void conn_drain(struct conn *c)

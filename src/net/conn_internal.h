@@ -173,6 +173,13 @@ void conn_rate_refill(struct conn *c);
 /* When a connection paused for its frame rate has a frame to spend again. */
 uint64_t conn_rate_resume_at(const struct conn *c);
 
+/* ---- conn_info.c ---- */
+
+/* At debug level, why the connection layer refused a peer: one line msg
+ * with status (0: none, the connection is just dropped), reason and
+ * remote. Never a header value. */
+void conn_log_refusal(const struct conn *c, const char *msg, int status, const char *reason);
+
 /* ---- conn_handoff.c ---- */
 
 /* Moves c to c->handoff_to with the unread rest of the input. */

@@ -317,6 +317,44 @@ def test_debug_says_why_an_upgrade_was_refused(relay_factory):
     assert "SECRET-TOKEN-123" not in relay.logs() and "UA-SECRET" not in relay.logs()
 
 
+def raw_exchange(port, data):
+    """Sends data, returns everything the relay answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+def test_debug_explains_refusals_the_connection_layer_makes(relay_factory):
+    relay = relay_factory("--log-level", "debug", "--max-header-bytes", "2048")
+    assert raw_exchange(relay.port, b"BREW /pot HTCPCP/1.0\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    relay.wait_log("msg=request_refused status=400")
+    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 4096 + b"\r\n\r\n"
+    assert raw_exchange(relay.port, big).startswith(b"HTTP/1.1 431 ")
+    relay.wait_log("msg=request_refused status=431")
+    refused = lines(relay, "msg=request_refused")
+    assert ('level=DEBUG msg=request_refused status=400 reason="malformed HTTP request" '
+            'remote=127.0.0.1') in refused[0]
+    assert 'status=431 reason="request head over --max-header-bytes"' in refused[1]
+    assert "p" * 64 not in relay.logs()  # never a header value
+
+
+def test_info_level_keeps_connection_refusals_silent(relay_factory):
+    relay = relay_factory("--max-header-bytes", "2048")
+    assert raw_exchange(relay.port, b"BREW /pot HTCPCP/1.0\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 4096 + b"\r\n\r\n"
+    assert raw_exchange(relay.port, big).startswith(b"HTTP/1.1 431 ")
+    assert "request_refused" not in relay.logs()
+
+
 def test_info_level_keeps_header_refusals_silent(relay):
     from conftest import client_headers, upgrade_request
     h = client_headers("dbg")
