@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -470,6 +471,42 @@ static void test_create_race(void **state)
     pthread_barrier_destroy(&go);
 }
 
+/* True when /proc/<pid>/task/<tid>/stat says 'T' (stopped). */
+static bool task_stopped(pid_t pid, const char *tid)
+{
+    char path[320], buf[256];
+
+    snprintf(path, sizeof path, "/proc/%d/task/%s/stat", (int)pid, tid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *st = strrchr(buf, ')');
+    return st != NULL && st[1] == ' ' && st[2] == 'T';
+}
+
+/* True once every thread of pid is stopped: kill(SIGSTOP) returns before
+ * a thread running on another core has stopped, and that thread can still
+ * answer a request sent right after it. */
+static bool stopped(pid_t pid)
+{
+    char path[64];
+    struct dirent *e;
+    bool all = true;
+
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return false;
+    while (all && (e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            all = task_stopped(pid, e->d_name);
+    closedir(d);
+    return all;
+}
+
 /* A frozen server: no answer within the 2 s wait is KV_TIMEOUT (a write
  * may still land), distinct from an error. Runs last: it costs 4 s. */
 static void test_timeout(void **state)
@@ -481,6 +518,8 @@ static void test_timeout(void **state)
     (void)state;
     NEED_SERVER();
     assert_int_equal(kill(srv.pid, SIGSTOP), 0);
+    for (int i = 0; i < 100 && !stopped(srv.pid); i++)
+        nats_Sleep(10);
     int64_t t0 = nats_Now();
     enum kv_outcome g =
         kv_get(srv.kv, KV_SIDS, "t", 1, buf, sizeof buf, &len, &rev, err, sizeof err);
