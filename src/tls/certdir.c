@@ -66,22 +66,50 @@ static int mkdir_all(const char *dir, char *failed, size_t cap)
     return 0;
 }
 
-int certdir_prepare(const char *domain, const char *dir, char *err, size_t err_cap)
+/* What prepare and check both start with: the arguments, then the
+ * directory itself. Returns 1 when it exists (st filled; not a directory
+ * is refused), 0 when it does not exist yet, -1 with err set. */
+static int look_at(const char *domain, const char *dir, struct stat *st, char *err, size_t err_cap)
 {
-    char etext[128], failed[4096];
-    struct stat st;
+    char etext[128];
     if (!domain || !domain[0] || !dir || !dir[0]) {
         snprintf(err, err_cap, "relay: domain and cacheDir required");
         return -1;
     }
-    if (stat(dir, &st) != 0) {
+    if (stat(dir, st) != 0) {
         int e = errno;
-        if (e != ENOENT) {
-            snprintf(err, err_cap, "relay: stat cert cache dir %s: stat %s: %s", dir, dir,
-                     certdir_errno_text(e, etext, sizeof etext));
-            return -1;
-        }
-        e = mkdir_all(dir, failed, sizeof failed);
+        if (e == ENOENT)
+            return 0;
+        snprintf(err, err_cap, "relay: stat cert cache dir %s: stat %s: %s", dir, dir,
+                 certdir_errno_text(e, etext, sizeof etext));
+        return -1;
+    }
+    if (!S_ISDIR(st->st_mode)) {
+        snprintf(err, err_cap, "relay: cert cache path is not a directory: %s", dir);
+        return -1;
+    }
+    return 1;
+}
+
+/* The refusal for a group- or world-accessible directory we do not own. */
+static int insecure(const char *dir, unsigned mode, char *err, size_t err_cap)
+{
+    snprintf(err, err_cap,
+             "relay: cert cache dir has insecure permissions (must be 0700): %s "
+             "(mode %o)",
+             dir, mode);
+    return -1;
+}
+
+int certdir_prepare(const char *domain, const char *dir, char *err, size_t err_cap)
+{
+    char etext[128], failed[4096];
+    struct stat st;
+    int r = look_at(domain, dir, &st, err, err_cap);
+    if (r < 0)
+        return -1;
+    if (r == 0) {
+        int e = mkdir_all(dir, failed, sizeof failed);
         if (e != 0) {
             snprintf(err, err_cap, "relay: creating cert cache dir %s: mkdir %s: %s", dir, failed,
                      certdir_errno_text(e, etext, sizeof etext));
@@ -89,20 +117,11 @@ int certdir_prepare(const char *domain, const char *dir, char *err, size_t err_c
         }
         return 0;
     }
-    if (!S_ISDIR(st.st_mode)) {
-        snprintf(err, err_cap, "relay: cert cache path is not a directory: %s", dir);
-        return -1;
-    }
     unsigned mode = (unsigned)(st.st_mode & 0777);
     if ((mode & 0077) == 0)
         return 0;
-    if (st.st_uid != geteuid()) {
-        snprintf(err, err_cap,
-                 "relay: cert cache dir has insecure permissions (must be 0700): %s "
-                 "(mode %o)",
-                 dir, mode);
-        return -1;
-    }
+    if (st.st_uid != geteuid())
+        return insecure(dir, mode, err, err_cap);
     if (chmod(dir, 0700) != 0) {
         snprintf(err, err_cap, "relay: tightening cert cache dir %s: chmod %s: %s", dir, dir,
                  certdir_errno_text(errno, etext, sizeof etext));
@@ -119,17 +138,10 @@ int certdir_check(const char *domain, const char *dir, char *err, size_t err_cap
 {
     char etext[128], path[4096];
     struct stat st;
-    if (!domain || !domain[0] || !dir || !dir[0]) {
-        snprintf(err, err_cap, "relay: domain and cacheDir required");
+    int r = look_at(domain, dir, &st, err, err_cap);
+    if (r < 0)
         return -1;
-    }
-    if (stat(dir, &st) != 0) {
-        int e = errno;
-        if (e != ENOENT) {
-            snprintf(err, err_cap, "relay: stat cert cache dir %s: stat %s: %s", dir, dir,
-                     certdir_errno_text(e, etext, sizeof etext));
-            return -1;
-        }
+    if (r == 0) {
         /* It would be created: the nearest existing ancestor must let us. */
         snprintf(path, sizeof path, "%s", dir);
         for (;;) {
@@ -151,18 +163,9 @@ int certdir_check(const char *domain, const char *dir, char *err, size_t err_cap
         }
         return 0;
     }
-    if (!S_ISDIR(st.st_mode)) {
-        snprintf(err, err_cap, "relay: cert cache path is not a directory: %s", dir);
-        return -1;
-    }
     unsigned mode = (unsigned)(st.st_mode & 0777);
-    if ((mode & 0077) != 0 && st.st_uid != geteuid()) {
-        snprintf(err, err_cap,
-                 "relay: cert cache dir has insecure permissions (must be 0700): %s "
-                 "(mode %o)",
-                 dir, mode);
-        return -1;
-    }
+    if ((mode & 0077) != 0 && st.st_uid != geteuid())
+        return insecure(dir, mode, err, err_cap);
     return 0;
 }
 
