@@ -258,9 +258,13 @@ static size_t quote_unit(const char *s, size_t len, char *unit, size_t *ulen)
     return n;
 }
 
-/* Go strconv.Quote, cut at a unit boundary when out of room but always
- * closed with its quote. */
-static void quote(struct out *o, const char *s, size_t len)
+/* One escaped unit of s into unit (at most 11 bytes); returns the input
+ * bytes it covers. */
+typedef size_t (*unit_fn)(const char *s, size_t len, char *unit, size_t *ulen);
+
+/* s between double quotes, escaped unit by unit, cut at a unit boundary
+ * when out of room but always closed with its quote. */
+static void put_quoted(struct out *o, const char *s, size_t len, unit_fn unit_of)
 {
     if (room(o) < 2 || !put(o, "\"", 1)) {
         o->full = true;
@@ -270,7 +274,7 @@ static void quote(struct out *o, const char *s, size_t len)
     for (size_t i = 0; i < len;) {
         char unit[12];
         size_t ulen;
-        size_t used = quote_unit(s + i, len - i, unit, &ulen);
+        size_t used = unit_of(s + i, len - i, unit, &ulen);
         if (!put(o, unit, ulen))
             break;
         i += used;
@@ -278,6 +282,12 @@ static void quote(struct out *o, const char *s, size_t len)
     o->cap++;
     o->len += 1;
     o->p[o->len - 1] = '"';
+}
+
+/* Go strconv.Quote. */
+static void quote(struct out *o, const char *s, size_t len)
+{
+    put_quoted(o, s, len, quote_unit);
 }
 
 /* A bare value, cut at a character boundary when out of room. */
@@ -352,22 +362,7 @@ static size_t json_unit(const char *s, size_t len, char *unit, size_t *ulen)
 
 static void json_str(struct out *o, const char *s, size_t len)
 {
-    if (room(o) < 2 || !put(o, "\"", 1)) {
-        o->full = true;
-        return;
-    }
-    o->cap--;
-    for (size_t i = 0; i < len;) {
-        char unit[8];
-        size_t ulen;
-        size_t used = json_unit(s + i, len - i, unit, &ulen);
-        if (!put(o, unit, ulen))
-            break;
-        i += used;
-    }
-    o->cap++;
-    o->len += 1;
-    o->p[o->len - 1] = '"';
+    put_quoted(o, s, len, json_unit);
 }
 
 static const char *level_name(enum log_level level)
