@@ -31,6 +31,7 @@
 
 #include "net/transport.h"
 #include "tls/tls.h"
+#include "tls_testkit.h"
 
 #define DEADLINE_NS (3ull * 1000 * 1000 * 1000)
 
@@ -254,55 +255,19 @@ static void test_tcp_full_socket(void **state)
 
 /* ---- TLS: certificate and client ---------------------------------------- */
 
-static EVP_PKEY *key;
-static X509 *cert;
-static char *cert_pem, *key_pem;
-static size_t cert_len, key_len;
-
-static char *to_pem(BIO *b, size_t *len)
-{
-    char *data;
-    long n = BIO_get_mem_data(b, &data);
-    char *out = malloc((size_t)n + 1);
-    memcpy(out, data, (size_t)n);
-    out[n] = '\0';
-    *len = (size_t)n;
-    BIO_free(b);
-    return out;
-}
+static struct ident id;
 
 static int setup(void **state)
 {
     (void)state;
-    key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    assert_non_null(key);
-    cert = X509_new();
-    X509_set_version(cert, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
-    X509_gmtime_adj(X509_getm_notBefore(cert), -60);
-    X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
-    X509_set_pubkey(cert, key);
-    X509_NAME *name = X509_get_subject_name(cert);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"relay.test", -1,
-                               -1, 0);
-    X509_set_issuer_name(cert, name);
-    assert_true(X509_sign(cert, key, EVP_sha256()) > 0);
-    BIO *b = BIO_new(BIO_s_mem());
-    PEM_write_bio_X509(b, cert);
-    cert_pem = to_pem(b, &cert_len);
-    b = BIO_new(BIO_s_mem());
-    PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL);
-    key_pem = to_pem(b, &key_len);
+    ident_make(&id, 1);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    EVP_PKEY_free(key);
-    X509_free(cert);
-    free(cert_pem);
-    free(key_pem);
+    ident_free(&id);
     return 0;
 }
 
@@ -323,8 +288,9 @@ static void tls_rig_open(struct tls_rig *x, const char *alpn, size_t alpn_len)
     char err[256];
     x->ts = tls_server_new(err, sizeof err);
     assert_non_null(x->ts);
-    assert_int_equal(
-        tls_server_set_cert_pem(x->ts, cert_pem, cert_len, key_pem, key_len, err, sizeof err), 0);
+    assert_int_equal(tls_server_set_cert_pem(x->ts, id.cert_pem, id.cert_len, id.key_pem,
+                                             id.key_len, err, sizeof err),
+                     0);
     assert_int_equal(transport_use_tls(&x->r.t, x->ts, x->r.scratch_in, x->r.scratch_out), 0);
     assert_ptr_equal(x->r.t.ops, &transport_tls);
     assert_string_equal(x->r.t.ops->name, "tls");
