@@ -23,6 +23,19 @@ void htab_free(struct htab *t)
     t->nb = t->n = 0;
 }
 
+void htab_free_all(struct htab *t, void (*free_node)(struct hlink *l))
+{
+    for (size_t i = 0; i < t->nb; i++) {
+        struct hlink *l = t->b[i];
+        while (l) {
+            struct hlink *next = l->next;
+            free_node(l);
+            l = next;
+        }
+    }
+    htab_free(t);
+}
+
 static void grow(struct htab *t)
 {
     size_t n = t->nb * 2;

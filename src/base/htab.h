@@ -28,6 +28,10 @@ void htab_init(struct htab *t, size_t nbuckets, uint64_t (*hash_of)(const struct
 /* Frees the bucket array (the nodes are the owner's). */
 void htab_free(struct htab *t);
 
+/* Hands every node to free_node (which may free it), then frees the
+ * bucket array: the owner's teardown of a table that owns its nodes. */
+void htab_free_all(struct htab *t, void (*free_node)(struct hlink *l));
+
 /* The head of the chain hash h falls in. */
 static inline struct hlink **htab_chain(const struct htab *t, uint64_t h)
 {

@@ -35,17 +35,14 @@ void ratelimit_init(struct ratelimit *rl, int64_t burst, uint64_t refill_ms, con
         htab_init(&rl->buckets, 256, bucket_hash);
 }
 
+static void free_bucket(struct hlink *l)
+{
+    free(CONTAINER_OF(l, struct rl_bucket, hl));
+}
+
 void ratelimit_free(struct ratelimit *rl)
 {
-    for (size_t i = 0; i < rl->buckets.nb; i++) {
-        struct hlink *l = rl->buckets.b[i];
-        while (l) {
-            struct hlink *next = l->next;
-            free(CONTAINER_OF(l, struct rl_bucket, hl));
-            l = next;
-        }
-    }
-    htab_free(&rl->buckets);
+    htab_free_all(&rl->buckets, free_bucket);
 }
 
 static struct rl_bucket *find_or_add(struct ratelimit *rl, const char *key, size_t len,

@@ -80,20 +80,17 @@ static void peer_free(struct link_peer *p)
     free(p);
 }
 
+static void free_peer_node(struct hlink *l)
+{
+    peer_free(CONTAINER_OF(l, struct link_peer, by_epoch));
+}
+
 void link_tracker_free(struct link_tracker *t)
 {
     if (!t)
         return;
-    for (size_t i = 0; i < t->by_epoch.nb; i++) {
-        struct hlink *l = t->by_epoch.b[i];
-        while (l) {
-            struct hlink *next = l->next;
-            peer_free(CONTAINER_OF(l, struct link_peer, by_epoch));
-            l = next;
-        }
-    }
-    htab_free(&t->by_epoch);
-    htab_free(&t->by_node);
+    htab_free_all(&t->by_epoch, free_peer_node);
+    htab_free(&t->by_node); /* the same peers, freed above */
     free(t);
 }
 

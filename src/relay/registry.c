@@ -61,18 +61,15 @@ void registry_set_phone_cap(struct registry *r, int64_t phone_cap)
     r->phone_cap = phone_cap;
 }
 
+static void free_slot(struct hlink *l)
+{
+    free(CONTAINER_OF(l, struct reg_slot, hl));
+}
+
 void registry_clear(struct registry *r)
 {
-    for (size_t i = 0; i < r->slots.nb; i++) {
-        struct hlink *l = r->slots.b[i];
-        while (l) {
-            struct hlink *next = l->next;
-            free(CONTAINER_OF(l, struct reg_slot, hl));
-            l = next;
-        }
-    }
-    htab_free(&r->slots);
-    htab_free(&r->by_key);
+    htab_free_all(&r->slots, free_slot);
+    htab_free(&r->by_key); /* phones belong to their connections */
 }
 
 static struct reg_slot *find_slot(const struct registry *r, const char *sid, size_t len, uint64_t h)

@@ -8,6 +8,8 @@
 
 #include <cmocka.h>
 
+#include <stdlib.h>
+
 #include "base/htab.h"
 #include "base/util.h"
 
@@ -58,10 +60,39 @@ static void test_grows_and_keeps_nodes(void **state)
     htab_free(&t);
 }
 
+static int freed;
+
+static void free_node(struct hlink *l)
+{
+    freed++;
+    free(CONTAINER_OF(l, struct node, hl));
+}
+
+/* Teardown hands every node over once, even those sharing a chain (the
+ * node is freed before the walk moves on), and leaves the table empty. */
+static void test_free_all_hands_every_node_over(void **state)
+{
+    struct htab t;
+    (void)state;
+    htab_init(&t, 2, node_hash);
+    for (uint64_t i = 0; i < 100; i++) {
+        struct node *n = xmalloc(sizeof *n);
+        n->hash = i % 3; /* long chains */
+        htab_add(&t, &n->hl, n->hash, 50);
+    }
+    freed = 0;
+    htab_free_all(&t, free_node);
+    assert_int_equal(freed, 100);
+    assert_null(t.b);
+    assert_int_equal(t.nb, 0);
+    assert_int_equal(t.n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grows_and_keeps_nodes),
+        cmocka_unit_test(test_free_all_hands_every_node_over),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
