@@ -130,16 +130,22 @@ static void cancel_grace(struct registry *r, struct reg_slot *s)
 }
 
 /* Unregisters every phone of s onto evicted (caller closes them). */
+/* Takes p off its slot's list and out of the phone index. */
+static void detach_phone(struct registry *r, struct reg_phone *p)
+{
+    list_remove(&p->link);
+    unindex_phone(r, p);
+    p->slot->nphones--;
+    p->slot = NULL;
+    r->phones--;
+    publish(r);
+}
+
 static void evict_phones(struct registry *r, struct reg_slot *s, struct list *evicted)
 {
     while (!list_empty(&s->phones)) {
         struct reg_phone *p = CONTAINER_OF(s->phones.next, struct reg_phone, link);
-        list_remove(&p->link);
-        unindex_phone(r, p);
-        p->slot = NULL;
-        s->nphones--;
-        r->phones--;
-        publish(r);
+        detach_phone(r, p);
         list_push_back(evicted, &p->link);
     }
 }
@@ -287,12 +293,7 @@ void registry_remove_phone(struct registry *r, struct reg_phone *p)
     struct reg_slot *s = p->slot;
     if (!s)
         return;
-    list_remove(&p->link);
-    unindex_phone(r, p);
-    p->slot = NULL;
-    s->nphones--;
-    r->phones--;
-    publish(r);
+    detach_phone(r, p);
     maybe_free_slot(r, s);
 }
 
