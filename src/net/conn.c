@@ -316,12 +316,17 @@ void conn_pump(struct conn *c)
 
 /* ---- sending ----------------------------------------------------------- */
 
+bool conn_output_idle(const struct conn *c)
+{
+    return !c->t.writing && outbox_empty(&c->out) && !c->t.ops->want_write(&c->t);
+}
+
 void conn_send(struct conn *c, enum outbox_kind kind, const uv_buf_t *iov, unsigned n, bool counted)
 {
     size_t skip = 0;
     if (c->state == CONN_CLOSED)
         return;
-    if (!c->t.writing && outbox_empty(&c->out) && !c->t.ops->want_write(&c->t)) {
+    if (conn_output_idle(c)) {
         ssize_t r = c->t.ops->try_writev(&c->t, iov, n);
         if (r < 0) {
             write_error(c, (int)r);

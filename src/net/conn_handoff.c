@@ -51,9 +51,8 @@ void conn_handoff_finish(struct conn *c, const uint8_t *buf, size_t len)
         memcpy(rest, buf, len);
     uv_os_fd_t fd;
     int dup_fd = -1;
-    if (drain_transport(c, &rest, &rest_len, &rest_cap) && !c->t.writing && outbox_empty(&c->out) &&
-        !c->t.ops->want_write(&c->t) && c->state == CONN_HTTP_HEAD &&
-        uv_fileno((uv_handle_t *)&c->t.tcp, &fd) == 0)
+    if (drain_transport(c, &rest, &rest_len, &rest_cap) && conn_output_idle(c) &&
+        c->state == CONN_HTTP_HEAD && uv_fileno((uv_handle_t *)&c->t.tcp, &fd) == 0)
         dup_fd = dup(fd);
     if (dup_fd < 0) {
         free(rest);

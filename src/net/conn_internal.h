@@ -107,6 +107,11 @@ void conn_set_paused(struct conn *c, uint8_t bits, bool on);
 void conn_send(struct conn *c, enum outbox_kind kind, const uv_buf_t *iov, unsigned n,
                bool counted);
 
+/* True when nothing waits to be written: no write in flight, an empty
+ * outbox, no bytes held by the transport. Only then may bytes go straight
+ * to the transport. */
+bool conn_output_idle(const struct conn *c);
+
 /* Builds a frame (header + parts) and sends it as conn_send does. */
 void conn_send_frame(struct conn *c, enum outbox_kind kind, uint8_t op, const uv_buf_t *parts,
                      unsigned nparts, bool counted);

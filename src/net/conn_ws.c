@@ -156,7 +156,7 @@ static void send_pong(struct conn *c, const uint8_t *payload, size_t len)
     if (len)
         memcpy(frame + n, payload, len);
     n += len;
-    if (c->t.writing || !outbox_empty(&c->out) || c->t.ops->want_write(&c->t)) {
+    if (!conn_output_idle(c)) {
         outbox_put_pong(&c->out, frame, n);
     } else {
         uv_buf_t iov = uv_buf_init((char *)frame, (unsigned)n);
