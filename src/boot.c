@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/netaddr.h"
 #include "base/version.h"
+#include "cluster/node.h"
 
 #define FIX_MUTEX                                                                                  \
     "use --insecure-listen alone (proxy-fronted plaintext mode), OR use --domain with optional "   \
@@ -46,6 +47,39 @@
     "set PYRYCODE_RELAY_FCM_CREDENTIALS to the whole service-account JSON key, or unset it to "    \
     "turn push off"
 #define FIX_OVERLAP "give each listener its own port (or its own IP address)"
+#define FIX_CLUSTER_SINGLE                                                                         \
+    "unset PYRYCODE_RELAY_SINGLE_INSTANCE to run as one node of a cluster, or drop "               \
+    "--cluster-nats to run a single instance"
+#define FIX_CREDS                                                                                  \
+    "point PYRYCODE_RELAY_NATS_CREDS at a NATS credentials (.creds) file readable by the "         \
+    "relay's user, or unset it"
+
+/* Step 7 with a cluster bus (docs/features/cluster.md): several instances
+ * are the point, so the refusal is skipped; claiming single-instance intent
+ * at the same time is a contradiction. */
+static int check_cluster_env(const struct config *cfg, checks_getenv_fn get)
+{
+    char bus[NODE_URLS_LOGMAX];
+    node_urls_for_log(cfg->cluster_nats, bus, sizeof bus);
+    if (checks_env_is_one(get, "PYRYCODE_RELAY_SINGLE_INSTANCE")) {
+        LOGF(LOG_ERROR, "refusing to start: conflicting cluster config",
+             LOG_STR("err", "relay: PYRYCODE_RELAY_SINGLE_INSTANCE=1 asserts a single instance, "
+                            "and --cluster-nats joins a cluster"),
+             LOG_STR("bus", bus), LOG_STR("env_var", "PYRYCODE_RELAY_SINGLE_INSTANCE"),
+             LOG_STR("fix", FIX_CLUSTER_SINGLE));
+        return -1;
+    }
+    const char *creds = get("PYRYCODE_RELAY_NATS_CREDS");
+    if (creds && access(creds, R_OK) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: invalid env-var config",
+             LOG_STR("err", "relay: PYRYCODE_RELAY_NATS_CREDS names a file the relay cannot read"),
+             LOG_STR("env_var", "PYRYCODE_RELAY_NATS_CREDS"), LOG_STR("reason", "unreadable-file"),
+             LOG_STR("fix", FIX_CREDS));
+        return -1;
+    }
+    LOGF(LOG_INFO, "multi-instance deploy allowed: cluster bus configured", LOG_STR("bus", bus));
+    return 0;
+}
 
 /* Steps 3-5: flags alone. */
 static int check_flags(const struct config *cfg)
@@ -93,7 +127,10 @@ static int check_env(const struct config *cfg, checks_getenv_fn get)
              LOG_STR("env_var", f.key), LOG_STR("reason", f.reason), LOG_STR("fix", fix));
         return -1;
     }
-    if (checks_single_instance(get, err, sizeof err) != 0) {
+    if (cfg->cluster_nats[0]) {
+        if (check_cluster_env(cfg, get) != 0)
+            return -1;
+    } else if (checks_single_instance(get, err, sizeof err) != 0) {
         LOGF(LOG_ERROR, "refusing to start: multi-instance deploy detected", LOG_STR("err", err),
              LOG_STR("bypass_env_var", "PYRYCODE_RELAY_SINGLE_INSTANCE"),
              LOG_STR("fix", FIX_SINGLE));

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "acme/autocert.h"
@@ -22,6 +23,8 @@
 #include "tls/tls.h"
 #include "base/util.h"
 #include "base/version.h"
+#include "cluster/node.h"
+#include "relay/fence.h"
 
 static const char *env_get(const char *name)
 {
@@ -321,6 +324,86 @@ static struct push_waker *start_push(uv_loop_t *loop, const struct config *cfg,
     return push_new(loop, &pcfg, creds);
 }
 
+/* Boot step 12b (docs/features/cluster.md): with --cluster-nats, join the
+ * cluster before anything is set up to serve. Returns 0 (*out NULL without
+ * a bus), or 1 after logging. */
+static int start_cluster(const struct config *cfg, unsigned shards, struct node **out)
+{
+    char name[NODE_NAME_MAX + 1], host[256] = "", err[512], bus[NODE_URLS_LOGMAX];
+    if (!cfg->cluster_nats[0])
+        return 0;
+    gethostname(host, sizeof host - 1);
+    if (node_name_from(cfg->cluster_node_name, host, name, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: invalid flag value", LOG_STR("err", err));
+        return 2; /* config_validate refuses it first */
+    }
+    const char *creds = getenv("PYRYCODE_RELAY_NATS_CREDS");
+    struct node_params p = {
+        .urls = cfg->cluster_nats,
+        .creds_file = creds && creds[0] ? creds : NULL,
+        .cluster = cfg->cluster_name,
+        .name = name,
+        .lease_ms = (uint64_t)(cfg->cluster_lease_ns / NS_PER_MS),
+        .replicas = (int)cfg->cluster_replicas,
+        .connect_ms = (uint64_t)(cfg->cluster_connect_timeout_ns / NS_PER_MS),
+        .min_payload = cfg->max_message_bytes + 1024,
+        .shards = shards,
+    };
+    if (node_start(out, &p, err, sizeof err) != 0) {
+        node_urls_for_log(cfg->cluster_nats, bus, sizeof bus);
+        LOGF(LOG_ERROR, "refusing to start: cluster bus unavailable", LOG_STR("err", err),
+             LOG_STR("bus", bus),
+             LOG_STR("fix", "start the NATS servers (with JetStream) named by --cluster-nats, or "
+                            "check the URLs, credentials and --cluster-replicas against them"));
+        nats_CloseAndWait(2000);
+        return 1;
+    }
+    return 0;
+}
+
+/* The shards exist: they fence with the node from now on. */
+static void join_cluster(struct node *node, struct relay_shared *sh)
+{
+    if (!node)
+        return;
+    sh->node = node;
+    for (unsigned i = 0; i < sh->n; i++)
+        fence_start(&sh->relays[i]);
+    node_run(node, fence_hooks(sh));
+}
+
+/* After the drain: release the node lease, then cnats itself. */
+static void leave_cluster(struct relay_shared *sh)
+{
+    if (!sh->node)
+        return;
+    node_stop(sh->node);
+    sh->node = NULL;
+    nats_CloseAndWait(2000);
+}
+
+/* The public listener: HTTPS in autocert mode (behind the Host check,
+ * optionally behind PROXY v2), plain HTTP in insecure mode. Returns 0, or 1
+ * after logging `listener failed`. */
+static int bind_public(struct server *srv, const struct config *cfg, struct tls_server *tls)
+{
+    char err[256];
+    const char *addr = tls ? cfg->https_listen : cfg->insecure_listen;
+    struct conn_opts opts = {
+        .hooks = &relay_hooks,
+        .tls = tls,
+        .proxy_protocol = tls && cfg->https_proxy_protocol,
+        .domain = tls ? cfg->domain : NULL,
+    };
+    if (server_listen_opts(srv, addr, &opts, err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", addr), LOG_STR("err", err),
+             LOG_STR("fix", "free the address (another process holds it?) or pick another one"));
+        return 1;
+    }
+    server_log_listening(&srv->listeners[0].tcp, tls ? "https" : "public");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     /* SIGHUP never terminates, not even before the loop handles it. */
@@ -358,30 +441,24 @@ int main(int argc, char **argv)
         return code;
     }
     uv_loop_init(&loop);
-    char err[256];
     /* --workers 0: one shard per CPU the process may run on. */
     unsigned workers = cfg.workers > 0 ? (unsigned)cfg.workers : uv_available_parallelism();
+    struct node *node = NULL;
+    if ((code = start_cluster(&cfg, workers, &node)) != 0) {
+        uv_loop_close(&loop);
+        tls_server_free(tls);
+        fcm_creds_free(&creds);
+        return code;
+    }
     server_init(&srv, &loop, &cfg, workers, &relay_hooks);
     struct relay *relays = xcalloc(srv.nshards, sizeof *relays);
     relay_init(relays, &shared, &srv);
     struct relay *relay = &relays[0];
+    join_cluster(node, &shared);
     if (creds.key)
         shared.push = start_push(&loop, &cfg, &creds);
-    const char *public_addr = tls ? cfg.https_listen : cfg.insecure_listen;
-    /* Autocert mode: HTTPS behind the Host check, optionally behind PROXY v2.
-     * (The HTTP-01 listener on --http-listen belongs to the ACME wiring.) */
-    struct conn_opts public_opts = {
-        .hooks = &relay_hooks,
-        .tls = tls,
-        .proxy_protocol = tls && cfg.https_proxy_protocol,
-        .domain = tls ? cfg.domain : NULL,
-    };
-    if (server_listen_opts(&srv, public_addr, &public_opts, err, sizeof err) != 0) {
-        LOGF(LOG_ERROR, "listener failed", LOG_STR("addr", public_addr), LOG_STR("err", err),
-             LOG_STR("fix", "free the address (another process holds it?) or pick another one"));
-        return 1;
-    }
-    server_log_listening(&srv.listeners[0].tcp, tls ? "https" : "public");
+    if ((code = bind_public(&srv, &cfg, tls)) != 0)
+        return code;
     rc.tls = tls && cfg.tls_cert[0] ? tls : NULL;
     rc.sh = &shared;
     server_on_reload(&srv, reload, &rc);
@@ -392,6 +469,7 @@ int main(int argc, char **argv)
     LOGF(LOG_INFO, "ready", LOG_STR("version", RELAY_VERSION), LOG_NUM("workers", srv.nshards));
     notify_ready("serving");
     code = server_run(&srv);
+    leave_cluster(&shared);
     if (acme_on)
         autocert_free(&autocert);
     relay_close(&shared);

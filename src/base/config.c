@@ -46,6 +46,18 @@ static const struct flag flags[] = {
       "validate flags and environment, then exit 0 or 2 without listening"),
     F("close-timeout", F_DURATION, close_timeout_ns, "5s",
       "how long to wait for the peer's close frame before dropping the connection"),
+    F("cluster-connect-timeout", F_DURATION, cluster_connect_timeout_ns, "30s",
+      "how long startup retries the cluster bus before giving up (exit 1)"),
+    F("cluster-lease", F_DURATION, cluster_lease_ns, "20s",
+      "cluster node lease: a node cut off from the bus stops serving within it (at least 6s)"),
+    F("cluster-name", F_STRING, cluster_name, "main",
+      "cluster name: relays with the same name and bus share server-ids (A-Z a-z 0-9 _ -)"),
+    F("cluster-nats", F_STRING, cluster_nats, "",
+      "NATS URLs of the cluster bus, comma-separated (nats://host:4222,...); empty: cluster off"),
+    F("cluster-node-name", F_STRING, cluster_node_name, "",
+      "this relay's name in the cluster (empty: the host name)"),
+    F("cluster-replicas", F_INT, cluster_replicas, "3",
+      "replicas of the cluster's KV streams (1 for a one-server bus, at most 5)"),
     F("config-file", F_STRING, config_file, "",
       "file of reloadable settings (log-level, max-connections, max-phones-per-server, "
       "rate-limit-burst, rate-limit-refill), re-read on SIGHUP"),
@@ -611,11 +623,83 @@ static int validate_strings(const struct config *cfg, struct config_error *e)
     return 0;
 }
 
+static bool name_chars(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_'))
+            return false;
+    return true;
+}
+
+/* Each comma-separated URL: [nats:// | tls://][user[:pass]@]host[:port],
+ * no blanks, no empty entries. */
+static bool urls_valid(const char *urls)
+{
+    const char *s = urls;
+    for (;;) {
+        const char *end = strchr(s, ',');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        const char *sep = memmem(s, len, "://", 3);
+        if (len == 0 || memchr(s, ' ', len) || memchr(s, '\t', len))
+            return false;
+        if (sep && !((sep - s == 4 && memcmp(s, "nats", 4) == 0) ||
+                     (sep - s == 3 && memcmp(s, "tls", 3) == 0)))
+            return false;
+        if (sep && (size_t)(sep + 3 - s) == len)
+            return false; /* a scheme and nothing after it */
+        if (!end)
+            return true;
+        s = end + 1;
+    }
+}
+
+/* The cluster flags (checked whether or not the cluster is on, so a typo
+ * is found before the day it is turned on). */
+static int validate_cluster(const struct config *cfg, struct config_error *e)
+{
+    if (cfg->cluster_nats[0] && !urls_valid(cfg->cluster_nats)) {
+        set_err(e,
+                "write --cluster-nats as nats://host:4222[,nats://host2:4222...] (tls:// for TLS)",
+                "invalid --cluster-nats %s: want comma-separated nats:// or tls:// URLs",
+                QUOTED(cfg->cluster_nats));
+        return -1;
+    }
+    if (!name_chars(cfg->cluster_name, 32)) {
+        set_err(e, "use 1 to 32 characters of A-Z a-z 0-9 _ -, or omit it for \"main\"",
+                "invalid --cluster-name %s", QUOTED(cfg->cluster_name));
+        return -1;
+    }
+    if (cfg->cluster_node_name[0] && !name_chars(cfg->cluster_node_name, 55)) {
+        set_err(e, "use 1 to 55 characters of A-Z a-z 0-9 _ -, or omit it for the host name",
+                "invalid --cluster-node-name %s", QUOTED(cfg->cluster_node_name));
+        return -1;
+    }
+    if (cfg->cluster_lease_ns < 6 * NS_PER_S) {
+        char buf[48];
+        duration_format(buf, sizeof buf, cfg->cluster_lease_ns);
+        set_err(e, "pass at least 6s (20s, the default, rides out a bus leader election)",
+                "invalid --cluster-lease \"%s\": must be at least 6s", buf);
+        return -1;
+    }
+    if (cfg->cluster_replicas < 1 || cfg->cluster_replicas > 5) {
+        set_err(e, "pass 3 (the default) for a 3-server bus, 1 for a single server, at most 5",
+                "invalid --cluster-replicas %lld: must be from 1 to 5",
+                (long long)cfg->cluster_replicas);
+        return -1;
+    }
+    return 0;
+}
+
 int config_validate(const struct config *cfg, struct config_error *e)
 {
     memset(e, 0, sizeof *e);
     if (validate_durations(cfg, e) != 0 || validate_sizes(cfg, e) != 0 ||
-        validate_limits(cfg, e) != 0 || validate_strings(cfg, e) != 0)
+        validate_limits(cfg, e) != 0 || validate_strings(cfg, e) != 0 ||
+        validate_cluster(cfg, e) != 0)
         return -1;
     return 0;
 }

@@ -68,6 +68,13 @@ struct config {
     const char *fcm_project;        /* pyrycode-mobile */
     const char *outbound_ca_bundle; /* "" = system trust store */
     int64_t push_timeout_ns;        /* 10s per HTTP call */
+    /* cluster mode (docs/features/cluster.md) */
+    const char *cluster_nats;           /* bus URLs, comma-separated; "" = cluster off */
+    const char *cluster_name;           /* main: [A-Za-z0-9_-], 1..32 */
+    const char *cluster_node_name;      /* "" = the host name, sanitised */
+    int64_t cluster_lease_ns;           /* 20s, at least 6s */
+    int64_t cluster_replicas;           /* 3: KV stream replicas, 1..5 */
+    int64_t cluster_connect_timeout_ns; /* 30s: how long boot waits for the bus */
     /* which flags appeared on the command line, by table index */
     uint64_t explicit_mask;
     /* --cert-cache's default, from $HOME (config_defaults); cert_cache points

@@ -21,6 +21,7 @@
 #define KV_BUCKET_MAX 48  /* "pyry_<c>_claims" + NUL */
 #define KV_NAME_MAX   64  /* "KV_pyry_<c>_claims" + NUL */
 #define KV_SUBJ_MAX   160 /* "$KV.pyry_<c>_claims.<64 hex>" + NUL */
+#define KV_URLS_MAX   32  /* bus URLs taken from the list */
 #define KV_RETRY_MS   250 /* kv_connect's wait between attempts, and reconnect wait */
 #define MS_TO_NS      1000000LL
 
@@ -70,6 +71,8 @@ static void bus_err(char *err, size_t cap, const char *what, natsStatus s, jsErr
 {
     const char *last = last_error(s);
 
+    if (strcmp(last, natsStatus_GetText(s)) == 0)
+        last = ""; /* cnats repeats the status text */
     if (jerr != 0)
         errf(err, cap, "%s: %s (jetstream error %d%s%s)", what, natsStatus_GetText(s), (int)jerr,
              last[0] ? ": " : "", last);
@@ -105,14 +108,47 @@ void kv_key_of(const void *sid, size_t len, char out[65])
     out[64] = '\0';
 }
 
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+    const struct kv_conn_events *ev = closure;
+    (void)nc;
+    ev->on_event(ev->ud, KV_CONN_DISCONNECTED);
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+    const struct kv_conn_events *ev = closure;
+    (void)nc;
+    ev->on_event(ev->ud, KV_CONN_RECONNECTED);
+}
+
+/* The comma-separated list as cnats' server array (its SetURL takes one
+ * URL only). */
+static natsStatus set_servers(natsOptions *o, const char *urls)
+{
+    char *copy = strdup(urls);
+    const char *list[KV_URLS_MAX];
+    int n = 0;
+    natsStatus s = NATS_NO_MEMORY;
+
+    if (copy == NULL)
+        return s;
+    for (char *save = NULL, *t = strtok_r(copy, ",", &save); t != NULL && n < KV_URLS_MAX;
+         t = strtok_r(NULL, ",", &save))
+        list[n++] = t;
+    s = n > 0 ? natsOptions_SetServers(o, list, n) : NATS_INVALID_ARG;
+    free(copy);
+    return s;
+}
+
 int kv_connect(natsConnection **nc, const char *urls, const char *creds_file, const char *name,
-               uint64_t timeout_ms, char *err, size_t errcap)
+               uint64_t timeout_ms, const struct kv_conn_events *ev, char *err, size_t errcap)
 {
     natsOptions *o = NULL;
     natsStatus s = natsOptions_Create(&o);
 
     if (s == NATS_OK)
-        s = natsOptions_SetURL(o, urls);
+        s = set_servers(o, urls);
     if (s == NATS_OK && name != NULL)
         s = natsOptions_SetName(o, name);
     if (s == NATS_OK && creds_file != NULL)
@@ -127,6 +163,10 @@ int kv_connect(natsConnection **nc, const char *urls, const char *creds_file, co
         s = natsOptions_SetMaxPingsOut(o, 2);
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(o, KV_WAIT_MS);
+    if (s == NATS_OK && ev != NULL)
+        s = natsOptions_SetDisconnectedCB(o, on_disconnected, (void *)ev);
+    if (s == NATS_OK && ev != NULL)
+        s = natsOptions_SetReconnectedCB(o, on_reconnected, (void *)ev);
     if (s != NATS_OK) {
         bus_err(err, errcap, "cluster bus options", s, 0);
         natsOptions_Destroy(o);

@@ -70,14 +70,26 @@ struct kv_params {
 
 struct kv;
 
+/* What happened to a connection made by kv_connect (reported from cnats'
+ * own threads). */
+enum kv_conn_event { KV_CONN_DISCONNECTED, KV_CONN_RECONNECTED };
+
+/* The closure a kv_connect connection reports its events to; it must live
+ * as long as the connection. */
+struct kv_conn_events {
+    void (*on_event)(void *ud, enum kv_conn_event ev);
+    void *ud;
+};
+
 /* Connects to the comma-separated urls, retrying every 250 ms for up to
  * timeout_ms (boot waits for the bus), with creds_file (a NATS .creds file
  * path, or NULL) and the connection name `name` (or NULL). Once connected,
  * the connection reconnects forever by itself (250 ms wait, 1 s pings, 2
- * missed pings). Returns 0 with *nc set (the caller destroys it with
+ * missed pings), reporting disconnects and reconnects to ev (NULL: none).
+ * Returns 0 with *nc set (the caller destroys it with
  * natsConnection_Destroy), or -EIO with a sentence in err. */
 int kv_connect(natsConnection **nc, const char *urls, const char *creds_file, const char *name,
-               uint64_t timeout_ms, char *err, size_t errcap);
+               uint64_t timeout_ms, const struct kv_conn_events *ev, char *err, size_t errcap);
 
 /* Binds to connected nc (borrowed: it must outlive the kv), gets a jsCtx
  * with Wait KV_WAIT_MS and creates the three streams of p idempotently.

@@ -17,6 +17,7 @@
 
 #include <openssl/crypto.h>
 
+#include "cluster/node.h"
 #include "ops/admin.h"
 #include "codec/http.h"
 #include "base/netaddr.h"
@@ -93,6 +94,57 @@ static void push_series(struct buf *b, const struct push_waker *w)
                 push_outcome_name(order[i]), (unsigned long long)push_outcome_count(w, order[i]));
 }
 
+/* Cluster mode only (docs/features/cluster.md, "Metrics"): single-instance
+ * output is unchanged. Labels are fixed sets, never a server-id. */
+static void cluster_series(struct buf *b, const struct node *n)
+{
+    static const enum lease_outcome renew_order[] = {LEASE_CONFLICT, LEASE_ERROR, LEASE_OK,
+                                                     LEASE_TIMEOUT};
+    static const enum kv_outcome kv_order[] = {KV_CONFLICT, KV_ERROR, KV_NOT_FOUND, KV_OK,
+                                               KV_TIMEOUT};
+    static const enum kv_op op_order[] = {KV_OP_CAS, KV_OP_CREATE, KV_OP_GET};
+    struct node_stats st;
+    node_stats(n, &st);
+    family(b, "pyrycode_relay_cluster_ready", "gauge",
+           "1 while this node holds its lease, hears the bus and is not fencing.");
+    bprintf(b, "pyrycode_relay_cluster_ready %d\n", st.ready ? 1 : 0);
+    family(b, "pyrycode_relay_cluster_lease_remaining_seconds", "gauge",
+           "Time left before this node must stop serving unless a renewal succeeds.");
+    bprintf(b, "pyrycode_relay_cluster_lease_remaining_seconds %llu.%03llu\n",
+            (unsigned long long)(st.lease_remaining_ms / 1000),
+            (unsigned long long)(st.lease_remaining_ms % 1000));
+    family(b, "pyrycode_relay_cluster_lease_renewals_total", "counter",
+           "Node lease renewals, by outcome.");
+    for (size_t i = 0; i < sizeof renew_order / sizeof renew_order[0]; i++)
+        bprintf(b, "pyrycode_relay_cluster_lease_renewals_total{outcome=\"%s\"} %llu\n",
+                lease_outcome_name(renew_order[i]),
+                (unsigned long long)st.renewals[renew_order[i]]);
+    family(b, "pyrycode_relay_cluster_kv_ops_total", "counter",
+           "JetStream KV operations of this node, by operation and outcome.");
+    for (size_t i = 0; i < 3; i++)
+        for (size_t j = 0; j < sizeof kv_order / sizeof kv_order[0]; j++)
+            bprintf(b, "pyrycode_relay_cluster_kv_ops_total{op=\"%s\",outcome=\"%s\"} %llu\n",
+                    kv_op_name(op_order[i]), kv_outcome_name(kv_order[j]),
+                    (unsigned long long)st.kv_ops[op_order[i]][kv_order[j]]);
+    family(b, "pyrycode_relay_cluster_kv_latency_seconds", "summary",
+           "Time KV operations took, by operation.");
+    for (size_t i = 0; i < 3; i++) {
+        uint64_t us = st.kv_latency_us_sum[op_order[i]];
+        bprintf(b, "pyrycode_relay_cluster_kv_latency_seconds_sum{op=\"%s\"} %llu.%06llu\n",
+                kv_op_name(op_order[i]), (unsigned long long)(us / 1000000),
+                (unsigned long long)(us % 1000000));
+        bprintf(b, "pyrycode_relay_cluster_kv_latency_seconds_count{op=\"%s\"} %llu\n",
+                kv_op_name(op_order[i]), (unsigned long long)st.kv_count[op_order[i]]);
+    }
+    family(b, "pyrycode_relay_cluster_lease_losses_total", "counter",
+           "Times this node lost its lease and fenced (closed every WebSocket).");
+    bprintf(b, "pyrycode_relay_cluster_lease_losses_total %llu\n", (unsigned long long)st.fences);
+    family(b, "pyrycode_relay_cluster_bus_disconnects_total", "counter",
+           "Times the ctl connection to the bus was lost.");
+    bprintf(b, "pyrycode_relay_cluster_bus_disconnects_total %llu\n",
+            (unsigned long long)st.disconnects);
+}
+
 static void relay_series(struct buf *b, const struct relay *r)
 {
     struct relay_totals tot;
@@ -120,6 +172,8 @@ static void relay_series(struct buf *b, const struct relay *r)
             (unsigned long long)(st->throttled_ms % 1000));
     if (r->sh->push)
         push_series(b, r->sh->push);
+    if (r->sh->node)
+        cluster_series(b, r->sh->node);
     int kinds[KIND__COUNT], outcomes[OUT__COUNT];
     for (int i = 0; i < KIND__COUNT; i++)
         kinds[i] = i;

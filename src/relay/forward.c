@@ -341,7 +341,7 @@ static uint16_t notice_code(const struct conn *c)
 void forward_phone_ended(struct peer *p)
 {
     struct relay *r = p->relay;
-    if (p->binary_closed || r->shard->draining || !registry_phone_held(&p->rp))
+    if (p->binary_closed || r->shard->draining || r->fenced || !registry_phone_held(&p->rp))
         return;
     struct peer *b = peer_binary_of(p);
     if (b && b->key != p->bound_binary)

@@ -18,6 +18,7 @@
 #include "relay/registry.h"
 
 struct conn;
+struct node;
 struct server;
 struct shard;
 
@@ -147,6 +148,8 @@ struct relay_shared {
     struct warn_state posted_drops; /* refusals of wakes posted from other shards (shard 0) */
     uv_async_t wake_async;
     struct mpsc wakes; /* wakes posted by other shards */
+    /* cluster mode (docs/features/cluster.md): this node; NULL = single instance */
+    struct node *node;
 };
 
 /* One shard's relay: the server-ids that hash to the shard, their
@@ -166,6 +169,9 @@ struct relay {
     uv_timer_t bw_timer;          /* refills them */
     uv_async_t task_async;        /* runs tasks other threads post (relay_post) */
     struct mpsc tasks;
+    /* cluster mode (fence.c) */
+    uv_timer_t fence_timer; /* checks the lease deadline every 250 ms */
+    bool fenced;            /* closed everything for a lost lease: no grace, no notices */
 };
 
 /* The peer of the binary currently holding p's server-id (in its grace

@@ -16,6 +16,8 @@
 #include "codec/http.h"
 #include "net/server.h"
 #include "net/shard.h"
+#include "cluster/node.h"
+#include "relay/fence.h"
 #include "relay/forward.h"
 #include "relay/registry.h"
 #include "relay/wake.h"
@@ -81,26 +83,29 @@ void relay_totals(const struct relay_shared *sh, struct relay_totals *t)
     }
 }
 
-/* Writes the /healthz body into out; returns its length. */
-static size_t healthz_body(const struct relay *r, char *out, size_t cap)
+/* Writes the /healthz body into out; returns its length. In cluster mode a
+ * node cut off from the bus (or fencing) says "cluster_unavailable". */
+static size_t healthz_body(const struct relay *r, bool ok, char *out, size_t cap)
 {
     struct relay_totals t;
     relay_totals(r->sh, &t);
     uint64_t now = uv_hrtime();
     long long up = now > r->sh->boot_ns ? (long long)((now - r->sh->boot_ns) / 1000000000) : 0;
     int n = snprintf(out, cap,
-                     "{\"status\":\"ok\",\"version\":\"%s\",\"connected_binaries\":%zu,"
+                     "{\"status\":\"%s\",\"version\":\"%s\",\"connected_binaries\":%zu,"
                      "\"connected_phones\":%zu,\"uptime_seconds\":%lld}",
-                     RELAY_VERSION, t.binaries, t.phones, up);
+                     ok ? "ok" : "cluster_unavailable", RELAY_VERSION, t.binaries, t.phones, up);
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
 static void healthz(struct conn *c)
 {
     char body[256];
-    size_t n = healthz_body(relay_of(c), body, sizeof body);
-    conn_http_respond(c, 200, "application/json; charset=utf-8", "Cache-Control: no-store\r\n",
-                      body, n, true);
+    struct relay *r = relay_of(c);
+    bool ok = !r->sh->node || node_ready(r->sh->node, uv_hrtime() / 1000000);
+    size_t n = healthz_body(r, ok, body, sizeof body);
+    conn_http_respond(c, ok ? 200 : 503, "application/json; charset=utf-8",
+                      "Cache-Control: no-store\r\n", body, n, true);
 }
 
 /* ---- peers ------------------------------------------------------------- */
@@ -369,7 +374,9 @@ static void binary_end(struct peer *b)
         if (b->phones_paused)
             forward_binary_drained(b); /* phones resume and find the binary gone */
         forward_binary_gone(b);
-        if (registry_schedule_release(r->reg, &b->rb, now_ms(r))) {
+        if (r->fenced) /* a fenced node holds nothing: no grace window */
+            registry_release(r->reg, &b->rb);
+        else if (registry_schedule_release(r->reg, &b->rb, now_ms(r))) {
             LOGF(LOG_INFO, "server_released",
                  LOG_STRN("server_id", b->server_id, b->server_id_len));
             arm_grace(r);
@@ -546,6 +553,11 @@ static void upgrade(struct conn *c, const struct http_req *req, enum relay_endpo
         conn_http_error(c, 503, true);
         return;
     }
+    if (!fence_ready(r)) { /* cut off from the cluster bus, or fencing */
+        log_refused(c, req, 503, "cluster_not_ready", strlen("cluster_not_ready"));
+        conn_http_error(c, 503, true);
+        return;
+    }
     char resp[512];
     size_t len = 0;
     int status = http_ws_handshake(req, resp, sizeof resp, &len);
@@ -639,7 +651,7 @@ const struct conn_hooks relay_health_hooks = {.on_request = on_health_request};
 static void on_message(struct conn *c, uint8_t *data, size_t len)
 {
     struct peer *p = conn_owner(c);
-    if (!p)
+    if (!p || !fence_serving(p->relay)) /* past the lease: nothing more is forwarded */
         return;
     if (p->role == EP_SERVER)
         forward_from_binary(p, data, len);

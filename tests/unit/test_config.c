@@ -351,8 +351,8 @@ static void test_usage_layout(void **state)
     }
     for (size_t i = 0; i < len; i++)
         lines += buf[i] == '\n';
-    assert_int_equal(count, 48);
-    assert_int_equal(lines, 1 + 2 * 48);
+    assert_int_equal(count, 54);
+    assert_int_equal(lines, 1 + 2 * 54);
     free(buf);
 
     config_defaults(&c, NULL);

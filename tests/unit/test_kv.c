@@ -179,7 +179,7 @@ static int group_setup(void **state)
     }
     if (start_server(bin) < 0)
         return -1;
-    if (kv_connect(&srv.nc, srv.url, NULL, "test_kv", 2000, err, sizeof err) < 0 ||
+    if (kv_connect(&srv.nc, srv.url, NULL, "test_kv", 2000, NULL, err, sizeof err) < 0 ||
         kv_open(&srv.kv, srv.nc, &p, err, sizeof err) < 0) {
         fprintf(stderr, "test_kv: %s\n", err);
         return -1;
@@ -451,7 +451,7 @@ static void test_create_race(void **state)
     for (int i = 0; i < 2; i++) {
         memset(&r[i], 0, sizeof r[i]);
         r[i].go = &go;
-        assert_int_equal(kv_connect(&r[i].nc, srv.url, NULL, NULL, 2000, err, sizeof err), 0);
+        assert_int_equal(kv_connect(&r[i].nc, srv.url, NULL, NULL, 2000, NULL, err, sizeof err), 0);
         assert_int_equal(kv_open(&r[i].kv, r[i].nc, &p, err, sizeof err), 0);
     }
     for (int i = 0; i < 2; i++)
@@ -541,7 +541,7 @@ static void test_connect_fails_in_time(void **state)
     (void)state;
     snprintf(url, sizeof url, "nats://127.0.0.1:%d", free_port());
     int64_t t0 = nats_Now();
-    assert_int_equal(kv_connect(&nc, url, NULL, NULL, 600, err, sizeof err), -EIO);
+    assert_int_equal(kv_connect(&nc, url, NULL, NULL, 600, NULL, err, sizeof err), -EIO);
     assert_true(nats_Now() - t0 < 3000);
     assert_true(err[0] != '\0');
 }

@@ -117,6 +117,11 @@ def test_a_paused_server_answers_nothing_until_resumed(nats_cluster):
     assert c.wait_meta_leader(among=others) == leader
     c.resume(p)
     c.wait_ready(among=range(3), timeout=15)
+    # Full health also waits for its stream replicas (other tests' KV streams
+    # live on this shared cluster) to catch up.
+    deadline = time.monotonic() + 15
+    while c.monitor(p, "/healthz")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert c.monitor(p, "/healthz")[0] == 200
 
 
