@@ -93,14 +93,22 @@ static bool name_valid(const char *s, size_t len, size_t max)
     return true;
 }
 
-void kv_key_of(const void *sid, size_t len, char out[65])
+void kv_hash_of(const void *sid, size_t len, uint8_t out[32])
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
 
     if (EVP_Digest(sid, len, md, &n, EVP_sha256(), NULL) != 1 || n != 32)
         abort(); /* SHA-256 is always there; failing it means a broken libcrypto */
+    memcpy(out, md, 32);
+}
+
+void kv_key_of(const void *sid, size_t len, char out[65])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t md[32];
+
+    kv_hash_of(sid, len, md);
     for (unsigned i = 0; i < 32; i++) {
         out[2 * i] = hex[md[i] >> 4];
         out[2 * i + 1] = hex[md[i] & 15];
@@ -141,6 +149,13 @@ static natsStatus set_servers(natsOptions *o, const char *urls)
     return s;
 }
 
+static void on_closed(natsConnection *nc, void *closure)
+{
+    const struct kv_conn_events *ev = closure;
+    (void)nc;
+    ev->on_event(ev->ud, KV_CONN_CLOSED);
+}
+
 int kv_connect(natsConnection **nc, const char *urls, const char *creds_file, const char *name,
                uint64_t timeout_ms, const struct kv_conn_events *ev, char *err, size_t errcap)
 {
@@ -167,6 +182,8 @@ int kv_connect(natsConnection **nc, const char *urls, const char *creds_file, co
         s = natsOptions_SetDisconnectedCB(o, on_disconnected, (void *)ev);
     if (s == NATS_OK && ev != NULL)
         s = natsOptions_SetReconnectedCB(o, on_reconnected, (void *)ev);
+    if (s == NATS_OK && ev != NULL)
+        s = natsOptions_SetClosedCB(o, on_closed, (void *)ev);
     if (s != NATS_OK) {
         bus_err(err, errcap, "cluster bus options", s, 0);
         natsOptions_Destroy(o);

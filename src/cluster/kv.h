@@ -72,10 +72,11 @@ struct kv;
 
 /* What happened to a connection made by kv_connect (reported from cnats'
  * own threads). */
-enum kv_conn_event { KV_CONN_DISCONNECTED, KV_CONN_RECONNECTED };
+enum kv_conn_event { KV_CONN_DISCONNECTED, KV_CONN_RECONNECTED, KV_CONN_CLOSED };
 
 /* The closure a kv_connect connection reports its events to; it must live
- * as long as the connection. */
+ * until KV_CONN_CLOSED has been reported (cnats delivers events on its own
+ * thread, after natsConnection_Close returns: wait for it before freeing). */
 struct kv_conn_events {
     void (*on_event)(void *ud, enum kv_conn_event ev);
     void *ud;
@@ -130,6 +131,10 @@ enum kv_outcome kv_cas(struct kv *kv, enum kv_bucket b, const void *key, size_t 
  * KV_TIMEOUT, KV_ERROR otherwise. */
 enum kv_outcome kv_get(struct kv *kv, enum kv_bucket b, const void *key, size_t keylen, void *buf,
                        size_t cap, size_t *len, uint64_t *rev, char *err, size_t errcap);
+
+/* SHA-256(sid[0..len)): the `h` that names a server-id on the bus (any
+ * thread). */
+void kv_hash_of(const void *sid, size_t len, uint8_t out[32]);
 
 /* The sids/claims key of a server-id: 64 lowercase hex chars of
  * SHA-256(sid[0..len)) and a NUL. */

@@ -48,9 +48,12 @@ struct node {
     _Atomic bool fencing;
     _Atomic bool connected;
     _Atomic bool closing;        /* node_free: the disconnect is ours */
+    bool closed;                 /* cnats reported the close (under mu): n may go */
     _Atomic uint64_t down_since; /* ms the ctl connection went down */
     _Atomic uint64_t fence_gen;
     _Atomic uint64_t *fenced; /* per shard: the last generation it fenced for */
+    struct mpsc jobs;         /* node_submit */
+    struct mpsc_node *queue;  /* ctl thread: taken from jobs, oldest first */
 };
 
 static uint64_t now_ms(void)
@@ -264,6 +267,80 @@ static void do_fence(struct node *n)
     atomic_store(&n->fencing, false);
 }
 
+/* ---- jobs --------------------------------------------------------------- */
+
+static void run_job(struct node *n, struct node_job *j)
+{
+    char err[KV_ERR_MAX];
+    uint64_t t0 = uv_hrtime();
+    j->rev = 0;
+    j->got_len = 0;
+    j->got[0] = '\0';
+    if (n->lease.state != LEASE_HELD || lease_must_fence(&n->lease, now_ms())) {
+        j->outcome = KV_ERROR; /* a node that may not serve writes nothing */
+        j->done(j);
+        return;
+    }
+    switch (j->op) {
+    case KV_OP_CREATE:
+        j->outcome = kv_create(n->kv, j->bucket, j->key, j->keylen, j->val, j->len, &j->rev, err,
+                               sizeof err);
+        break;
+    case KV_OP_CAS:
+        j->outcome = kv_cas(n->kv, j->bucket, j->key, j->keylen, j->val, j->len, j->last, &j->rev,
+                            err, sizeof err);
+        break;
+    case KV_OP_GET:
+        j->outcome = kv_get(n->kv, j->bucket, j->key, j->keylen, j->got, sizeof j->got - 1,
+                            &j->got_len, &j->rev, err, sizeof err);
+        if (j->outcome != KV_OK)
+            j->got_len = 0;
+        j->got[j->got_len] = '\0';
+        break;
+    }
+    count_op(n, j->op, j->outcome, t0);
+    j->done(j);
+}
+
+/* Runs queued jobs until none is left or the lease needs the thread. */
+static void run_jobs(struct node *n)
+{
+    if (!n->queue) {
+        /* mpsc_take_all hands them over oldest first */
+        n->queue = mpsc_take_all(&n->jobs);
+    }
+    while (n->queue) {
+        struct mpsc_node *next = n->queue->next;
+        run_job(n, CONTAINER_OF(n->queue, struct node_job, link));
+        n->queue = next;
+        if (now_ms() >= lease_next_due(&n->lease))
+            return; /* renew first; the rest follows */
+        if (!n->queue)
+            n->queue = mpsc_take_all(&n->jobs);
+    }
+}
+
+void node_submit(struct node *n, struct node_job *j)
+{
+    mpsc_push(&n->jobs, &j->link);
+    uv_mutex_lock(&n->mu);
+    uv_cond_broadcast(&n->cond);
+    uv_mutex_unlock(&n->mu);
+}
+
+/* node_stop: what never ran is handed back to be freed. */
+static void discard_jobs(struct node *n)
+{
+    struct mpsc_node *lists[2] = {n->queue, mpsc_take_all(&n->jobs)};
+    n->queue = NULL;
+    for (int i = 0; i < 2; i++)
+        for (struct mpsc_node *it = lists[i], *next; it; it = next) {
+            next = it->next;
+            struct node_job *j = CONTAINER_OF(it, struct node_job, link);
+            j->discard(j);
+        }
+}
+
 /* ---- the thread --------------------------------------------------------- */
 
 /* Copies the lease's view out for the shards and the metrics, and logs a
@@ -325,11 +402,22 @@ static void ctl_main(void *arg)
         uv_mutex_unlock(&n->mu);
         uint64_t wait = step(n);
         publish(n);
+        run_jobs(n);
         uv_mutex_lock(&n->mu);
-        if (wait && !n->stop)
+        if (wait && !n->stop && !n->queue && !atomic_load(&n->jobs.top))
             uv_cond_timedwait(&n->cond, &n->mu, wait * 1000000ULL);
     }
     uv_mutex_unlock(&n->mu);
+    /* stopping: what the drain queued (records handed back) still runs,
+     * for NODE_FLUSH_MS at most */
+    uint64_t until = now_ms() + NODE_FLUSH_MS;
+    while (now_ms() < until && (n->queue || atomic_load(&n->jobs.top))) {
+        if (!n->queue)
+            n->queue = mpsc_take_all(&n->jobs);
+        struct mpsc_node *next = n->queue->next;
+        run_job(n, CONTAINER_OF(n->queue, struct node_job, link));
+        n->queue = next;
+    }
 }
 
 /* ---- the ctl connection's events (cnats threads) ------------------------ */
@@ -337,6 +425,13 @@ static void ctl_main(void *arg)
 static void on_bus_event(void *ud, enum kv_conn_event ev)
 {
     struct node *n = ud;
+    if (ev == KV_CONN_CLOSED) {
+        uv_mutex_lock(&n->mu);
+        n->closed = true;
+        uv_cond_broadcast(&n->cond);
+        uv_mutex_unlock(&n->mu);
+        return;
+    }
     if (atomic_load(&n->closing))
         return; /* our own close */
     if (ev == KV_CONN_DISCONNECTED) {
@@ -358,8 +453,17 @@ static void node_free(struct node *n)
 {
     atomic_store(&n->closing, true);
     kv_close(n->kv);
-    if (n->nc)
+    if (n->nc) {
+        /* cnats reports events on its own thread, the close last: until
+         * then a callback may still hold n */
+        natsConnection_Close(n->nc);
+        uint64_t until = now_ms() + 2000;
+        uv_mutex_lock(&n->mu);
+        while (!n->closed && now_ms() < until)
+            uv_cond_timedwait(&n->cond, &n->mu, 20 * 1000000ULL);
+        uv_mutex_unlock(&n->mu);
         natsConnection_Destroy(n->nc);
+    }
     uv_cond_destroy(&n->cond);
     uv_mutex_destroy(&n->mu);
     free(n->fenced);
@@ -378,6 +482,7 @@ int node_start(struct node **out, const struct node_params *p, char *err, size_t
     n->reopen = true;
     uv_mutex_init(&n->mu);
     uv_cond_init(&n->cond);
+    mpsc_init(&n->jobs);
     node_urls_for_log(p->urls, n->urls_log, sizeof n->urls_log);
     if (lease_params_init(&lp, p->lease_ms) != 0) {
         snprintf(err, errcap, "cluster lease %llu ms is below the minimum %d ms",
@@ -428,6 +533,7 @@ void node_stop(struct node *n)
     uv_mutex_unlock(&n->mu);
     if (n->thread_on)
         uv_thread_join(&n->thread);
+    discard_jobs(n);
     if (n->lease.state == LEASE_HELD && !lease_must_fence(&n->lease, now_ms())) {
         uint64_t rev;
         char err[KV_ERR_MAX];

@@ -13,7 +13,8 @@
  *
  * Threads: node_start, node_run and node_stop on the main thread (node_start blocks
  * on the bus for up to the connect timeout: boot only); node_serving,
- * node_ready, node_fenced, node_identity and node_stats from any thread;
+ * node_ready, node_fenced, node_identity, node_stats and node_submit from
+ * any thread;
  * the hooks are called on the ctl thread. */
 #ifndef RELAY_CLUSTER_NODE_H
 #define RELAY_CLUSTER_NODE_H
@@ -22,12 +23,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/util.h"
 #include "cluster/kv.h"
 #include "cluster/lease.h"
 
 #define NODE_NAME_MAX    55 /* node id = <name>-<8 hex>, at most KV_NODE_KEY_MAX */
 #define NODE_TICK_MS     250
 #define NODE_FENCE_WAIT  5000 /* ms the ctl thread waits for every shard to fence */
+#define NODE_FLUSH_MS    2000 /* ms node_stop lets queued jobs still run */
 #define NODE_URLS_LOGMAX 512
 
 /* The strings other than name must outlive the node (argv, environ). */
@@ -64,6 +67,30 @@ struct node_stats {
 
 struct node;
 
+/* One KV operation a shard hands to the ctl thread (node_submit). The
+ * submitter fills the request part and keeps the job (and key) alive until
+ * done or discard is called; exactly one of them is, once. */
+struct node_job {
+    struct mpsc_node link; /* the node's queue */
+    /* request */
+    enum kv_op op;
+    enum kv_bucket bucket;
+    const void *key; /* KV_NODES: a node id; KV_SIDS/KV_CLAIMS: raw server-id bytes */
+    size_t keylen;
+    char val[96]; /* Create/CAS value */
+    size_t len;
+    uint64_t last; /* CAS: expected last revision */
+    /* result */
+    enum kv_outcome outcome;
+    uint64_t rev;
+    char got[96]; /* Get: the value (got_len bytes, NUL-terminated) */
+    size_t got_len;
+    /* ctl thread: the result is in (the callee posts it to its shard) */
+    void (*done)(struct node_job *j);
+    /* node_stop: the job will never run (loops are gone): free it */
+    void (*discard)(struct node_job *j);
+};
+
 /* The node name from a --cluster-node-name value or, when it is empty, from
  * the host name: every byte outside [A-Za-z0-9_-] becomes '-', cut to
  * NODE_NAME_MAX. Returns 0, or -1 (explicit value invalid: err says why). */
@@ -86,7 +113,8 @@ int node_start(struct node **out, const struct node_params *p, char *err, size_t
  * shards through h. Call once, after node_start, when the shards exist. */
 void node_run(struct node *n, struct node_hooks h);
 
-/* Stops the ctl thread, releases the node lease (its value becomes "0", so
+/* Stops the ctl thread (queued jobs still run for NODE_FLUSH_MS, the rest
+ * are discarded), releases the node lease (its value becomes "0", so
  * other nodes need not wait for it to expire) and closes the connection.
  * NULL is fine. */
 void node_stop(struct node *n);
@@ -107,5 +135,11 @@ void node_fenced(struct node *n, unsigned shard, uint64_t gen);
 void node_identity(const struct node *n, char id[KV_NODE_KEY_MAX + 1], uint64_t *epoch);
 
 void node_stats(const struct node *n, struct node_stats *s);
+
+/* Queues j for the ctl thread (any thread). Jobs run one at a time in
+ * submission order, interleaved with the lease's renewals. A node that is
+ * not serving (fenced, or registering again) writes nothing: its jobs end
+ * with KV_ERROR at once. */
+void node_submit(struct node *n, struct node_job *j);
 
 #endif

@@ -63,6 +63,7 @@ enum peer_state {
 };
 
 struct probe;
+struct xclaim;
 struct bw_bucket;
 struct push_waker;
 struct wake_req;
@@ -95,6 +96,9 @@ struct binary_ext {
     uint64_t bytes_to_binary; /* payload bytes forwarded from its phones */
     uint64_t bytes_to_phones; /* frame bytes it queued for its phones */
     struct warn_state warns;
+    struct xclaim *xclaim;    /* cluster mode: the cross-node claim it waits on (xclaim.c) */
+    struct peer *xclaim_peer; /* the peer this ext belongs to, while it waits */
+    struct list xwait;        /* on a running claim's waiters */
 };
 
 /* The relay's view of one upgraded connection (conn_owner). */
@@ -150,6 +154,11 @@ struct relay_shared {
     struct mpsc wakes; /* wakes posted by other shards */
     /* cluster mode (docs/features/cluster.md): this node; NULL = single instance */
     struct node *node;
+    /* sends a CLAIM for sid to (node, shard) with request id req, replies
+     * coming back through xclaim_reply; 0 or -1. NULL: no bus, nobody
+     * answers (the claimant waits for the owner's lease) */
+    int (*send_claim)(struct relay *r, const char *node, uint16_t shard, const char *sid,
+                      size_t len, uint64_t req);
 };
 
 /* One shard's relay: the server-ids that hash to the shard, their
@@ -169,9 +178,10 @@ struct relay {
     uv_timer_t bw_timer;          /* refills them */
     uv_async_t task_async;        /* runs tasks other threads post (relay_post) */
     struct mpsc tasks;
-    /* cluster mode (fence.c) */
+    /* cluster mode (fence.c, xclaim.c) */
     uv_timer_t fence_timer; /* checks the lease deadline every 250 ms */
     bool fenced;            /* closed everything for a lost lease: no grace, no notices */
+    struct list xclaims;    /* cross-node claims in progress on this shard */
 };
 
 /* The peer of the binary currently holding p's server-id (in its grace

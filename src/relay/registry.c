@@ -30,12 +30,35 @@ static uint64_t phone_hash(const struct hlink *l)
     return CONTAINER_OF(l, struct reg_phone, hl)->key;
 }
 
+static uint64_t owned_hash(const struct hlink *l)
+{
+    uint64_t h;
+    memcpy(&h, CONTAINER_OF(l, struct reg_slot, hh)->own_h, sizeof h); /* already uniform */
+    return h;
+}
+
+static uint64_t h64(const uint8_t h[32])
+{
+    uint64_t v;
+    memcpy(&v, h, sizeof v);
+    return v;
+}
+
+/* Forgets s's record (and its hash index entry). */
+static void drop_record(struct registry *r, struct reg_slot *s)
+{
+    if (s->own_epoch)
+        htab_del(&r->by_h, &s->hh, h64(s->own_h));
+    s->own_epoch = s->own_rev = 0;
+}
+
 void registry_init(struct registry *r, const uint8_t seed[16], int64_t phone_cap, uint64_t grace_ms)
 {
     memset(r, 0, sizeof *r);
     memcpy(r->seed, seed, sizeof r->seed);
     htab_init(&r->slots, 64, slot_hash);
     htab_init(&r->by_key, 64, phone_hash);
+    htab_init(&r->by_h, 16, owned_hash);
     list_init(&r->grace);
     r->phone_cap = phone_cap;
     r->grace_ms = grace_ms;
@@ -70,6 +93,7 @@ void registry_clear(struct registry *r)
 {
     htab_free_all(&r->slots, free_slot);
     htab_free(&r->by_key); /* phones belong to their connections */
+    htab_free(&r->by_h);   /* its entries are slots */
 }
 
 static struct reg_slot *find_slot(const struct registry *r, const char *sid, size_t len, uint64_t h)
@@ -108,6 +132,7 @@ static void maybe_free_slot(struct registry *r, struct reg_slot *s)
 {
     if (s->binary || s->nphones || s->in_grace)
         return;
+    drop_record(r, s);
     htab_del(&r->slots, &s->hl, s->hash);
     free(s);
 }
@@ -228,11 +253,94 @@ void registry_forget(struct registry *r, struct reg_binary *b)
     maybe_free_slot(r, s);
 }
 
+/* The slot stops being held: tell the owner of its record. */
+static void released(struct registry *r, struct reg_slot *s)
+{
+    uint64_t epoch = s->own_epoch, rev = s->own_rev;
+    drop_record(r, s);
+    if (epoch && r->on_release)
+        r->on_release(r->release_arg, s->id, s->id_len, epoch, rev);
+}
+
+void registry_release_records(struct registry *r)
+{
+    for (size_t i = 0; i < r->slots.nb; i++)
+        for (struct hlink *l = r->slots.b[i]; l; l = l->next)
+            released(r, CONTAINER_OF(l, struct reg_slot, hl));
+}
+
+void registry_on_release(struct registry *r, registry_release_fn fn, void *arg)
+{
+    r->on_release = fn;
+    r->release_arg = arg;
+}
+
+bool registry_set_owner(struct registry *r, const char *sid, size_t len, uint64_t epoch,
+                        uint64_t rev, const uint8_t h[32])
+{
+    struct reg_slot *s = lookup(r, sid, len);
+    if (!s)
+        return false;
+    drop_record(r, s);
+    if (!epoch)
+        return true;
+    s->own_epoch = epoch;
+    s->own_rev = rev;
+    memcpy(s->own_h, h, sizeof s->own_h);
+    htab_add(&r->by_h, &s->hh, h64(h), 1);
+    return true;
+}
+
+bool registry_find_owned(const struct registry *r, const uint8_t h[32], const char **sid,
+                         size_t *len)
+{
+    for (struct hlink *l = *htab_chain(&r->by_h, h64(h)); l; l = l->next) {
+        const struct reg_slot *s = CONTAINER_OF(l, struct reg_slot, hh);
+        if (memcmp(s->own_h, h, 32) == 0) {
+            *sid = s->id;
+            *len = s->id_len;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool registry_owner(const struct registry *r, const char *sid, size_t len, uint64_t *epoch,
+                    uint64_t *rev)
+{
+    const struct reg_slot *s = lookup(r, sid, len);
+    if (!s || !s->binary)
+        return false;
+    *epoch = s->own_epoch;
+    *rev = s->own_rev;
+    return true;
+}
+
+struct reg_binary *registry_drop(struct registry *r, const char *sid, size_t len,
+                                 struct list *evicted, bool *held)
+{
+    struct reg_slot *s = lookup(r, sid, len);
+    struct reg_binary *b = s ? s->binary : NULL;
+    *held = b != NULL;
+    if (!s || !b)
+        return NULL;
+    cancel_grace(r, s);
+    drop_record(r, s); /* handed over: no release */
+    b->slot = NULL;
+    s->binary = NULL;
+    r->held--;
+    publish(r);
+    evict_phones(r, s, evicted);
+    maybe_free_slot(r, s);
+    return b == &r->gone ? NULL : b;
+}
+
 bool registry_release(struct registry *r, struct reg_binary *b)
 {
     struct reg_slot *s = b->slot;
     if (!s || s->binary != b)
         return false;
+    released(r, s);
     cancel_grace(r, s);
     s->binary = NULL;
     b->slot = NULL;
@@ -250,6 +358,7 @@ size_t registry_expire(struct registry *r, uint64_t now_ms, struct list *evicted
         if (s->grace_deadline > now_ms)
             break;
         cancel_grace(r, s);
+        released(r, s);
         if (s->binary)
             s->binary->slot = NULL;
         s->binary = NULL;

@@ -49,12 +49,49 @@ enum reg_add {
     REG_ADD_AT_CAP,
 };
 
+/* Cluster mode: a slot holding an ownership record (registry_set_owner)
+ * stopped being held — its grace expired, it was released, or dropped —
+ * with the record's epoch and last revision, so the owner can free the
+ * record. Not called for slots without a record. */
+typedef void (*registry_release_fn)(void *arg, const char *sid, size_t len, uint64_t epoch,
+                                    uint64_t rev);
+
 /* A new, empty registry. seed keys the hash; phone_cap <= 0 disables the
  * per-server-id cap; grace_ms is the release delay. */
 struct registry *registry_new(const uint8_t seed[16], int64_t phone_cap, uint64_t grace_ms);
 
 /* Frees the registry (binaries and phones belong to callers). */
 void registry_free(struct registry *r);
+
+/* Sets the hook called when a slot with a record stops being held. */
+void registry_on_release(struct registry *r, registry_release_fn fn, void *arg);
+
+/* Cluster mode: the ownership record behind sid's slot (epoch 0: none, and
+ * no release hook for it); h is SHA-256(sid), by which the bus names it.
+ * Returns false when sid has no slot. */
+bool registry_set_owner(struct registry *r, const char *sid, size_t len, uint64_t epoch,
+                        uint64_t rev, const uint8_t h[32]);
+
+/* The server-id whose slot holds a record with SHA-256 h: false if none. */
+bool registry_find_owned(const struct registry *r, const uint8_t h[32], const char **sid,
+                         size_t *len);
+
+/* The record behind sid's slot: false when sid has no held slot; *epoch 0
+ * when it has no record. */
+bool registry_owner(const struct registry *r, const char *sid, size_t len, uint64_t *epoch,
+                    uint64_t *rev);
+
+/* Cluster mode, draining: calls the release hook for every slot that holds
+ * a record (and forgets the records), so other nodes can take them at once. */
+void registry_release_records(struct registry *r);
+
+/* Cluster mode: removes sid's slot now, whoever holds it (connected or in
+ * grace): the holder's later release is a no-op, its phones are appended to
+ * evicted. No release hook: the caller has handed the record over. Returns
+ * the holder while its connection exists (else NULL); *held false when sid
+ * had no held slot. */
+struct reg_binary *registry_drop(struct registry *r, const char *sid, size_t len,
+                                 struct list *evicted, bool *held);
 
 /* Changes the per-server-id phone cap for registrations from now on
  * (<= 0: none); phones already registered stay. */

@@ -15,6 +15,10 @@ struct reg_slot {
     bool in_grace;
     uint64_t grace_deadline;
     struct list grace_link; /* registry->grace, deadline order */
+    uint64_t own_epoch;     /* cluster: ownership epoch of this node's record (0: none) */
+    uint64_t own_rev;       /* cluster: the record's last revision */
+    uint8_t own_h[32];      /* cluster: SHA-256 of the id, indexed in by_h while own_epoch */
+    struct hlink hh;        /* registry->by_h */
     size_t id_len;
     char id[]; /* server-id bytes */
 };
@@ -22,6 +26,7 @@ struct reg_slot {
 struct registry {
     struct htab slots;  /* reg_slot by SipHash of the server-id */
     struct htab by_key; /* reg_phone by conn-id key (random, so used as is) */
+    struct htab by_h;   /* cluster: slots with a record, by the SHA-256 of their id */
     struct list grace;  /* slots in grace, oldest deadline first */
     size_t held;        /* slots with a binary (including gracing ones) */
     size_t gracing;
@@ -31,8 +36,10 @@ struct registry {
     _Atomic size_t pub_binaries, pub_phones;
     int64_t phone_cap; /* <= 0: no cap */
     uint64_t grace_ms;
-    uint8_t seed[16];       /* SipHash key: server-ids are attacker-chosen */
-    struct reg_binary gone; /* stands in for a gracing binary whose connection is freed */
+    uint8_t seed[16];               /* SipHash key: server-ids are attacker-chosen */
+    struct reg_binary gone;         /* stands in for a gracing binary whose connection is freed */
+    registry_release_fn on_release; /* cluster: a slot with a record stopped being held */
+    void *release_arg;
 };
 
 /* registry_new and registry_free without the allocation: prepare r in

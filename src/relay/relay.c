@@ -21,6 +21,7 @@
 #include "relay/forward.h"
 #include "relay/registry.h"
 #include "relay/wake.h"
+#include "relay/xclaim.h"
 
 #define CLOSE_NO_SERVER 4404
 #define CLOSE_CONFLICT  4409
@@ -306,11 +307,56 @@ static void probe_start(struct peer *b, struct peer *inc)
     uv_timer_start(&p->timer, on_probe_timeout, ms ? ms : 1, 0);
 }
 
+/* ---- cluster mode: the claim went through the cluster (xclaim.c) ---------- */
+
+/* The cluster gave b the server-id: install the slot and accept. */
+static void xclaim_accepted(struct peer *b, bool takeover)
+{
+    struct relay *r = b->relay;
+    struct list evicted;
+    struct reg_binary *inc = NULL;
+    char remote[64];
+    list_init(&evicted);
+    if (registry_claim(r->reg, &b->rb, b->server_id, b->server_id_len, &evicted, &inc) ==
+        REG_CONFLICT) {
+        binary_conflict(b); /* cannot happen: one claim per server-id and shard */
+        return;
+    }
+    arm_grace(r);
+    close_evicted(&evicted, CLOSE_NO_SERVER, "binary reclaimed server-id");
+    if (takeover) {
+        peer_remote(b, remote, sizeof remote);
+        LOGF(LOG_INFO, "server_id_takeover", LOG_STRN("server_id", b->server_id, b->server_id_len),
+             LOG_STR("remote", remote));
+    }
+    binary_accept(b);
+}
+
+/* The cluster bus kept failing: the binary retries later, as after any
+ * server error. */
+static void xclaim_failed(struct peer *b)
+{
+    b->state = PEER_STILLBORN;
+    LOGF(LOG_WARN, "cluster_claim_failed", LOG_STRN("server_id", b->server_id, b->server_id_len));
+    conn_ws_close(b->conn, WS_CLOSE_INTERNAL, "cluster unavailable", false);
+}
+
+static const struct xclaim_ops claim_ops = {
+    .accept = xclaim_accepted,
+    .conflict = binary_conflict,
+    .fail = xclaim_failed,
+    .again = binary_start,
+};
+
 static void binary_start(struct peer *b)
 {
     struct relay *r = b->relay;
     struct list evicted;
     struct reg_binary *inc = NULL;
+    if (xclaim_needed(r, b)) {
+        xclaim_start(b, &claim_ops);
+        return;
+    }
     list_init(&evicted);
     switch (registry_claim(r->reg, &b->rb, b->server_id, b->server_id_len, &evicted, &inc)) {
     case REG_CLAIMED:
@@ -358,6 +404,7 @@ static void binary_end(struct peer *b)
     char err[64];
     if (b->probe) /* the newcomer left during the probe: nothing to decide */
         probe_end(b->probe);
+    xclaim_abort(b);                  /* ... or during its cluster claim */
     while (!list_empty(&b->probes)) { /* we were the incumbent: now surely silent */
         struct probe *p = CONTAINER_OF(b->probes.next, struct probe, link);
         if (r->shard->draining)
@@ -731,6 +778,7 @@ static void on_drain(struct server *srv, struct shard *s)
     (void)srv;
     uv_timer_stop(&r->grace_timer); /* grace windows are simply lost: the drain ends the process */
     uv_timer_stop(&r->bw_timer);
+    registry_release_records(r->reg); /* cluster: other nodes may take them at once */
     if (s->id == 0)
         uv_timer_stop(&r->rl_sweep);
 }
@@ -784,6 +832,7 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
         r->low_water = 256 * 1024;
         forward_bw_init(r);
         relay_ctl_init(r);
+        xclaim_init(r);
     }
     struct relay *r0 = &relays[0];
     uv_timer_init(srv->loop, &r0->rl_sweep);

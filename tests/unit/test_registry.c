@@ -240,6 +240,126 @@ static void test_expiry_removes_and_closes(void **state)
     registry_clear(&r);
 }
 
+/* ---- cluster records -------------------------------------------------- */
+
+struct rel {
+    int calls;
+    char sid[16];
+    uint64_t epoch, rev;
+};
+
+static void on_rel(void *arg, const char *sid, size_t len, uint64_t epoch, uint64_t rev)
+{
+    struct rel *r = arg;
+    r->calls++;
+    snprintf(r->sid, sizeof r->sid, "%.*s", (int)len, sid);
+    r->epoch = epoch;
+    r->rev = rev;
+}
+
+static void hash_of(const char *s, uint8_t h[32])
+{
+    memset(h, 0, 32);
+    memcpy(h, s, strlen(s) < 32 ? strlen(s) : 32); /* any 32 bytes do for the index */
+}
+
+static void test_record_release_on_expiry_and_release(void **state)
+{
+    struct registry r;
+    struct reg_binary a = {0}, b = {0};
+    struct rel rel = {0};
+    struct list ev;
+    uint8_t h[32];
+    const char *sid;
+    size_t len;
+    uint64_t epoch, rev;
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 16, 1000);
+    registry_on_release(&r, on_rel, &rel);
+    hash_of("s", h);
+    assert_false(registry_set_owner(&r, SID("s"), 7, 7, h)); /* no slot yet */
+    registry_claim(&r, &a, SID("s"), &ev, NULL);
+    assert_true(registry_set_owner(&r, SID("s"), 7, 9, h));
+    assert_true(registry_owner(&r, SID("s"), &epoch, &rev));
+    assert_int_equal(epoch, 7);
+    assert_int_equal(rev, 9);
+    assert_true(registry_find_owned(&r, h, &sid, &len));
+    assert_memory_equal(sid, "s", 1);
+    /* grace alone releases nothing; its expiry does, once */
+    registry_schedule_release(&r, &a, 0);
+    assert_int_equal(rel.calls, 0);
+    registry_expire(&r, 1000, &ev);
+    assert_int_equal(rel.calls, 1);
+    assert_string_equal(rel.sid, "s");
+    assert_int_equal(rel.epoch, 7);
+    assert_int_equal(rel.rev, 9);
+    assert_false(registry_find_owned(&r, h, &sid, &len));
+    /* a plain release hands the record back too; a slot without one never */
+    registry_claim(&r, &b, SID("t"), &ev, NULL);
+    hash_of("t", h);
+    registry_set_owner(&r, SID("t"), 3, 4, h);
+    assert_true(registry_release(&r, &b));
+    assert_int_equal(rel.calls, 2);
+    assert_string_equal(rel.sid, "t");
+    registry_claim(&r, &a, SID("u"), &ev, NULL);
+    assert_true(registry_release(&r, &a));
+    assert_int_equal(rel.calls, 2);
+    registry_clear(&r);
+}
+
+static void test_record_drop_and_drain(void **state)
+{
+    struct registry r;
+    struct reg_binary a = {0}, b = {0}, c = {0};
+    struct rel rel = {0};
+    struct ph p1;
+    struct list ev;
+    uint8_t h[32], h2[32];
+    const char *sid;
+    size_t len;
+    bool held;
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 16, 1000);
+    registry_on_release(&r, on_rel, &rel);
+    registry_claim(&r, &a, SID("s"), &ev, NULL);
+    hash_of("s", h);
+    registry_set_owner(&r, SID("s"), 5, 5, h);
+    mkphone(&p1, "s", 1);
+    registry_add_phone(&r, &p1.p, SID("s"));
+    /* handed over: the slot goes, phones are evicted, no release */
+    assert_ptr_equal(registry_drop(&r, SID("s"), &ev, &held), &a);
+    assert_true(held);
+    assert_int_equal(list_len(&ev), 1);
+    assert_int_equal(rel.calls, 0);
+    assert_false(registry_find_owned(&r, h, &sid, &len));
+    assert_int_equal(registry_binaries(&r), 0);
+    assert_false(registry_release(&r, &a)); /* its later release is a no-op */
+    assert_null(registry_drop(&r, SID("s"), &ev, &held));
+    assert_false(held);
+    /* a gracing slot whose connection is gone drops too, holder NULL */
+    registry_claim(&r, &b, SID("g"), &ev, NULL);
+    registry_schedule_release(&r, &b, 0);
+    registry_forget(&r, &b);
+    assert_null(registry_drop(&r, SID("g"), &ev, &held));
+    assert_true(held);
+    assert_int_equal(registry_next_deadline(&r), 0);
+    /* the drain hands every record back at once */
+    registry_claim(&r, &b, SID("x"), &ev, NULL);
+    registry_claim(&r, &c, SID("y"), &ev, NULL);
+    hash_of("x", h);
+    hash_of("y", h2);
+    registry_set_owner(&r, SID("x"), 1, 2, h);
+    registry_set_owner(&r, SID("y"), 3, 4, h2);
+    registry_release_records(&r);
+    assert_int_equal(rel.calls, 2);
+    assert_false(registry_find_owned(&r, h, &sid, &len));
+    assert_false(registry_find_owned(&r, h2, &sid, &len));
+    assert_true(registry_holds(&r, &b)); /* the binaries stay until they close */
+    registry_clear(&r);
+}
+
 static void test_reschedule_last_wins(void **state)
 {
     struct registry r;
@@ -387,6 +507,8 @@ int main(void)
         cmocka_unit_test(test_conflict_and_plain_release_keep_phones),
         cmocka_unit_test(test_many_slots_grow),
         cmocka_unit_test(test_find_and_each),
+        cmocka_unit_test(test_record_release_on_expiry_and_release),
+        cmocka_unit_test(test_record_drop_and_drain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
