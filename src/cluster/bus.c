@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+
+#include <linux/sockios.h>
 
 #include <nats/nats.h>
 #include <uv.h>
@@ -67,8 +70,10 @@ struct bus {
     natsLibuvEvents *nle; /* the adapter's state, set by the first attach */
     enum bus_state state;
     bool adapter_closed;
-    bool flush_expired; /* bus_close's BUS_CLOSE_FLUSH_MS are over */
-    unsigned turn;      /* which subscription drains first */
+    bool up;             /* the loop's view: no DISCONNECTED since the last (re)connect */
+    bool buffer_offline; /* bus_params.buffer_while_disconnected */
+    bool flush_expired;  /* bus_close's BUS_CLOSE_FLUSH_MS are over */
+    unsigned turn;       /* which subscription drains first */
     uv_check_t check;
     uv_idle_t idle;
     uv_async_t async;
@@ -179,12 +184,16 @@ static natsStatus on_attach(void **userData, void *loop, natsConnection *nc, nat
 
 static natsStatus on_read(void *userData, bool add)
 {
-    return natsLibuv_Read(((struct bus *)userData)->nle, add);
+    struct bus *b = userData;
+
+    return b->nle != NULL ? natsLibuv_Read(b->nle, add) : NATS_ILLEGAL_STATE;
 }
 
 static natsStatus on_write(void *userData, bool add)
 {
-    return natsLibuv_Write(((struct bus *)userData)->nle, add);
+    struct bus *b = userData;
+
+    return b->nle != NULL ? natsLibuv_Write(b->nle, add) : NATS_ILLEGAL_STATE;
 }
 
 /* The connection is closed (from any thread). The loop closes the
@@ -375,7 +384,7 @@ static void on_check(uv_check_t *h)
         close_step(b);
     if (b->state == ST_CLOSING)
         return;
-    if (again)
+    if (again || b->state == ST_FLUSHING)
         uv_idle_start(&b->idle, on_idle);
     else
         uv_idle_stop(&b->idle);
@@ -384,10 +393,14 @@ static void on_check(uv_check_t *h)
 static void handle_event(struct bus *b, enum bus_event ev)
 {
     if (ev == BUS_DISCONNECTED) {
+        b->up = false;
         b->c.disconnects++;
         mirror(b);
     } else if (ev == BUS_RECONNECTED) {
+        b->up = true;
         b->max_payload = natsConnection_GetMaxPayload(b->nc);
+    } else if (ev == BUS_CLOSED) {
+        b->up = false;
     } else if (ev == BUS_SLOW_CONSUMER) {
         check_dropped(b); /* reports it unless draining already did */
         return;
@@ -571,7 +584,9 @@ static int subscribe(struct bus *b, const struct bus_params *p, char *err, size_
     const char *subj[SUBS] = {p->self_subject, p->all_subject};
     int limit[2] = {p->pending_msgs, p->pending_bytes};
 
-    for (int i = 0; i < SUBS; i++) {
+    /* The broadcast subject first: the server applies a client's SUBs in
+     * order, so once the shard's own subject hears something, both do. */
+    for (int i = SUBS - 1; i >= 0; i--) {
         natsStatus s = natsConnection_SubscribeSync(&b->sub[i], b->nc, subj[i]);
         if (s == NATS_OK && (limit[0] != 0 || limit[1] != 0))
             s = natsSubscription_SetPendingLimits(b->sub[i], limit[0] ? limit[0] : 65536,
@@ -598,6 +613,8 @@ int bus_open(struct bus **out, uv_loop_t *loop, const struct bus_params *p,
     b->loop = loop;
     b->cbs = *cbs;
     b->ud = ud;
+    b->up = true;
+    b->buffer_offline = p->buffer_while_disconnected;
     b->sink = xcalloc(1, sizeof *b->sink);
     b->sink->refs = 2; /* ours, and cnats' until on_closed */
     if (uv_mutex_init(&b->sink->mu) != 0)
@@ -615,6 +632,10 @@ int bus_open(struct bus **out, uv_loop_t *loop, const struct bus_params *p,
         bus_close(b, NULL, NULL); /* finishes on the loop */
         return rc;
     }
+    /* Hand the SUBs to the kernel now, not at the loop's first poll: a
+     * loop busy right after bus_open would otherwise leave the server
+     * unaware of us. One non-blocking write (cnats stops at EAGAIN). */
+    natsConnection_ProcessWriteEvent(b->nc);
     *out = b;
     return 0;
 }
@@ -647,6 +668,8 @@ int bus_publish_request(struct bus *b, const char *subject, const char *reply,
 
     if (b->state != ST_OPEN)
         return -EPIPE;
+    if (!b->up && !b->buffer_offline)
+        return -ENOTCONN; /* cnats' reconnect thread may hold the lock for seconds */
     for (int i = 0; i < iovcnt; i++)
         len += iov[i].iov_len;
     if (len > (size_t)(b->max_payload > 0 ? b->max_payload : 0))
@@ -684,14 +707,14 @@ int bus_publish(struct bus *b, const char *subject, const struct iovec *iov, int
 
 size_t bus_buffered(const struct bus *b)
 {
-    int n = b->nc != NULL ? natsConnection_Buffered(b->nc) : -1;
+    int n = b->nc != NULL && b->up ? natsConnection_Buffered(b->nc) : -1;
 
     return n > 0 ? (size_t)n : 0;
 }
 
 bool bus_connected(const struct bus *b)
 {
-    return b->nc != NULL && natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
+    return b->nc != NULL && b->up && natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
 int64_t bus_max_payload(const struct bus *b)
@@ -769,11 +792,26 @@ static void close_handles(struct bus *b)
     uv_close((uv_handle_t *)&b->timer, on_handle_closed);
 }
 
-/* The close sequence, driven by the check handle, the flush timer, the
- * async handle (detach) and the adapter's last close callback. */
+/* Bytes the kernel still holds unacknowledged by the server. cnats closes
+ * the socket while the server may be sending to us (a PONG, a broadcast);
+ * unread input turns that close into a RST, which throws away whatever
+ * the kernel had not sent yet. */
+static int unacked(const struct bus *b)
+{
+    int n = 0;
+
+    if (b->nle == NULL || ioctl(b->nle->socket, SIOCOUTQ, &n) != 0)
+        return 0;
+    return n;
+}
+
+/* The close sequence, driven by the check handle (the idle handle keeps it
+ * coming while flushing), the flush timer, the async handle (detach) and
+ * the adapter's last close callback. */
 static void close_step(struct bus *b)
 {
-    if (b->state == ST_FLUSHING && (b->flush_expired || !bus_connected(b) || bus_buffered(b) == 0))
+    if (b->state == ST_FLUSHING &&
+        (b->flush_expired || !bus_connected(b) || (bus_buffered(b) == 0 && unacked(b) == 0)))
         close_connection(b);
     if (b->state == ST_DETACHING && b->adapter_closed)
         close_handles(b);

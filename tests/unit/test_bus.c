@@ -7,8 +7,9 @@
  * loop and no message stranded behind the drain budget; publishes that do
  * not wait on a frozen server; DISCONNECTED then RECONNECTED on the loop
  * thread across a server restart; bus_close connected (its buffer is still
- * sent) and disconnected, leaving no handle (uv_loop_close 0) and no leak;
- * -EMSGSIZE; a slow consumer reported once. Every wait has a deadline. */
+ * sent, and acknowledged before the socket closes) and disconnected (publishes refused, not
+ * buffered), leaving no handle (uv_loop_close 0) and no leak; bad parameters, a dead server, a URL
+ * list; -EMSGSIZE; a slow consumer reported once. Every wait has a deadline. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -56,6 +57,8 @@ struct node {
     bool seq_mode; /* on_msg checks the sequence content */
     _Atomic uint64_t got_self, got_all, bad, last_len;
     _Atomic int64_t last_ms;
+    _Atomic bool probed;     /* a "probe" from the test thread arrived */
+    _Atomic uint64_t probes; /* how many (counted by the bus, not here) */
     int events[64];
     int nev;
     bool wrong_thread;
@@ -66,6 +69,7 @@ static struct {
     struct nats_testsrv ns;
     const char *bin;
     bool skip;
+    natsConnection *probe; /* the test thread's own plain connection */
 } srv;
 
 static int64_t now_ms(void)
@@ -101,6 +105,11 @@ static void on_msg(void *ud, const uint8_t *data, size_t len, bool broadcast)
     struct node *n = ud;
     static _Thread_local uint8_t want[BIG];
 
+    if (!broadcast && len == 5 && memcmp(data, "probe", 5) == 0) {
+        atomic_store(&n->probed, true); /* not counted */
+        atomic_fetch_add(&n->probes, 1);
+        return;
+    }
     if (broadcast) {
         atomic_fetch_add(&n->got_all, 1);
     } else {
@@ -215,6 +224,14 @@ static struct node *node_start(const char *name, int pending_msgs)
     pthread_create(&n->thread, NULL, node_main, n);
     assert_true(wait_flag(n, &n->fn_done, CALL_MS));
     assert_int_equal(n->open_rc, 0);
+    /* Until the server applied the SUBs, a peer's messages go nowhere. */
+    for (int64_t end = now_ms() + 5000; !atomic_load(&n->probed) && now_ms() < end;) {
+        natsConnection_PublishString(srv.probe, n->self, "probe");
+        natsConnection_Flush(srv.probe);
+        for (int i = 0; i < 20 && !atomic_load(&n->probed); i++)
+            usleep(1000);
+    }
+    assert_true(atomic_load(&n->probed));
     return n;
 }
 
@@ -400,12 +417,26 @@ static int group_setup(void **state)
         fprintf(stderr, "test_bus: %s\n", err);
         return -1;
     }
-    return nats_test_start(&srv.ns, srv.bin, "test_bus", false);
+    if (nats_test_start(&srv.ns, srv.bin, "test_bus", false) < 0)
+        return -1;
+    natsOptions *o = NULL; /* back within 50 ms of a server restart */
+    natsStatus s = natsOptions_Create(&o);
+    if (s == NATS_OK)
+        s = natsOptions_SetURL(o, srv.ns.url);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectWait(o, 50);
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxReconnect(o, -1);
+    if (s == NATS_OK)
+        s = natsConnection_Connect(&srv.probe, o);
+    natsOptions_Destroy(o);
+    return s == NATS_OK ? 0 : -1;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
+    natsConnection_Destroy(srv.probe);
     nats_test_stop(&srv.ns);
     if (!srv.skip)
         bus_global_shutdown();
@@ -438,6 +469,56 @@ static void test_nextmsg_zero_never_waits(void **state)
     natsConnection_Destroy(nc);
 }
 
+static void on_msg_none(void *ud, const uint8_t *data, size_t len, bool broadcast)
+{
+    (void)ud, (void)data, (void)len, (void)broadcast;
+}
+
+static void on_done_flag(void *ud)
+{
+    *(bool *)ud = true;
+}
+
+/* Parameters are checked; a dead server is -EIO in time with a sentence;
+ * a comma-separated list with a dead server in it still connects (cnats'
+ * natsOptions_SetURL would take the list for one URL); the loop is left
+ * with nothing open either way. On the test's own thread and loop. */
+static void test_open_params_and_url_list(void **state)
+{
+    uv_loop_t loop;
+    struct bus *b = NULL;
+    char err[BUS_ERR_MAX] = "", urls[160], dead[64];
+    struct bus_cbs cbs = {.on_msg = on_msg_none};
+    struct bus_params p = {.urls = srv.ns.url,
+                           .self_subject = "pyry.t.s.x.*",
+                           .all_subject = ALL_SUBJECT,
+                           .timeout_ms = 500};
+    bool done = false;
+
+    (void)state;
+    NEED_SERVER();
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(bus_open(&b, &loop, &p, &cbs, NULL, err, sizeof err), -EINVAL);
+    p.self_subject = ALL_SUBJECT;
+    assert_int_equal(bus_open(&b, &loop, &p, &cbs, NULL, err, sizeof err), -EINVAL);
+    p.self_subject = "pyry.t.s.x.0";
+    snprintf(dead, sizeof dead, "nats://127.0.0.1:%d", nats_test_free_port());
+    p.urls = dead;
+    int64_t t0 = now_ms();
+    assert_int_equal(bus_open(&b, &loop, &p, &cbs, NULL, err, sizeof err), -EIO);
+    assert_true(now_ms() - t0 < 3000);
+    assert_non_null(strstr(err, "cluster bus connect"));
+    assert_null(b);
+    snprintf(urls, sizeof urls, "%s, %s", dead, srv.ns.url);
+    p.urls = urls;
+    assert_int_equal(bus_open(&b, &loop, &p, &cbs, NULL, err, sizeof err), 0);
+    assert_true(bus_connected(b));
+    bus_close(b, on_done_flag, &done);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_true(done);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void test_sequence_both_ways(void **state)
 {
     (void)state;
@@ -461,7 +542,7 @@ static void test_sequence_both_ways(void **state)
     struct bus_counters c;
     bus_counters_load(a->bus, &c);
     assert_int_equal(c.msgs_out, N_SEQ);
-    assert_int_equal(c.msgs_in, N_SEQ);
+    assert_int_equal(c.msgs_in, N_SEQ + atomic_load(&a->probes));
     assert_int_equal(c.dropped, 0);
     node_stop(a);
     node_stop(b);
@@ -631,7 +712,8 @@ static void test_close(void **state)
     assert_true(a->closed);
     assert_int_equal(a->close_rc, 0);
     assert_int_equal(p.rc, 0);
-    assert_true(wait_count(&b->got_self, 100, 5000));
+    wait_count(&b->got_self, 100, 5000); /* all of them: the close waits for their ACKs */
+    assert_int_equal(atomic_load(&b->got_self), 100);
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);
     free(a);
@@ -640,6 +722,10 @@ static void test_close(void **state)
     for (int64_t end = now_ms() + 5000; count_events(b, BUS_DISCONNECTED) == 0 && now_ms() < end;)
         usleep(5000);
     assert_int_equal(count_events(b, BUS_DISCONNECTED), 1);
+    struct pub q = {.subject = "pyry.t.s.a6.0", .len = 10, .count = 1};
+    node_call(b, do_publish, &q); /* refused at once: see bus.h, BLOCKING */
+    assert_int_equal(q.rc, -ENOTCONN);
+    assert_int_equal(q.buffered, 0);
     int64_t t0 = now_ms();
     node_stop(b);
     assert_true(now_ms() - t0 < 3000);
@@ -714,6 +800,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nextmsg_zero_never_waits),
+        cmocka_unit_test(test_open_params_and_url_list),
         cmocka_unit_test(test_sequence_both_ways),
         cmocka_unit_test(test_broadcast),
         cmocka_unit_test(test_idle_delivery),
@@ -723,5 +810,7 @@ int main(void)
         cmocka_unit_test(test_server_restart),
         cmocka_unit_test(test_close),
     };
+    if (getenv("TEST_BUS_FILTER") != NULL) /* e.g. "test_close" while debugging */
+        cmocka_set_test_filter(getenv("TEST_BUS_FILTER"));
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
