@@ -260,14 +260,15 @@ static void on_scheduler_closed(uv_handle_t *h)
     }
 }
 
-/* On the loop, after cnats' detach: apply what the adapter still has
- * queued (attach, poll changes), then close its two handles. */
-static void adapter_close(struct bus *b)
+/* Applies what the adapter has queued from other threads (a re-attach
+ * after a reconnect, poll changes) now, as its scheduler would at the next
+ * poll. False once the adapter is closed or closing. */
+static bool adapter_apply(struct bus *b)
 {
     natsLibuvEvents *nle = b->nle;
 
     if (nle == NULL || b->adapter_closed || uv_is_closing((uv_handle_t *)nle->scheduler))
-        return;
+        return false;
     for (int i = 0; i < 64; i++) {
         uv_mutex_lock(nle->lock);
         bool queued = nle->head != NULL;
@@ -276,8 +277,17 @@ static void adapter_close(struct bus *b)
             break;
         uvAsyncCb(nle->scheduler);
     }
-    nle->scheduler->data = b;
-    uv_close((uv_handle_t *)nle->scheduler, on_scheduler_closed);
+    return true;
+}
+
+/* On the loop, after cnats' detach: the adapter's queue, then its two
+ * handles. */
+static void adapter_close(struct bus *b)
+{
+    if (!adapter_apply(b))
+        return;
+    b->nle->scheduler->data = b;
+    uv_close((uv_handle_t *)b->nle->scheduler, on_scheduler_closed);
 }
 
 /* ---- receiving ---- */
@@ -771,6 +781,9 @@ static void close_connection(struct bus *b)
 {
     b->state = ST_DETACHING;
     uv_timer_stop(&b->timer);
+    /* A re-attach still queued must meet an open socket, not the one the
+     * close is about to shut: the adapter would poll a dead descriptor. */
+    adapter_apply(b);
     natsConnection_Close(b->nc);
     for (int i = 0; i < SUBS; i++) {
         natsSubscription_Destroy(b->sub[i]);
