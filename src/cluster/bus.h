@@ -49,7 +49,7 @@ enum bus_event {
 struct bus_cbs {
     /* A message on the shard's own subject (broadcast false) or on the
      * broadcast subject (true). data[0..len) is valid only during the call.
-     * It may publish, but must not call bus_close. */
+     * It may publish, and may call bus_close (no message follows). */
     void (*on_msg)(void *ud, const uint8_t *data, size_t len, bool broadcast);
     /* A connection event, in the order cnats reported them. May be NULL. */
     void (*on_event)(void *ud, enum bus_event ev);

@@ -7,9 +7,10 @@
  * loop and no message stranded behind the drain budget; publishes that do
  * not wait on a frozen server; DISCONNECTED then RECONNECTED on the loop
  * thread across a server restart; bus_close connected (its buffer is still
- * sent, and acknowledged before the socket closes) and disconnected (publishes refused, not
- * buffered), leaving no handle (uv_loop_close 0) and no leak; bad parameters, a dead server, a URL
- * list; -EMSGSIZE; a slow consumer reported once. Every wait has a deadline. */
+ * sent, and acknowledged before the socket closes), from inside on_msg,
+ * and disconnected (publishes refused, not buffered), leaving no handle
+ * (uv_loop_close 0) and no leak; bad parameters, a dead server, a URL list;
+ * -EMSGSIZE; a slow consumer reported once. Every wait has a deadline. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -54,7 +55,8 @@ struct node {
     node_fn fn;
     void *arg;
     bool fn_pending, fn_done;
-    bool seq_mode; /* on_msg checks the sequence content */
+    bool seq_mode;             /* on_msg checks the sequence content */
+    _Atomic bool close_on_msg; /* on_msg calls bus_close */
     _Atomic uint64_t got_self, got_all, bad, last_len;
     _Atomic int64_t last_ms;
     _Atomic bool probed;     /* a "probe" from the test thread arrived */
@@ -100,6 +102,8 @@ static void seq_fill(uint64_t seq, uint8_t *buf, size_t len)
 
 /* ---- a node: a bus on a loop on a thread ---- */
 
+static void on_closed(void *ud);
+
 static void on_msg(void *ud, const uint8_t *data, size_t len, bool broadcast)
 {
     struct node *n = ud;
@@ -124,6 +128,10 @@ static void on_msg(void *ud, const uint8_t *data, size_t len, bool broadcast)
     }
     atomic_store(&n->last_len, len);
     atomic_store(&n->last_ms, now_ms());
+    if (atomic_exchange(&n->close_on_msg, false)) {
+        bus_close(n->bus, on_closed, n);
+        uv_close((uv_handle_t *)&n->cmd, NULL);
+    }
 }
 
 static void on_event(void *ud, enum bus_event ev)
@@ -717,6 +725,18 @@ static void test_close(void **state)
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);
     free(a);
+
+    struct node *c = node_start("c6", 0); /* closes from inside on_msg */
+    c->close_on_msg = true;
+    publish(b, c->self, 10, 5);
+    assert_true(wait_flag(c, &c->finished, CALL_MS));
+    pthread_join(c->thread, NULL);
+    assert_true(c->closed);
+    assert_int_equal(c->close_rc, 0);
+    assert_int_equal(atomic_load(&c->got_self), 1);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
 
     nats_test_kill(&srv.ns);
     for (int64_t end = now_ms() + 5000; count_events(b, BUS_DISCONNECTED) == 0 && now_ms() < end;)
