@@ -6,6 +6,19 @@
  * through a small refcounted "sink". It deliberately does not parse,
  * sequence, retry or log: messages are opaque and every event goes up.
  * This is the one file that includes the adapter (it defines functions). */
+/* The adapter first (it defines _GNU_SOURCE, also set by the build). It
+ * defines these without prototypes of its own (-Wmissing-prototypes). */
+#include <nats/nats.h>
+#include <uv.h>
+void natsLibuv_Init(void);
+void natsLibuv_SetThreadLocalLoop(uv_loop_t *loop);
+natsStatus natsLibuv_Attach(void **userData, void *loop, natsConnection *nc, natsSock socket);
+natsStatus natsLibuv_Read(void *userData, bool add);
+natsStatus natsLibuv_Write(void *userData, bool add);
+#include <nats/adapters/libuv.h>
+
+#include "cluster/bus.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -18,19 +31,6 @@
 
 #include <linux/sockios.h>
 
-#include <nats/nats.h>
-#include <uv.h>
-
-/* The adapter header defines these without prototypes of its own. */
-void natsLibuv_Init(void);
-void natsLibuv_SetThreadLocalLoop(uv_loop_t *loop);
-natsStatus natsLibuv_Attach(void **userData, void *loop, natsConnection *nc, natsSock socket);
-natsStatus natsLibuv_Read(void *userData, bool add);
-natsStatus natsLibuv_Write(void *userData, bool add);
-#include <nats/adapters/libuv.h>
-
-#include "cluster/bus.h"
-
 #include "base/util.h"
 
 #define SINK_RING 64 /* connection events waiting for the loop */
@@ -39,7 +39,7 @@ enum { SUB_SELF, SUB_ALL, SUBS };
 
 enum bus_state {
     ST_OPEN,      /* delivering */
-    ST_FLUSHING,  /* bus_close: waiting for cnats' write buffer to empty */
+    ST_FLUSHING,  /* bus_close: waiting for cnats' buffer to be written and ACKed */
     ST_DETACHING, /* connection closed: waiting for the adapter's handles */
     ST_CLOSING,   /* our own handles are closing */
 };
