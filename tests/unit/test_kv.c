@@ -33,131 +33,16 @@
 
 #include "cluster/kv.h"
 
-#define READY_MS 10000 /* the server must accept connections within this */
-#define RACES    100
+#include "nats_testkit.h"
+
+#define RACES 100
 
 static struct {
-    pid_t pid;
-    char dir[64];
-    char url[64];
+    struct nats_testsrv ns;
     bool skip;
     natsConnection *nc;
     struct kv *kv; /* cluster "t", replicas 1, L = 20 s */
 } srv;
-
-static const char *find_server(void)
-{
-    static char path[4096];
-    const char *env = getenv("NATS_SERVER_BIN");
-    const char *p = getenv("PATH");
-
-    if (env != NULL && access(env, X_OK) == 0)
-        return env;
-    while (p != NULL && *p != '\0') {
-        const char *end = strchr(p, ':');
-        size_t n = end ? (size_t)(end - p) : strlen(p);
-        snprintf(path, sizeof path, "%.*s/nats-server", (int)n, p);
-        if (n > 0 && access(path, X_OK) == 0)
-            return path;
-        p = end ? end + 1 : NULL;
-    }
-    return access("/usr/sbin/nats-server", X_OK) == 0 ? "/usr/sbin/nats-server" : NULL;
-}
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) < 0)
-        abort();
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static bool port_open(int port)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                            .sin_port = htons((uint16_t)port)};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-/* Idempotent: teardown, and atexit after a failed assertion. */
-static void stop_server(void)
-{
-    if (srv.pid > 0) {
-        kill(srv.pid, SIGCONT); /* test_timeout may have stopped it */
-        kill(srv.pid, SIGTERM);
-        for (int i = 0; i < 50 && waitpid(srv.pid, NULL, WNOHANG) == 0; i++)
-            usleep(100 * 1000);
-        if (kill(srv.pid, SIGKILL) == 0)
-            waitpid(srv.pid, NULL, 0);
-        srv.pid = 0;
-    }
-    if (srv.dir[0] != '\0') {
-        nftw(srv.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-        srv.dir[0] = '\0';
-    }
-}
-
-static void exec_server(const char *bin, int port)
-{
-    char p[16], log[96];
-
-    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
-    snprintf(p, sizeof p, "%d", port);
-    snprintf(log, sizeof log, "%s/server.log", srv.dir);
-    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd >= 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-    }
-    execl(bin, "nats-server", "-a", "127.0.0.1", "-p", p, "-js", "-sd", srv.dir, (char *)NULL);
-    _exit(127);
-}
-
-/* Starts the server and waits (bounded) until it accepts connections. */
-static int start_server(const char *bin)
-{
-    int port = free_port();
-
-    snprintf(srv.dir, sizeof srv.dir, "/tmp/test_kv.XXXXXX");
-    if (mkdtemp(srv.dir) == NULL)
-        return -1;
-    atexit(stop_server);
-    srv.pid = fork();
-    if (srv.pid < 0)
-        return -1;
-    if (srv.pid == 0)
-        exec_server(bin, port);
-    snprintf(srv.url, sizeof srv.url, "nats://127.0.0.1:%d", port);
-    for (int waited = 0; waited < READY_MS; waited += 50) {
-        if (waitpid(srv.pid, NULL, WNOHANG) != 0) {
-            srv.pid = 0;
-            fprintf(stderr, "test_kv: nats-server exited at start (see its log)\n");
-            return -1;
-        }
-        if (port_open(port))
-            return 0;
-        usleep(50 * 1000);
-    }
-    fprintf(stderr, "test_kv: nats-server did not listen within %d ms\n", READY_MS);
-    return -1;
-}
 
 static struct kv_params params(const char *cluster)
 {
@@ -167,7 +52,7 @@ static struct kv_params params(const char *cluster)
 static int group_setup(void **state)
 {
     char err[KV_ERR_MAX] = "";
-    const char *bin = find_server();
+    const char *bin = nats_test_find_server();
     struct kv_params p = params("t");
 
     (void)state;
@@ -177,9 +62,9 @@ static int group_setup(void **state)
         srv.skip = true;
         return 0;
     }
-    if (start_server(bin) < 0)
+    if (nats_test_start(&srv.ns, bin, "test_kv", true) < 0)
         return -1;
-    if (kv_connect(&srv.nc, srv.url, NULL, "test_kv", 2000, NULL, err, sizeof err) < 0 ||
+    if (kv_connect(&srv.nc, srv.ns.url, NULL, "test_kv", 2000, NULL, err, sizeof err) < 0 ||
         kv_open(&srv.kv, srv.nc, &p, err, sizeof err) < 0) {
         fprintf(stderr, "test_kv: %s\n", err);
         return -1;
@@ -194,7 +79,7 @@ static int group_teardown(void **state)
     srv.kv = NULL;
     natsConnection_Destroy(srv.nc);
     srv.nc = NULL;
-    stop_server();
+    nats_test_stop(&srv.ns);
     nats_CloseAndWait(2000);
     return 0;
 }
@@ -451,7 +336,8 @@ static void test_create_race(void **state)
     for (int i = 0; i < 2; i++) {
         memset(&r[i], 0, sizeof r[i]);
         r[i].go = &go;
-        assert_int_equal(kv_connect(&r[i].nc, srv.url, NULL, NULL, 2000, NULL, err, sizeof err), 0);
+        assert_int_equal(kv_connect(&r[i].nc, srv.ns.url, NULL, NULL, 2000, NULL, err, sizeof err),
+                         0);
         assert_int_equal(kv_open(&r[i].kv, r[i].nc, &p, err, sizeof err), 0);
     }
     for (int i = 0; i < 2; i++)
@@ -471,42 +357,6 @@ static void test_create_race(void **state)
     pthread_barrier_destroy(&go);
 }
 
-/* True when /proc/<pid>/task/<tid>/stat says 'T' (stopped). */
-static bool task_stopped(pid_t pid, const char *tid)
-{
-    char path[320], buf[256];
-
-    snprintf(path, sizeof path, "/proc/%d/task/%s/stat", (int)pid, tid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *st = strrchr(buf, ')');
-    return st != NULL && st[1] == ' ' && st[2] == 'T';
-}
-
-/* True once every thread of pid is stopped: kill(SIGSTOP) returns before
- * a thread running on another core has stopped, and that thread can still
- * answer a request sent right after it. */
-static bool stopped(pid_t pid)
-{
-    char path[64];
-    struct dirent *e;
-    bool all = true;
-
-    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return false;
-    while (all && (e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            all = task_stopped(pid, e->d_name);
-    closedir(d);
-    return all;
-}
-
 /* A frozen server: no answer within the 2 s wait is KV_TIMEOUT (a write
  * may still land), distinct from an error. Runs last: it costs 4 s. */
 static void test_timeout(void **state)
@@ -517,15 +367,15 @@ static void test_timeout(void **state)
 
     (void)state;
     NEED_SERVER();
-    assert_int_equal(kill(srv.pid, SIGSTOP), 0);
-    for (int i = 0; i < 100 && !stopped(srv.pid); i++)
+    assert_int_equal(kill(srv.ns.pid, SIGSTOP), 0);
+    for (int i = 0; i < 100 && !nats_test_stopped(srv.ns.pid); i++)
         nats_Sleep(10);
     int64_t t0 = nats_Now();
     enum kv_outcome g =
         kv_get(srv.kv, KV_SIDS, "t", 1, buf, sizeof buf, &len, &rev, err, sizeof err);
     enum kv_outcome c = kv_create(srv.kv, KV_SIDS, "t", 1, "v", 1, &rev, err, sizeof err);
     int64_t took = nats_Now() - t0;
-    kill(srv.pid, SIGCONT);
+    kill(srv.ns.pid, SIGCONT);
     assert_int_equal(g, KV_TIMEOUT);
     assert_int_equal(c, KV_TIMEOUT);
     assert_non_null(strstr(err, "Timeout"));
@@ -539,7 +389,7 @@ static void test_connect_fails_in_time(void **state)
     char url[64];
 
     (void)state;
-    snprintf(url, sizeof url, "nats://127.0.0.1:%d", free_port());
+    snprintf(url, sizeof url, "nats://127.0.0.1:%d", nats_test_free_port());
     int64_t t0 = nats_Now();
     assert_int_equal(kv_connect(&nc, url, NULL, NULL, 600, NULL, err, sizeof err), -EIO);
     assert_true(nats_Now() - t0 < 3000);
