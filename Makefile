@@ -1,6 +1,6 @@
 # Front door. Everything real lives in CMakeLists.txt and scripts/.
-.PHONY: all deps test-deps build run install uninstall test asan unit e2e fuzz fuzz-build \
-        fuzz-long fmt fmt-check clean bench soak
+.PHONY: all deps test-deps build run run-cluster install uninstall test asan unit e2e fuzz \
+        fuzz-build fuzz-long fmt fmt-check clean bench soak
 
 JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8080
@@ -28,6 +28,14 @@ PREFIX ?= /usr/local
 # The relay itself says when it is listening (INFO listening, then ready).
 run: build
 	@exec $(DROP_CAPS) build/release/pyrycode-relay --insecure-listen $(LISTEN) $(ARGS)
+
+# Cluster mode on one machine: a 3-server NATS cluster with JetStream and
+# relays r1-r3 on free loopback ports (printed once every /healthz is 200);
+# Ctrl-C stops everything. nats-server comes with the test tools, so this
+# installs those too. ARGS go to the script (--lease, --base-port, --follow;
+# flags after -- go to every relay). The script drops capabilities itself.
+run-cluster: test-deps build
+	@exec /usr/bin/python3 scripts/run-cluster.py --relay build/release/pyrycode-relay $(ARGS)
 
 UNIT = $(DESTDIR)/etc/systemd/system/pyrycode-relay.service
 DEFAULTS = $(DESTDIR)/etc/default/pyrycode-relay

@@ -23,8 +23,10 @@
 #include "tls/tls.h"
 #include "base/util.h"
 #include "base/version.h"
+#include "cluster/bus.h"
 #include "cluster/node.h"
 #include "relay/fence.h"
+#include "relay/xnode.h"
 
 static const char *env_get(const char *name)
 {
@@ -332,6 +334,10 @@ static int start_cluster(const struct config *cfg, unsigned shards, struct node 
     char name[NODE_NAME_MAX + 1], host[256] = "", err[512], bus[NODE_URLS_LOGMAX];
     if (!cfg->cluster_nats[0])
         return 0;
+    if (bus_global_init(err, sizeof err) != 0) {
+        LOGF(LOG_ERROR, "refusing to start: cluster bus unavailable", LOG_STR("err", err));
+        return 1;
+    }
     gethostname(host, sizeof host - 1);
     if (node_name_from(cfg->cluster_node_name, host, name, err, sizeof err) != 0) {
         LOGF(LOG_ERROR, "refusing to start: invalid flag value", LOG_STR("err", err));
@@ -355,21 +361,45 @@ static int start_cluster(const struct config *cfg, unsigned shards, struct node 
              LOG_STR("bus", bus),
              LOG_STR("fix", "start the NATS servers (with JetStream) named by --cluster-nats, or "
                             "check the URLs, credentials and --cluster-replicas against them"));
-        nats_CloseAndWait(2000);
+        bus_global_shutdown();
         return 1;
     }
     return 0;
 }
 
-/* The shards exist: they fence with the node from now on. */
-static void join_cluster(struct node *node, struct relay_shared *sh)
+/* The node lost its lease: every shard fences and leaves the bus. */
+static void on_node_fence(void *ud, uint64_t gen)
+{
+    fence_request(ud, gen);
+    xnode_close_all(ud);
+}
+
+/* Registered again under a new node id: back on the bus under it. */
+static void on_node_registered(void *ud)
+{
+    xnode_reopen_all(ud);
+}
+
+/* A shard's loop is ending: its bus connection closes first. */
+static bool on_shard_stop(struct server *srv, struct shard *s, void (*cont)(struct shard *s))
+{
+    (void)srv;
+    return xnode_stop(s->owner, cont);
+}
+
+/* The shards exist: they fence with the node and join the bus from now on. */
+static void join_cluster(struct node *node, struct relay_shared *sh, struct server *srv)
 {
     if (!node)
         return;
     sh->node = node;
     for (unsigned i = 0; i < sh->n; i++)
         fence_start(&sh->relays[i]);
-    node_run(node, fence_hooks(sh));
+    const char *creds = getenv("PYRYCODE_RELAY_NATS_CREDS");
+    xnode_start(sh, creds && creds[0] ? creds : NULL);
+    srv->on_stop = on_shard_stop;
+    node_run(node, (struct node_hooks){
+                       .on_fence = on_node_fence, .on_registered = on_node_registered, .ud = sh});
 }
 
 /* After the drain: release the node lease, then cnats itself. */
@@ -379,7 +409,7 @@ static void leave_cluster(struct relay_shared *sh)
         return;
     node_stop(sh->node);
     sh->node = NULL;
-    nats_CloseAndWait(2000);
+    bus_global_shutdown();
 }
 
 /* The public listener: HTTPS in autocert mode (behind the Host check,
@@ -454,7 +484,7 @@ int main(int argc, char **argv)
     struct relay *relays = xcalloc(srv.nshards, sizeof *relays);
     relay_init(relays, &shared, &srv);
     struct relay *relay = &relays[0];
-    join_cluster(node, &shared);
+    join_cluster(node, &shared, &srv);
     if (creds.key)
         shared.push = start_push(&loop, &cfg, &creds);
     if ((code = bind_public(&srv, &cfg, tls)) != 0)

@@ -347,12 +347,21 @@ static int drain_one(struct bus *b, int i, int budget, bool *more)
             check_dropped(b);
             continue;
         }
+        if (s == NATS_NO_RESPONDERS) { /* a request's "503"; cnats hands no message */
+            taken++;
+            continue;
+        }
         if (s != NATS_OK)
             break;
         size_t len = (size_t)natsMsg_GetDataLength(m);
         b->c.msgs_in++;
         b->c.bytes_in += len;
-        b->cbs.on_msg(b->ud, (const uint8_t *)natsMsg_GetData(m), len, i == SUB_ALL);
+        struct bus_msg bm = {.data = (const uint8_t *)natsMsg_GetData(m),
+                             .len = len,
+                             .subject = natsMsg_GetSubject(m),
+                             .reply = natsMsg_GetReply(m),
+                             .broadcast = i == SUB_ALL};
+        b->cbs.on_msg(b->ud, &bm);
         natsMsg_Destroy(m);
         taken++;
     }
@@ -468,6 +477,19 @@ static bool subject_ok(const char *s)
         return false;
     return strpbrk(s, " \t\r\n*>") == NULL && s[0] != '.' && s[strlen(s) - 1] != '.' &&
            strstr(s, "..") == NULL;
+}
+
+/* A subscription may end in ".>" (every subject below the prefix). */
+static bool sub_subject_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    char head[256];
+    if (n > 2 && n < sizeof head && strcmp(s + n - 2, ".>") == 0) {
+        memcpy(head, s, n - 2);
+        head[n - 2] = '\0';
+        s = head;
+    }
+    return subject_ok(s);
 }
 
 /* Splits p->urls at commas into servers (spaces trimmed) and sets them. */
@@ -613,7 +635,7 @@ int bus_open(struct bus **out, uv_loop_t *loop, const struct bus_params *p,
              const struct bus_cbs *cbs, void *ud, char *err, size_t cap)
 {
     *out = NULL;
-    if (p->urls == NULL || !subject_ok(p->self_subject) || !subject_ok(p->all_subject) ||
+    if (p->urls == NULL || !sub_subject_ok(p->self_subject) || !subject_ok(p->all_subject) ||
         strcmp(p->self_subject, p->all_subject) == 0 || cbs->on_msg == NULL ||
         p->reconnect_buf > INT32_MAX || p->pending_msgs < 0 || p->pending_bytes < 0) {
         errf(err, cap, "cluster bus: bad parameters (urls, subjects or limits)");

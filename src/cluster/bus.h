@@ -46,11 +46,19 @@ enum bus_event {
     BUS_ERROR,         /* an asynchronous error, e.g. a permissions violation */
 };
 
+/* One delivered message; every pointer is valid only during on_msg. */
+struct bus_msg {
+    const uint8_t *data;
+    size_t len;
+    const char *subject; /* the subject it was published on */
+    const char *reply;   /* its reply subject, NULL: none */
+    bool broadcast;      /* on the broadcast subject (else the shard's own) */
+};
+
 struct bus_cbs {
-    /* A message on the shard's own subject (broadcast false) or on the
-     * broadcast subject (true). data[0..len) is valid only during the call.
-     * It may publish, and may call bus_close (no message follows). */
-    void (*on_msg)(void *ud, const uint8_t *data, size_t len, bool broadcast);
+    /* A message on the shard's own subject(s) or the broadcast subject. It
+     * may publish, and may call bus_close (no message follows). */
+    void (*on_msg)(void *ud, const struct bus_msg *m);
     /* A connection event, in the order cnats reported them. May be NULL. */
     void (*on_event)(void *ud, enum bus_event ev);
 };
@@ -59,7 +67,8 @@ struct bus_params {
     const char *urls;               /* comma-separated nats:// URLs, all servers of the bus */
     const char *creds_file;         /* a NATS .creds file, or NULL */
     const char *name;               /* connection name, e.g. "pyry-<node>-<k>" (or NULL) */
-    const char *self_subject;       /* this shard's subject: pyry.<c>.s.<node>.<k> */
+    const char *self_subject;       /* this shard's subject: pyry.<c>.s.<node>.<k>, or a
+                                     * trailing ".>" for every subject below it */
     const char *all_subject;        /* the broadcast subject: pyry.<c>.all */
     size_t reconnect_buf;           /* 0: BUS_RECONNECT_BUF */
     int64_t timeout_ms;             /* connect and handshake timeout; 0: cnats' 2000 */

@@ -43,6 +43,7 @@ static const struct {
     [BUSMSG_SYNC] = {"SYNC", NONE},
     [BUSMSG_LINK_RESET] = {"LINK_RESET", NONE},
     [BUSMSG_HB] = {"HB", HB_SHAPE},
+    [BUSMSG_CLAIM_ACK] = {"CLAIM_ACK", NONE},
 };
 
 static const struct busmsg_close evict_closes[BUSMSG_EVICT_MAX + 1] = {

@@ -53,8 +53,9 @@ enum busmsg_type {
     BUSMSG_SYNC = 16,       /* link_seq = the last sequence sent on this link */
     BUSMSG_LINK_RESET = 17, /* the sender dropped every association over this link */
     BUSMSG_HB = 18,         /* node heartbeat on pyry.<c>.all */
+    BUSMSG_CLAIM_ACK = 19,  /* CLAIM received: the owner is alive and deciding */
 };
-#define BUSMSG_TYPE_MAX BUSMSG_HB
+#define BUSMSG_TYPE_MAX BUSMSG_CLAIM_ACK
 
 /* EVICT reasons (cluster.md §6): wire values fixed, never renumbered. */
 enum busmsg_evict {

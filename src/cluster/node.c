@@ -215,6 +215,8 @@ static void do_register(struct node *n)
     uv_mutex_unlock(&n->mu);
     LOGF(LOG_INFO, "cluster_node_registered", LOG_STR("node", id), LOG_NUM("epoch", n->epoch),
          LOG_NUM("shards", n->p.shards));
+    if (n->thread_on && n->h.on_registered)
+        n->h.on_registered(n->h.ud);
 }
 
 static void do_renew(struct node *n, bool read)
@@ -501,8 +503,16 @@ int node_start(struct node **out, const struct node_params *p, char *err, size_t
     atomic_store(&n->connected, true);
     LOGF(LOG_INFO, "cluster_bus_connected", LOG_STR("bus", n->urls_log),
          LOG_STR("cluster", p->cluster));
-    if (lease_check(&n->lease, now_ms()) == LEASE_REGISTER)
-        do_register(n);
+    /* Streams may not be creatable yet (a fresh cluster still electing, or
+     * several nodes creating them at once): retry within the same bound. */
+    uint64_t until = now_ms() + p->connect_ms;
+    for (;;) {
+        if (lease_check(&n->lease, now_ms()) == LEASE_REGISTER)
+            do_register(n);
+        if (n->lease.state == LEASE_HELD || now_ms() + LEASE_RETRY_MS > until)
+            break;
+        uv_sleep(LEASE_RETRY_MS);
+    }
     if (n->lease.state != LEASE_HELD) {
         snprintf(err, errcap, "%s", n->last_err[0] ? n->last_err : "node lease not registered");
         node_free(n);

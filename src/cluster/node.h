@@ -52,6 +52,7 @@ struct node_params {
  * after every shard has, or after NODE_FENCE_WAIT. */
 struct node_hooks {
     void (*on_fence)(void *ud, uint64_t gen);
+    void (*on_registered)(void *ud); /* registered again (a new node id), NULL: none */
     void *ud;
 };
 

@@ -231,6 +231,19 @@ static void close_walk(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
+static void close_handles(struct shard *s)
+{
+    uv_walk(s->loop, close_walk, NULL); /* the loop returns once they are closed */
+}
+
+/* The loop of s is to end: its owner may close something first. */
+static void stop_shard(struct server *srv, struct shard *s)
+{
+    s->draining = true;
+    if (!srv->on_stop || !srv->on_stop(srv, s, close_handles))
+        close_handles(s);
+}
+
 static void on_control(struct shard *s, unsigned bits)
 {
     struct server *srv = s->server;
@@ -238,10 +251,8 @@ static void on_control(struct shard *s, unsigned bits)
         drain_local(srv, s);
     if (bits & SHARD_CTL_ABORT)
         abort_all(s);
-    if (bits & SHARD_CTL_STOP) {
-        s->draining = true;
-        uv_walk(s->loop, close_walk, NULL); /* the loop returns once they are closed */
-    }
+    if (bits & SHARD_CTL_STOP)
+        stop_shard(srv, s);
     if ((bits & SHARD_CTL_CHECK) && s->id == 0)
         check_finish(srv);
 }
@@ -404,7 +415,7 @@ static void finish(struct server *srv)
     uv_timer_stop(&srv->drain_timer);
     for (unsigned i = 1; i < srv->nshards; i++)
         shard_post_control(&srv->shards[i], SHARD_CTL_STOP);
-    uv_walk(srv->loop, close_walk, NULL);
+    stop_shard(srv, &srv->shards[0]);
     /* Closing the signal handles restores the default action; a late
      * signal must still be ignored (docs/operations.md: only the first counts). */
     signal(SIGTERM, SIG_IGN);

@@ -68,6 +68,11 @@ struct server {
     /* Called once on shard 0 when the drain is over, before every remaining
      * handle is closed (the relay cancels push sends here). May be NULL. */
     void (*on_finish)(struct server *srv);
+    /* Called on each shard's own thread when its loop is to stop, before
+     * the remaining handles are closed. Returning true means the owner
+     * closes something asynchronously first (the cluster bus) and calls
+     * cont(s) on that thread once done; false: closed at once. May be NULL. */
+    bool (*on_stop)(struct server *srv, struct shard *s, void (*cont)(struct shard *s));
     /* Called on SIGHUP (reload). NULL: SIGHUP only logs that nothing is
      * reloadable. Set with server_on_reload. */
     void (*on_reload)(struct server *srv, void *arg);

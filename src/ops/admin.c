@@ -6,6 +6,8 @@
  * every other shard and waits, bounded, for their parts. Tokens, headers
  * and frames are never shown; server-ids and remote addresses are. */
 #include "ops/admin.h"
+
+#include "cluster/busmsg.h"
 #include "base/siphash.h"
 
 #include <stdarg.h>
@@ -204,9 +206,13 @@ static void close_phone(struct reg_phone *rp, void *arg)
 {
     struct gather *g = arg;
     struct peer *p = CONTAINER_OF(rp, struct peer, rp);
+    g->closed_phones++;
+    if (p->stub) { /* on another node: it closes it (1001 "shutting down" too) */
+        p->relay->sh->stub_evict(p, BUSMSG_EVICT_SHUTDOWN);
+        return;
+    }
     p->binary_closed = true;
     conn_ws_close(p->conn, CLOSE_CODE, CLOSE_REASON, false);
-    g->closed_phones++;
 }
 
 static void part_close(struct relay *r, struct gather *g)

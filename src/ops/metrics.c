@@ -96,7 +96,74 @@ static void push_series(struct buf *b, const struct push_waker *w)
 
 /* Cluster mode only (docs/features/cluster.md, "Metrics"): single-instance
  * output is unchanged. Labels are fixed sets, never a server-id. */
-static void cluster_series(struct buf *b, const struct node *n)
+/* The shards' cluster counters, summed (fixed label sets). Returns the
+ * shards' bus disconnects, which bus_disconnects_total adds up. */
+static uint64_t relay_cluster_series(struct buf *b, const struct relay_shared *sh)
+{
+    static const char *const paths[CLAIMS__COUNT] = {"create", "handover", "takeover_dead",
+                                                     "conflict", "aborted"};
+    static const char *const outcomes[ATTACH__COUNT] = {"ok", "no_server", "at_cap", "not_owner",
+                                                        "timeout"};
+    static const char *const dirs[2] = {"in", "out"};
+    uint64_t claims[CLAIMS__COUNT] = {0}, attaches[ATTACH__COUNT] = {0}, msgs[2] = {0},
+             bytes[2] = {0}, buffered = 0, disc = 0, stale = 0;
+    int64_t remote = 0, stubs = 0;
+    for (unsigned i = 0; i < sh->n; i++) {
+        const struct relay_stats *st = &sh->relays[i].stats;
+        for (int k = 0; k < CLAIMS__COUNT; k++)
+            claims[k] += atomic_load_explicit(&st->claims[k], memory_order_relaxed);
+        for (int k = 0; k < ATTACH__COUNT; k++)
+            attaches[k] += atomic_load_explicit(&st->attaches[k], memory_order_relaxed);
+        for (int k = 0; k < 2; k++) {
+            msgs[k] += atomic_load_explicit(&st->bus_msgs[k], memory_order_relaxed);
+            bytes[k] += atomic_load_explicit(&st->bus_bytes[k], memory_order_relaxed);
+        }
+        buffered += atomic_load_explicit(&st->bus_buffered, memory_order_relaxed);
+        disc += atomic_load_explicit(&st->bus_disconnects, memory_order_relaxed);
+        stale += atomic_load_explicit(&st->stale_dropped, memory_order_relaxed);
+        remote += atomic_load_explicit(&st->remote_phones, memory_order_relaxed);
+        stubs += atomic_load_explicit(&st->stubs, memory_order_relaxed);
+    }
+    family(b, "pyrycode_relay_cluster_claims_total", "counter",
+           "Binary claims decided through the cluster, by how they ended.");
+    for (int k = 0; k < CLAIMS__COUNT; k++)
+        bprintf(b, "pyrycode_relay_cluster_claims_total{path=\"%s\"} %llu\n", paths[k],
+                (unsigned long long)claims[k]);
+    family(b, "pyrycode_relay_cluster_attaches_total", "counter",
+           "Phones attached to a binary on another node, by outcome.");
+    for (int k = 0; k < ATTACH__COUNT; k++)
+        bprintf(b, "pyrycode_relay_cluster_attaches_total{outcome=\"%s\"} %llu\n", outcomes[k],
+                (unsigned long long)attaches[k]);
+    family(b, "pyrycode_relay_cluster_remote_phones", "gauge",
+           "Phones connected here whose binary is on another node.");
+    bprintf(b, "pyrycode_relay_cluster_remote_phones %lld\n", (long long)remote);
+    family(b, "pyrycode_relay_cluster_stubs", "gauge",
+           "Phones on other nodes registered with binaries here.");
+    bprintf(b, "pyrycode_relay_cluster_stubs %lld\n", (long long)stubs);
+    family(b, "pyrycode_relay_cluster_peers", "gauge", "Other nodes heard within 5 s.");
+    bprintf(b, "pyrycode_relay_cluster_peers %lld\n",
+            (long long)atomic_load_explicit(&sh->relays[0].stats.peers, memory_order_relaxed));
+    family(b, "pyrycode_relay_cluster_bus_messages_total", "counter",
+           "Messages on the shards' bus connections, by direction.");
+    for (int k = 0; k < 2; k++)
+        bprintf(b, "pyrycode_relay_cluster_bus_messages_total{direction=\"%s\"} %llu\n", dirs[k],
+                (unsigned long long)msgs[k]);
+    family(b, "pyrycode_relay_cluster_bus_bytes_total", "counter",
+           "Payload bytes on the shards' bus connections, by direction.");
+    for (int k = 0; k < 2; k++)
+        bprintf(b, "pyrycode_relay_cluster_bus_bytes_total{direction=\"%s\"} %llu\n", dirs[k],
+                (unsigned long long)bytes[k]);
+    family(b, "pyrycode_relay_cluster_bus_buffered_bytes", "gauge",
+           "Bytes waiting in the shards' bus send buffers.");
+    bprintf(b, "pyrycode_relay_cluster_bus_buffered_bytes %llu\n", (unsigned long long)buffered);
+    family(b, "pyrycode_relay_cluster_stale_epoch_dropped_total", "counter",
+           "Bus messages dropped because they named an older ownership epoch.");
+    bprintf(b, "pyrycode_relay_cluster_stale_epoch_dropped_total %llu\n",
+            (unsigned long long)stale);
+    return disc;
+}
+
+static void cluster_series(struct buf *b, const struct node *n, const struct relay_shared *sh)
 {
     static const enum lease_outcome renew_order[] = {LEASE_CONFLICT, LEASE_ERROR, LEASE_OK,
                                                      LEASE_TIMEOUT};
@@ -136,13 +203,14 @@ static void cluster_series(struct buf *b, const struct node *n)
         bprintf(b, "pyrycode_relay_cluster_kv_latency_seconds_count{op=\"%s\"} %llu\n",
                 kv_op_name(op_order[i]), (unsigned long long)st.kv_count[op_order[i]]);
     }
+    uint64_t data_disc = relay_cluster_series(b, sh);
     family(b, "pyrycode_relay_cluster_lease_losses_total", "counter",
            "Times this node lost its lease and fenced (closed every WebSocket).");
     bprintf(b, "pyrycode_relay_cluster_lease_losses_total %llu\n", (unsigned long long)st.fences);
     family(b, "pyrycode_relay_cluster_bus_disconnects_total", "counter",
-           "Times the ctl connection to the bus was lost.");
+           "Times a connection to the bus (the ctl one or a shard's) was lost.");
     bprintf(b, "pyrycode_relay_cluster_bus_disconnects_total %llu\n",
-            (unsigned long long)st.disconnects);
+            (unsigned long long)(st.disconnects + data_disc));
 }
 
 static void relay_series(struct buf *b, const struct relay *r)
@@ -173,7 +241,7 @@ static void relay_series(struct buf *b, const struct relay *r)
     if (r->sh->push)
         push_series(b, r->sh->push);
     if (r->sh->node)
-        cluster_series(b, r->sh->node);
+        cluster_series(b, r->sh->node, r->sh);
     int kinds[KIND__COUNT], outcomes[OUT__COUNT];
     for (int i = 0; i < KIND__COUNT; i++)
         kinds[i] = i;

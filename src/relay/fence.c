@@ -12,6 +12,7 @@
 #include "net/shard.h"
 #include "relay/registry.h"
 #include "relay/relay_ctl.h"
+#include "relay/remote.h"
 
 struct fence_task {
     struct relay_task t;
@@ -31,6 +32,7 @@ void fence_shard(struct relay *r)
     if (r->fenced)
         return;
     r->fenced = true;
+    remote_evict_all(r, BUSMSG_EVICT_SHUTDOWN); /* phones on other nodes */
     conn_each(r->shard, close_ws, NULL);
     list_init(&evicted);
     registry_expire(r->reg, UINT64_MAX, &evicted); /* every grace window, now */
@@ -48,20 +50,14 @@ static void on_fence_task(struct relay *r, struct relay_task *t)
     free(ft);
 }
 
-static void on_fence(void *ud, uint64_t gen)
+void fence_request(struct relay_shared *sh, uint64_t gen)
 {
-    struct relay_shared *sh = ud;
     for (unsigned i = 0; i < sh->n; i++) {
         struct fence_task *ft = xcalloc(1, sizeof *ft);
         ft->t.fn = on_fence_task;
         ft->gen = gen;
         relay_post(&sh->relays[i], &ft->t);
     }
-}
-
-struct node_hooks fence_hooks(struct relay_shared *sh)
-{
-    return (struct node_hooks){.on_fence = on_fence, .ud = sh};
 }
 
 static void on_fence_timer(uv_timer_t *t)
@@ -86,11 +82,21 @@ bool fence_serving(struct relay *r)
     return false;
 }
 
+bool fence_cluster_ready(const struct relay_shared *sh)
+{
+    if (!sh->node)
+        return true;
+    if (!node_ready(sh->node, uv_hrtime() / 1000000))
+        return false;
+    for (unsigned i = 0; i < sh->n; i++)
+        if (!atomic_load(&sh->relays[i].bus_up))
+            return false;
+    return true;
+}
+
 bool fence_ready(struct relay *r)
 {
-    if (!r->sh->node)
-        return true;
-    if (!node_ready(r->sh->node, uv_hrtime() / 1000000))
+    if (!fence_cluster_ready(r->sh))
         return false;
     r->fenced = false;
     return true;

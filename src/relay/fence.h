@@ -5,8 +5,9 @@
  * deadline is checked on every message, on every upgrade and every 250 ms;
  * the ctl thread also asks for a fence (fence_request) and waits for each
  * shard's answer before it registers again.
- * Threads: fence_hooks and fence_start on the main thread before the loops
- * run; fence_request on the ctl thread; the rest on the shard's own thread. */
+ * Threads: fence_start on the main thread before the loops run;
+ * fence_request on the ctl thread; fence_cluster_ready on any; the rest on
+ * the shard's own thread. */
 #ifndef RELAY_FENCE_H
 #define RELAY_FENCE_H
 
@@ -15,8 +16,9 @@
 #include "cluster/node.h"
 #include "relay/peer.h"
 
-/* The node hooks that reach every shard of sh. */
-struct node_hooks fence_hooks(struct relay_shared *sh);
+/* The ctl thread's on_fence: every shard of sh fences and reports to the
+ * node (node_fenced) for generation gen. */
+void fence_request(struct relay_shared *sh, uint64_t gen);
 
 /* Starts r's 250 ms deadline check (sh->node set). */
 void fence_start(struct relay *r);
@@ -25,8 +27,12 @@ void fence_start(struct relay *r);
  * fences r first (once) and returns false. */
 bool fence_serving(struct relay *r);
 
-/* True when new upgrades are welcome: single instance, or the node is
- * ready (/healthz 200). Clears r->fenced once the node is back. */
+/* Readiness (/healthz): single instance, or the node is ready and every
+ * shard's bus connection is up. Any thread. */
+bool fence_cluster_ready(const struct relay_shared *sh);
+
+/* True when new upgrades are welcome (fence_cluster_ready). Clears
+ * r->fenced once the node is back. */
 bool fence_ready(struct relay *r);
 
 /* Closes every WebSocket of r with 1001 and drops every slot. */

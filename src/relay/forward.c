@@ -11,6 +11,7 @@
 #include "relay/forward.h"
 
 #include "base/log.h"
+#include "cluster/busmsg.h"
 #include "codec/envelope.h"
 #include "codec/json.h"
 #include "net/conn.h"
@@ -40,7 +41,9 @@ static void ensure_wrap(struct peer *p)
 
 static void pause_phone(struct reg_phone *rp, void *arg)
 {
-    conn_pause_reading(CONTAINER_OF(rp, struct peer, rp)->conn, *(const bool *)arg);
+    struct peer *p = CONTAINER_OF(rp, struct peer, rp);
+    if (!p->stub) /* a phone on another node is not paused from here (yet) */
+        conn_pause_reading(p->conn, *(const bool *)arg);
 }
 
 static void set_phones_paused(struct peer *b, bool pause)
@@ -92,7 +95,9 @@ static void bw_refill(struct bw_bucket *bw, uint64_t rate, uint64_t now)
 
 static void throttle_phone(struct reg_phone *rp, void *arg)
 {
-    conn_throttle(CONTAINER_OF(rp, struct peer, rp)->conn, *(const bool *)arg);
+    struct peer *p = CONTAINER_OF(rp, struct peer, rp);
+    if (!p->stub)
+        conn_throttle(p->conn, *(const bool *)arg);
 }
 
 static void set_throttled(struct peer *b, bool on)
@@ -195,7 +200,6 @@ void forward_bw_init(struct relay *r)
 
 void forward_from_phone(struct peer *p, uint8_t *data, size_t len)
 {
-    struct relay *r = p->relay;
     if (p->state != PEER_ACTIVE)
         return;
     if (!json_valid(data, len)) {
@@ -203,12 +207,35 @@ void forward_from_phone(struct peer *p, uint8_t *data, size_t len)
         conn_ws_close(p->conn, WS_CLOSE_NORMAL, "", false);
         return;
     }
+    if (p->rm) { /* its binary is on another node: validated here, once */
+        p->relay->sh->remote_p2b(p, data, len);
+        return;
+    }
+    forward_phone_frame(p, data, len);
+}
+
+/* A phone that may not send: a local one is closed 1000 (the log says
+ * why); a stub's node is told to do the same (EVICT, and it logs). */
+static void phone_refused(struct peer *p, const char *msg, int reason)
+{
+    if (p->stub) {
+        p->relay->sh->stub_evict(p, reason);
+        return;
+    }
+    if (strcmp(msg, "phone_forwarder_no_binary") == 0)
+        LOGF(LOG_INFO, msg, LOG_STRN("server_id", p->server_id, p->server_id_len),
+             LOG_STRN("conn_id", p->conn_id, p->conn_id_len));
+    else
+        log_peer(LOG_INFO, msg, p, "relay: binary connection closed");
+    conn_ws_close(p->conn, WS_CLOSE_NORMAL, "", false);
+}
+
+void forward_phone_frame(struct peer *p, uint8_t *data, size_t len)
+{
+    struct relay *r = p->relay;
     struct peer *b = peer_binary_of(p);
     if (!registry_phone_held(&p->rp)) {
-        LOGF(LOG_INFO, "phone_forwarder_no_binary",
-             LOG_STRN("server_id", p->server_id, p->server_id_len),
-             LOG_STRN("conn_id", p->conn_id, p->conn_id_len));
-        conn_ws_close(p->conn, WS_CLOSE_NORMAL, "", false);
+        phone_refused(p, "phone_forwarder_no_binary", BUSMSG_EVICT_NO_BINARY);
         return;
     }
     ensure_wrap(p);
@@ -216,8 +243,7 @@ void forward_from_phone(struct peer *p, uint8_t *data, size_t len)
                          uv_buf_init((char *)data, (unsigned)len), uv_buf_init("}", 1)};
     if (!b || b->state != PEER_ACTIVE || conn_ws_send(b->conn, parts, 3, true) != 0) {
         /* The binary is gone (grace window): the phone must re-dial. */
-        log_peer(LOG_INFO, "phone_forwarder_send_failed", p, "relay: binary connection closed");
-        conn_ws_close(p->conn, WS_CLOSE_NORMAL, "", false);
+        phone_refused(p, "phone_forwarder_send_failed", BUSMSG_EVICT_BINARY_GONE);
         return;
     }
     b->ext->bytes_to_binary += len;
@@ -253,16 +279,30 @@ static void route(struct peer *b, const struct envelope *env)
         return;
     }
     struct peer *p = CONTAINER_OF(rp, struct peer, rp);
+    if (p->stub) { /* on another node: its node enforces the budget */
+        if (p->binary_closed)
+            return;
+        r->sh->stub_route(p, (const uint8_t *)env->frame, env->frame ? env->frame_len : 0,
+                          env->close_code);
+        b->ext->bytes_to_phones += env->frame ? env->frame_len : 0;
+        return;
+    }
+    forward_deliver(b, p, (const uint8_t *)env->frame, env->frame_len, env->close_code);
+}
+
+void forward_deliver(struct peer *b, struct peer *p, const uint8_t *frame, size_t frame_len,
+                     uint16_t code)
+{
+    struct relay *r = p->relay;
     if (p->binary_closed || !conn_is_open(p->conn)) {
         log_peer(LOG_INFO, "binary_forwarder_phone_enqueue_failed", p,
                  "relay: phone outbox closed");
         return;
     }
-    uint16_t code = env->close_code;
     if (code)
         p->binary_closed = true; /* even if the item overflows: no notice */
     size_t used = conn_queued_bytes(p->conn) + ITEM_OVERHEAD * conn_queued_items(p->conn);
-    size_t cost = (env->frame ? env->frame_len : 0) + ITEM_OVERHEAD;
+    size_t cost = (frame ? frame_len : 0) + ITEM_OVERHEAD;
     if (used + cost > (size_t)r->srv->cfg->phone_backlog_bytes) {
         conn_ws_close(p->conn, code ? wire_code(code) : WS_CLOSE_INTERNAL, "phone backlog full",
                       false);
@@ -270,10 +310,10 @@ static void route(struct peer *b, const struct envelope *env)
                  "relay: phone delivery backlog full");
         return;
     }
-    if (env->frame) {
-        uv_buf_t part = uv_buf_init((char *)env->frame, (unsigned)env->frame_len);
-        if (conn_ws_send(p->conn, &part, 1, true) == 0)
-            b->ext->bytes_to_phones += env->frame_len;
+    if (frame) {
+        uv_buf_t part = uv_buf_init((char *)frame, (unsigned)frame_len);
+        if (conn_ws_send(p->conn, &part, 1, true) == 0 && b)
+            b->ext->bytes_to_phones += frame_len;
     }
     if (code) {
         conn_ws_close(p->conn, wire_code(code), "", true);
@@ -328,7 +368,7 @@ void forward_from_binary(struct peer *b, uint8_t *data, size_t len)
 
 /* The close notice (docs/features/envelope.md, docs/design.md §4): the code the relay closed with,
  * else the phone's own, else 1001 (no status, or the TCP connection vanished). */
-static uint16_t notice_code(const struct conn *c)
+uint16_t forward_notice_code(const struct conn *c)
 {
     uint16_t sent = conn_close_sent(c), rcvd = conn_close_rcvd(c);
     if (sent)
@@ -340,13 +380,17 @@ static uint16_t notice_code(const struct conn *c)
 
 void forward_phone_ended(struct peer *p)
 {
+    forward_phone_gone(p, forward_notice_code(p->conn));
+}
+
+void forward_phone_gone(struct peer *p, uint16_t code)
+{
     struct relay *r = p->relay;
     if (p->binary_closed || r->shard->draining || r->fenced || !registry_phone_held(&p->rp))
         return;
     struct peer *b = peer_binary_of(p);
     if (b && b->key != p->bound_binary)
         return; /* a different binary holds the id now: it never knew this phone */
-    uint16_t code = notice_code(p->conn);
     char notice[512];
     char *buf = notice;
     size_t cap = p->conn_id_len * 6 + 64;

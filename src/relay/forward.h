@@ -34,4 +34,22 @@ void forward_phone_ended(struct peer *p);
 /* Sets up the bandwidth timer of relay r (relay_init, on r's loop). */
 void forward_bw_init(struct relay *r);
 
+/* A validated phone message for its binary on this shard: p is a local
+ * phone or a stub (cluster: the phone is on another node). */
+void forward_phone_frame(struct peer *p, uint8_t *data, size_t len);
+
+/* A frame (NULL: none) and/or close directive (code 0: none) for phone p,
+ * written here under its outbox budget; b (NULL: on another node) gets the
+ * byte count. */
+void forward_deliver(struct peer *b, struct peer *p, const uint8_t *frame, size_t frame_len,
+                     uint16_t code);
+
+/* Phone p left with notice code `code`: its binary gets the close notice
+ * unless the binary closed it, the id changed hands or the relay stops. */
+void forward_phone_gone(struct peer *p, uint16_t code);
+
+/* The code a phone's close notice carries: the relay's close code, else
+ * the phone's own, else 1001. */
+uint16_t forward_notice_code(const struct conn *c);
+
 #endif

@@ -47,12 +47,32 @@ enum relay_kind {
 enum relay_direction { DIR_PHONE_TO_BINARY, DIR_BINARY_TO_PHONE, DIR__COUNT };
 
 /* Counters of one shard, written only by its thread; metrics sums them. */
+/* Label values of pyrycode_relay_cluster_claims_total{path}. */
+enum claim_path {
+    CP_CREATE,
+    CP_HANDOVER,
+    CP_TAKEOVER_DEAD,
+    CP_CONFLICT,
+    CP_ABORTED,
+    CLAIMS__COUNT
+};
+
+/* Label values of pyrycode_relay_cluster_attaches_total{outcome}. */
+enum attach_outcome { AO_OK, AO_NO_SERVER, AO_AT_CAP, AO_NOT_OWNER, AO_TIMEOUT, ATTACH__COUNT };
+
 struct relay_stats {
     _Atomic uint64_t upgrades[EP__COUNT][OUT__COUNT];
     _Atomic uint64_t failures[KIND__COUNT];
     _Atomic uint64_t frames[DIR__COUNT];
     _Atomic uint64_t grace_expiries;
     _Atomic uint64_t throttled_ms; /* server-id time spent over its bandwidth limit */
+    /* cluster mode (docs/features/cluster.md, "Metrics") */
+    _Atomic uint64_t claims[CLAIMS__COUNT];     /* how cluster claims ended */
+    _Atomic uint64_t attaches[ATTACH__COUNT];   /* how remote attaches ended */
+    _Atomic uint64_t bus_msgs[2], bus_bytes[2]; /* [0] in, [1] out */
+    _Atomic uint64_t bus_buffered, bus_disconnects;
+    _Atomic uint64_t stale_dropped;              /* bus messages of an older epoch */
+    _Atomic int64_t remote_phones, stubs, peers; /* gauges (peers: shard 0's view) */
 };
 
 enum peer_state {
@@ -63,7 +83,10 @@ enum peer_state {
 };
 
 struct probe;
+struct remote;
+struct remote_shard;
 struct xclaim;
+struct xnode;
 struct bw_bucket;
 struct push_waker;
 struct wake_req;
@@ -126,8 +149,10 @@ struct peer {
             struct reg_phone rp;
             uint64_t bound_binary; /* key of the binary holding the id at registration */
             char *wrap;            /* the envelope prefix {"conn_id":"…","frame": */
+            struct remote *rm;     /* cluster: its far side (remote.c), NULL: local */
             uint32_t wrap_len;
             bool binary_closed; /* the binary asked to close this phone (no notice) */
+            bool stub;          /* cluster: stands for a phone on another node (no conn) */
         };
     };
     char id_buf[]; /* conn_id, NUL-terminated */
@@ -159,6 +184,13 @@ struct relay_shared {
      * answers (the claimant waits for the owner's lease) */
     int (*send_claim)(struct relay *r, const char *node, uint16_t shard, const char *sid,
                       size_t len, uint64_t req);
+    /* phones across nodes (remote.c), for forward.c: a remote-bound
+     * phone's validated message, the binary's frame or directive for a stub,
+     * a stub's eviction (enum busmsg_evict); NULL without a bus */
+    void (*remote_p2b)(struct peer *p, const uint8_t *data, size_t len);
+    void (*stub_route)(struct peer *stub, const uint8_t *frame, size_t len, uint16_t code);
+    void (*stub_evict)(struct peer *stub, int reason);
+    void (*bus_sample)(struct relay *r); /* copies the shard's bus counters to its stats */
 };
 
 /* One shard's relay: the server-ids that hash to the shard, their
@@ -179,9 +211,12 @@ struct relay {
     uv_async_t task_async;        /* runs tasks other threads post (relay_post) */
     struct mpsc tasks;
     /* cluster mode (fence.c, xclaim.c) */
-    uv_timer_t fence_timer; /* checks the lease deadline every 250 ms */
-    bool fenced;            /* closed everything for a lost lease: no grace, no notices */
-    struct list xclaims;    /* cross-node claims in progress on this shard */
+    uv_timer_t fence_timer;  /* checks the lease deadline every 250 ms */
+    bool fenced;             /* closed everything for a lost lease: no grace, no notices */
+    struct list xclaims;     /* cross-node claims in progress on this shard */
+    struct xnode *xnode;     /* this shard on the cluster bus (xnode.c) */
+    struct remote_shard *rs; /* phones across nodes (remote.c) */
+    _Atomic bool bus_up;     /* its bus connection is up (readiness) */
 };
 
 /* The peer of the binary currently holding p's server-id (in its grace

@@ -397,6 +397,16 @@ enum reg_add registry_add_phone(struct registry *r, struct reg_phone *p, const c
     return REG_ADD_OK;
 }
 
+struct reg_phone *registry_phone_by_key(const struct registry *r, uint64_t key)
+{
+    for (struct hlink *l = *htab_chain(&r->by_key, key); l; l = l->next) {
+        struct reg_phone *p = CONTAINER_OF(l, struct reg_phone, hl);
+        if (p->key == key)
+            return p;
+    }
+    return NULL;
+}
+
 void registry_remove_phone(struct registry *r, struct reg_phone *p)
 {
     struct reg_slot *s = p->slot;

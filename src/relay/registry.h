@@ -137,6 +137,9 @@ uint64_t registry_next_deadline(const struct registry *r);
 enum reg_add registry_add_phone(struct registry *r, struct reg_phone *p, const char *sid,
                                 size_t len);
 
+/* The registered phone with conn-id key `key`, or NULL. */
+struct reg_phone *registry_phone_by_key(const struct registry *r, uint64_t key);
+
 /* Unregisters p; harmless if it is not registered. */
 void registry_remove_phone(struct registry *r, struct reg_phone *p);
 

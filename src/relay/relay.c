@@ -20,6 +20,7 @@
 #include "relay/fence.h"
 #include "relay/forward.h"
 #include "relay/registry.h"
+#include "relay/remote.h"
 #include "relay/wake.h"
 #include "relay/xclaim.h"
 
@@ -29,8 +30,10 @@
 
 struct probe {
     uv_timer_t timer;
-    struct peer *newb; /* the binary asking for the server-id */
-    struct peer *inc;  /* the incumbent being pinged */
+    struct peer *newb; /* the binary asking for the server-id (NULL: a remote claimant) */
+    void (*remote)(void *arg, int verdict); /* remote claimant: 1 live, 0 silent, -1 gone */
+    void *remote_arg;
+    struct peer *inc; /* the incumbent being pinged */
     uint8_t token[8];
     struct list link; /* inc->probes */
 };
@@ -103,7 +106,7 @@ static void healthz(struct conn *c)
 {
     char body[256];
     struct relay *r = relay_of(c);
-    bool ok = !r->sh->node || node_ready(r->sh->node, uv_hrtime() / 1000000);
+    bool ok = fence_cluster_ready(r->sh);
     size_t n = healthz_body(r, ok, body, sizeof body);
     conn_http_respond(c, ok ? 200 : 503, "application/json; charset=utf-8",
                       "Cache-Control: no-store\r\n", body, n, true);
@@ -164,8 +167,14 @@ static void close_evicted(struct list *evicted, uint16_t code, const char *reaso
 {
     while (!list_empty(evicted)) {
         struct reg_phone *rp = CONTAINER_OF(evicted->next, struct reg_phone, link);
+        struct peer *p = CONTAINER_OF(rp, struct peer, rp);
         list_remove(&rp->link);
-        conn_ws_close(CONTAINER_OF(rp, struct peer, rp)->conn, code, reason, false);
+        if (p->stub) /* on another node: its node closes it the same way */
+            p->relay->sh->stub_evict(p, code == CLOSE_NO_SERVER   ? BUSMSG_EVICT_RECLAIMED
+                                        : code == WS_CLOSE_NORMAL ? BUSMSG_EVICT_GRACE_EXPIRED
+                                                                  : BUSMSG_EVICT_SHUTDOWN);
+        else
+            conn_ws_close(p->conn, code, reason, false);
     }
 }
 
@@ -260,13 +269,25 @@ static void probe_freed(uv_handle_t *h)
 static void probe_end(struct probe *p)
 {
     list_remove(&p->link);
-    p->newb->probe = NULL;
+    if (p->newb)
+        p->newb->probe = NULL;
+    else
+        p->remote(p->remote_arg, -1);
     uv_close((uv_handle_t *)&p->timer, probe_freed);
 }
 
 static void probe_conclude(struct probe *p, bool live)
 {
     struct peer *b = p->newb, *inc = p->inc;
+    if (!b) { /* a claimant on another node: it decides what follows */
+        void (*fn)(void *, int) = p->remote;
+        void *arg = p->remote_arg;
+        p->remote = NULL;
+        list_remove(&p->link);
+        uv_close((uv_handle_t *)&p->timer, probe_freed);
+        fn(arg, live ? 1 : 0);
+        return;
+    }
     probe_end(p);
     if (live)
         binary_conflict(b);
@@ -277,6 +298,28 @@ static void probe_conclude(struct probe *p, bool live)
 static void on_probe_timeout(uv_timer_t *t)
 {
     probe_conclude(CONTAINER_OF(t, struct probe, timer), false);
+}
+
+/* Pings inc for a claimant on another node: done(arg, 1) on its pong,
+ * done(arg, 0) on silence (or if it cannot be pinged), done(arg, -1) if the
+ * probe is dropped (drain). */
+void relay_probe_remote(struct peer *inc, void (*done)(void *arg, int verdict), void *arg)
+{
+    struct relay *r = inc->relay;
+    struct probe *p = xcalloc(1, sizeof *p);
+    p->inc = inc;
+    p->remote = done;
+    p->remote_arg = arg;
+    random_bytes(p->token, sizeof p->token);
+    if (!conn_is_open(inc->conn) || conn_ws_ping(inc->conn, p->token, sizeof p->token) != 0) {
+        free(p);
+        done(arg, 0);
+        return;
+    }
+    list_push_back(&inc->probes, &p->link);
+    uv_timer_init(r->shard->loop, &p->timer);
+    uint64_t ms = (uint64_t)(r->srv->cfg->conflict_probe_timeout_ns / NS_PER_MS);
+    uv_timer_start(&p->timer, on_probe_timeout, ms ? ms : 1, 0);
 }
 
 /* The liveness probe (docs/features/registry.md): ping the incumbent and let its pong (or silence)
@@ -434,39 +477,74 @@ static void binary_end(struct peer *b)
 
 /* ---- phones ------------------------------------------------------------ */
 
-static void phone_start(struct peer *p, const char *dev, size_t dev_len)
+static void phone_no_server(struct peer *p)
 {
     struct relay *r = p->relay;
     char remote[64];
     peer_remote(p, remote, sizeof remote);
-    switch (registry_add_phone(r->reg, &p->rp, p->server_id, p->server_id_len)) {
-    case REG_ADD_NO_SERVER:
-        p->state = PEER_STILLBORN;
-        r->stats.upgrades[EP_CLIENT][OUT_REJECT_404]++;
-        r->stats.failures[KIND_NO_SERVER]++;
-        LOGF(LOG_INFO, "phone_register_no_server",
-             LOG_STRN("server_id", p->server_id, p->server_id_len), LOG_STR("remote", remote));
-        conn_ws_close(p->conn, CLOSE_NO_SERVER, "no server with that id", false);
-        return;
-    case REG_ADD_AT_CAP:
-        p->state = PEER_STILLBORN;
-        r->stats.upgrades[EP_CLIENT][OUT_REJECT_429]++;
-        r->stats.failures[KIND_PHONES_AT_CAP]++;
-        LOGF(LOG_INFO, "phone_register_at_cap",
-             LOG_STRN("server_id", p->server_id, p->server_id_len), LOG_STR("remote", remote));
-        conn_ws_close(p->conn, CLOSE_AT_CAP, "too many phones for server-id", false);
-        return;
-    case REG_ADD_OK:
-        break;
-    }
+    p->state = PEER_STILLBORN;
+    r->stats.upgrades[EP_CLIENT][OUT_REJECT_404]++;
+    r->stats.failures[KIND_NO_SERVER]++;
+    LOGF(LOG_INFO, "phone_register_no_server",
+         LOG_STRN("server_id", p->server_id, p->server_id_len), LOG_STR("remote", remote));
+    conn_ws_close(p->conn, CLOSE_NO_SERVER, "no server with that id", false);
+}
+
+static void phone_at_cap(struct peer *p)
+{
+    struct relay *r = p->relay;
+    char remote[64];
+    peer_remote(p, remote, sizeof remote);
+    p->state = PEER_STILLBORN;
+    r->stats.upgrades[EP_CLIENT][OUT_REJECT_429]++;
+    r->stats.failures[KIND_PHONES_AT_CAP]++;
+    LOGF(LOG_INFO, "phone_register_at_cap", LOG_STRN("server_id", p->server_id, p->server_id_len),
+         LOG_STR("remote", remote));
+    conn_ws_close(p->conn, CLOSE_AT_CAP, "too many phones for server-id", false);
+}
+
+static void phone_registered(struct peer *p, const char *dev, size_t dev_len)
+{
+    struct relay *r = p->relay;
+    char remote[64];
+    peer_remote(p, remote, sizeof remote);
     p->state = PEER_ACTIVE;
     r->stats.upgrades[EP_CLIENT][OUT_ACCEPT]++;
-    struct peer *b = peer_binary_of(p);
+    struct peer *b = p->rm ? NULL : peer_binary_of(p);
     p->bound_binary = b ? b->key : 0;
     LOGF(LOG_INFO, "phone_registered", LOG_STRN("server_id", p->server_id, p->server_id_len),
          LOG_STRN("conn_id", p->conn_id, p->conn_id_len), LOG_STRN("device_name", dev, dev_len),
          LOG_STR("remote", remote));
-    forward_phone_joined(p, b);
+    if (p->rm) /* its binary is on another node */
+        conn_pause_reading(p->conn, false);
+    else
+        forward_phone_joined(p, b);
+}
+
+static const struct remote_ops phone_ops = {
+    .registered = phone_registered,
+    .no_server = phone_no_server,
+    .at_cap = phone_at_cap,
+};
+
+static void phone_start(struct peer *p, const char *dev, size_t dev_len)
+{
+    struct relay *r = p->relay;
+    if (remote_needed(r, p)) { /* cluster: the binary may hold it on another node */
+        remote_attach(p, dev, dev_len, &phone_ops);
+        return;
+    }
+    switch (registry_add_phone(r->reg, &p->rp, p->server_id, p->server_id_len)) {
+    case REG_ADD_NO_SERVER:
+        phone_no_server(p);
+        return;
+    case REG_ADD_AT_CAP:
+        phone_at_cap(p);
+        return;
+    case REG_ADD_OK:
+        break;
+    }
+    phone_registered(p, dev, dev_len);
 }
 
 static void phone_end(struct peer *p)
@@ -478,7 +556,10 @@ static void phone_end(struct peer *p)
         LOGF(LOG_INFO, "phone_forwarder_read_end",
              LOG_STRN("server_id", p->server_id, p->server_id_len),
              LOG_STRN("conn_id", p->conn_id, p->conn_id_len), LOG_STR("err", err));
-        forward_phone_ended(p);
+        if (p->rm)
+            remote_phone_ended(p, forward_notice_code(p->conn));
+        else
+            forward_phone_ended(p);
         registry_remove_phone(r->reg, &p->rp);
         LOGF(LOG_INFO, "phone_unregistered", LOG_STRN("server_id", p->server_id, p->server_id_len),
              LOG_STRN("conn_id", p->conn_id, p->conn_id_len));
@@ -755,6 +836,7 @@ static void on_free(struct conn *c)
         forward_binary_gone(p);
         registry_forget(p->relay->reg, &p->rb);
     } else {
+        remote_phone_free(p);
         registry_remove_phone(p->relay->reg, &p->rp);
     }
     atomic_fetch_sub(&p->relay->sh->live_ws, 1);
@@ -778,7 +860,8 @@ static void on_drain(struct server *srv, struct shard *s)
     (void)srv;
     uv_timer_stop(&r->grace_timer); /* grace windows are simply lost: the drain ends the process */
     uv_timer_stop(&r->bw_timer);
-    registry_release_records(r->reg); /* cluster: other nodes may take them at once */
+    registry_release_records(r->reg);           /* cluster: other nodes may take them at once */
+    remote_evict_all(r, BUSMSG_EVICT_SHUTDOWN); /* phones on other nodes: 1001 */
     if (s->id == 0)
         uv_timer_stop(&r->rl_sweep);
 }
@@ -852,6 +935,9 @@ void relay_close(struct relay_shared *sh)
         free(r->scratch);
         r->scratch = NULL;
         relay_ctl_close(r);
+        free(r->xnode); /* its bus is closed with the loop */
+        r->xnode = NULL;
+        remote_close(r);
     }
     ratelimit_free(&sh->rl);
     uv_mutex_destroy(&sh->rl_mu);

@@ -39,6 +39,12 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
  * loop has drained). */
 void relay_close(struct relay_shared *sh);
 
+/* Cluster mode: the liveness probe of docs/features/registry.md for a
+ * claimant on another node. Pings inc (a binary holding its slot) and calls
+ * done(arg, 1) on its pong, done(arg, 0) on silence or when it cannot be
+ * pinged, done(arg, -1) when the probe is dropped (drain); exactly once. */
+void relay_probe_remote(struct peer *inc, void (*done)(void *arg, int verdict), void *arg);
+
 /* Sums every shard's gauges and counters. */
 void relay_totals(const struct relay_shared *sh, struct relay_totals *t);
 

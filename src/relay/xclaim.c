@@ -245,7 +245,18 @@ static void forward(struct xclaim *x)
         wait_then(x, 0, CLAIM_R_NO_RESPONDERS);
         return;
     }
-    wait_then(x, x->act.ms, CLAIM_R_TIMEOUT);
+    wait_then(x, XCLAIM_ACK_MS, CLAIM_R_TIMEOUT); /* a live owner acknowledges at once */
+}
+
+void xclaim_acked(struct relay *r, uint64_t req)
+{
+    for (struct list *it = r->xclaims.next; it != &r->xclaims; it = it->next) {
+        struct xclaim *x = CONTAINER_OF(it, struct xclaim, link);
+        if (!x->done && req && x->req == req && x->act.op == CLAIM_DO_FORWARD) {
+            wait_then(x, x->act.ms, CLAIM_R_TIMEOUT); /* now the verdict (probe + 2 s) */
+            return;
+        }
+    }
 }
 
 void xclaim_reply(struct relay *r, uint64_t req, enum claim_outcome o, uint64_t epoch,
@@ -274,6 +285,10 @@ static void accepted(struct xclaim *x)
     x->b = NULL;
     b->ext->xclaim = NULL;
     uint8_t h[32];
+    const char *path = claim_how_path(x->act.how);
+    r->stats.claims[strcmp(path, "create") == 0     ? CP_CREATE
+                    : strcmp(path, "handover") == 0 ? CP_HANDOVER
+                                                    : CP_TAKEOVER_DEAD]++;
     kv_hash_of(x->sid, x->sid_len, h);
     x->ops->accept(b, claim_how_takeover(x->act.how));
     if (!registry_set_owner(r->reg, x->sid, x->sid_len, x->act.epoch, x->act.epoch, h))
@@ -319,13 +334,16 @@ static void act_on(struct xclaim *x)
         accepted(x);
         return;
     case CLAIM_REJECT_4409:
+        x->r->stats.claims[CP_CONFLICT]++;
         ended(x, x->ops->conflict);
         return;
     case CLAIM_FAIL:
     case CLAIM_GIVE_UP:
+        x->r->stats.claims[CP_ABORTED]++;
         ended(x, x->ops->fail);
         return;
     case CLAIM_ABORTED:
+        x->r->stats.claims[CP_ABORTED]++;
         finish(x);
         return;
     }

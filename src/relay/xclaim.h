@@ -40,6 +40,15 @@ void xclaim_start(struct peer *b, const struct xclaim_ops *ops);
 /* b's WebSocket ended while it claimed or waited. */
 void xclaim_abort(struct peer *b);
 
+/* How long a forwarded CLAIM waits for the owner's CLAIM_ACK: a node that
+ * does not acknowledge at once is crashed or frozen (then its lease is
+ * polled, cluster.md §3.3 step 5). */
+#define XCLAIM_ACK_MS 1000
+
+/* The owner acknowledged the CLAIM with request id req: its verdict may
+ * take the probe timeout + 2 s. */
+void xclaim_acked(struct relay *r, uint64_t req);
+
 /* A reply to the CLAIM with request id req arrived on the bus: o is one of
  * CLAIM_R_REPLY_CONFLICT, CLAIM_R_HANDOVER (epoch, takeover) or
  * CLAIM_R_NOT_OWNER. Unknown ids are ignored (a timed-out request). */

@@ -104,10 +104,13 @@ static void seq_fill(uint64_t seq, uint8_t *buf, size_t len)
 
 static void on_closed(void *ud);
 
-static void on_msg(void *ud, const uint8_t *data, size_t len, bool broadcast)
+static void on_msg(void *ud, const struct bus_msg *m)
 {
     struct node *n = ud;
     static _Thread_local uint8_t want[BIG];
+    const uint8_t *data = m->data;
+    size_t len = m->len;
+    bool broadcast = m->broadcast;
 
     if (!broadcast && len == 5 && memcmp(data, "probe", 5) == 0) {
         atomic_store(&n->probed, true); /* not counted */
@@ -477,9 +480,9 @@ static void test_nextmsg_zero_never_waits(void **state)
     natsConnection_Destroy(nc);
 }
 
-static void on_msg_none(void *ud, const uint8_t *data, size_t len, bool broadcast)
+static void on_msg_none(void *ud, const struct bus_msg *m)
 {
-    (void)ud, (void)data, (void)len, (void)broadcast;
+    (void)ud, (void)m;
 }
 
 static void on_done_flag(void *ud)

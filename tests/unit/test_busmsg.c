@@ -438,7 +438,7 @@ static void test_names_and_values(void **state)
     static const char *names[] = {"?",         "P2B",    "B2P",        "NOTICE", "DETACH",
                                   "EVICT",     "XOFF",   "XON",        "ATTACH", "ATTACH_OK",
                                   "NO_SERVER", "AT_CAP", "NOT_OWNER",  "CLAIM",  "CONFLICT",
-                                  "HANDOVER",  "SYNC",   "LINK_RESET", "HB"};
+                                  "HANDOVER",  "SYNC",   "LINK_RESET", "HB",     "CLAIM_ACK"};
     for (unsigned t = 0; t <= BUSMSG_TYPE_MAX; t++)
         assert_string_equal(busmsg_type_name(t), names[t]);
     assert_string_equal(busmsg_type_name(BUSMSG_TYPE_MAX + 1), "?");
@@ -449,6 +449,7 @@ static void test_names_and_values(void **state)
     assert_int_equal(BUSMSG_ATTACH, 8);
     assert_int_equal(BUSMSG_CLAIM, 13);
     assert_int_equal(BUSMSG_HB, 18);
+    assert_int_equal(BUSMSG_CLAIM_ACK, 19);
     assert_int_equal(BUSMSG_EVICT_RECLAIMED, 1);
     assert_int_equal(BUSMSG_EVICT_SHUTDOWN, 5);
     assert_int_equal(BUSMSG_HEADER, 1 + 1 + 2 + 2 + 2 + 8 + 8 + 8 + 8);

@@ -9,7 +9,7 @@ import uuid
 
 import websockets
 
-from conftest import Raw, run, server_headers
+from conftest import Raw, client_headers, run, server_headers
 
 LEASE_S = 6
 
@@ -106,3 +106,81 @@ def test_reconnecting_binary_on_the_same_node_is_single_node_logic(nats_cluster,
     assert r1.logs().count("msg=server_claimed server_id=l1 ") == 2
     assert time.monotonic() - t0 < 1.0
     b2.close()
+
+
+# ---- the owner decides: CLAIM over the bus (cluster.md §3.3 step 4) -------
+
+def test_live_incumbent_on_another_node_gets_4409_at_once(nats_cluster, relay_factory):
+    """The owner probes its binary like a local second claim; a pong means
+    the newcomer on the other node is refused 4409 right away."""
+    r1, r2 = nodes(relay_factory, nats_cluster)
+
+    async def main():
+        a = await websockets.connect(r1.url("/v1/server"), extra_headers=server_headers("v1"),
+                                     close_timeout=0.5)  # answers pings by itself
+        claimed(r1, "v1")
+        t0 = time.monotonic()
+        b = await websockets.connect(r2.url("/v1/server"), extra_headers=server_headers("v1"),
+                                     close_timeout=0.5)
+        try:
+            await asyncio.wait_for(b.recv(), 5)
+            raise AssertionError("the newcomer was not refused")
+        except websockets.exceptions.ConnectionClosed as e:
+            assert (e.code, e.reason) == (4409, "server-id already claimed")
+        assert time.monotonic() - t0 < 3.0
+        await a.ping()  # the incumbent is untouched
+        await a.close()
+
+    run(main(), timeout=30)
+    r1.wait_log("msg=cluster_claim_forwarded server_id=v1 ")
+    r2.wait_log("msg=server_id_conflict server_id=v1 ")
+
+
+def test_silent_incumbent_on_another_node_is_taken_over(nats_cluster, relay_factory):
+    r1, r2 = nodes(relay_factory, nats_cluster, 2, "--conflict-probe-timeout", "1s")
+    old = Raw(r1.port, "/v1/server", server_headers("t1"))  # never answers a ping
+    claimed(r1, "t1")
+    phone = Raw(r1.port, "/v1/client", client_headers("t1"))
+    r1.wait_log("msg=phone_registered server_id=t1 ")
+    t0 = time.monotonic()
+    new = Raw(r2.port, "/v1/server", server_headers("t1"))
+    r2.wait_log("msg=server_id_takeover server_id=t1 ", timeout=5)
+    claimed(r2, "t1")
+    assert time.monotonic() - t0 < 4.0
+    assert old.recv_close() == (1011, "heartbeat timeout")
+    assert phone.recv_close() == (4404, "binary reclaimed server-id")
+    r1.wait_log("msg=cluster_handover server_id=t1 ")
+    assert "reason=takeover" in r1.logs()
+    new.close()
+
+
+def test_grace_slot_is_reclaimed_from_another_node(nats_cluster, relay_factory):
+    r1, r2 = nodes(relay_factory, nats_cluster)
+    old = Raw(r1.port, "/v1/server", server_headers("r1"))
+    claimed(r1, "r1")
+    phone = Raw(r1.port, "/v1/client", client_headers("r1"))
+    r1.wait_log("msg=phone_registered server_id=r1 ")
+    old.close()
+    r1.wait_log("msg=server_released server_id=r1")
+    new = Raw(r2.port, "/v1/server", server_headers("r1"))
+    claimed(r2, "r1")
+    assert phone.recv_close() == (4404, "binary reclaimed server-id")
+    assert "server_id_takeover" not in r2.logs()
+    r1.wait_log("msg=cluster_handover server_id=r1 ")
+    assert "reason=reclaim" in r1.logs()
+    new.close()
+
+
+def test_expired_grace_frees_the_record(nats_cluster, relay_factory):
+    r1, r2 = nodes(relay_factory, nats_cluster, 2, "--grace-period", "500ms")
+    old = Raw(r1.port, "/v1/server", server_headers("e1"))
+    claimed(r1, "e1")
+    old.close()
+    r1.wait_log("msg=server_released server_id=e1")
+    time.sleep(1.5)  # the 0.5 s grace expires, then the owner's CAS to "0" runs
+    t0 = time.monotonic()
+    new = Raw(r2.port, "/v1/server", server_headers("e1"))
+    claimed(r2, "e1")
+    assert time.monotonic() - t0 < 2.0  # no owner to ask: the free record is taken
+    assert "cluster_claim_forwarded" not in r1.logs()
+    new.close()

@@ -60,9 +60,9 @@ def metric(text, name):
 def pair(relay, sid="s1"):
     """A binary and one phone of sid, both registered."""
     b = Raw(relay.port, "/v1/server", server_headers(sid))
-    relay.wait_log("msg=server_claimed")
+    relay.wait_log(f"msg=server_claimed server_id={sid} ")
     p = Raw(relay.port, "/v1/client", client_headers(sid))
-    relay.wait_log("msg=phone_registered")
+    relay.wait_log(f"msg=phone_registered server_id={sid} ")
     return b, p
 
 
@@ -240,3 +240,15 @@ def test_quorum_loss_fences_then_service_returns(nats_cluster_factory, relay_fac
     b2, p2 = pair(relay, "s4")
     for peer in (b, p, b2, p2):
         peer.close()
+
+
+def test_three_nodes_booting_at_once_all_register(nats_cluster, relay_factory):
+    """A fleet starting together races to create the KV streams; boot retries
+    within --cluster-connect-timeout instead of refusing."""
+    from .relays import start_nodes
+    relays = start_nodes(relay_factory, nats_cluster, parallel=True)
+    ids = set()
+    for r in relays:
+        ids.update(re.findall(r"msg=cluster_node_registered node=(\S+)", r.logs()))
+        assert healthz(r)[0] == 200
+    assert len(ids) == 3

@@ -1,0 +1,34 @@
+/* xnode.h — a shard's end of the cluster bus (docs/features/cluster.md,
+ * "The shards on the bus"; cluster.md §2, §3.3 step 4): its data
+ * connection (cluster/bus) subscribed to pyry.<c>.s.<node-id>.<k> and
+ * pyry.<c>.all, the CLAIMs it sends for xclaim.c and their replies, and
+ * the owner's side of a CLAIM: a reclaim of a slot in grace, or the
+ * liveness probe of its binary and a takeover, each handed over with a
+ * CAS of the record to the claimant before the reply. Threads: xnode_start
+ * and xnode_reopen_all from any thread (they post to the shards); the rest
+ * on the shard's own loop. */
+#ifndef RELAY_XNODE_H
+#define RELAY_XNODE_H
+
+#include <stdbool.h>
+
+#include "relay/peer.h"
+
+struct shard;
+
+/* Cluster mode: gives every shard of sh its bus connection (opened on the
+ * shard's own loop as soon as it runs) and routes CLAIMs through it. */
+void xnode_start(struct relay_shared *sh, const char *creds_file);
+
+/* The node registered again under a new id: every shard reopens its bus
+ * under the new subject (the old one dies with the old epoch). */
+void xnode_reopen_all(struct relay_shared *sh);
+
+/* The node fenced: every shard closes its bus, so CLAIMs for the old
+ * node id go unanswered (claimants then wait for its lease to lapse). */
+void xnode_close_all(struct relay_shared *sh);
+
+/* The server's on_stop for r's shard: closes the bus, then calls cont. */
+bool xnode_stop(struct relay *r, void (*cont)(struct shard *s));
+
+#endif
