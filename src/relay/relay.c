@@ -521,10 +521,13 @@ static void phone_registered(struct peer *p, const char *dev, size_t dev_len)
         forward_phone_joined(p, b);
 }
 
+static void phone_start(struct peer *p, const char *dev, size_t dev_len);
+
 static const struct remote_ops phone_ops = {
     .registered = phone_registered,
     .no_server = phone_no_server,
     .at_cap = phone_at_cap,
+    .again = phone_start,
 };
 
 static void phone_start(struct peer *p, const char *dev, size_t dev_len)

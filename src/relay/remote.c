@@ -21,6 +21,7 @@
 #include "relay/forward.h"
 #include "relay/registry.h"
 #include "relay/relay_ctl.h"
+#include "relay/xclaim.h"
 
 #define MAX_NODES 64
 
@@ -36,6 +37,8 @@ struct remote {
     struct hlink hl;              /* rs->phones (phone side) */
     struct list link;             /* rs->attaching (phone side) or rs->stubs (owner) */
     bool indexed, job_busy;
+    bool waiting; /* for this shard's claim of the same id (ops->again when over) */
+    bool reread;  /* NOT_OWNER once: the record is read again */
     bool counted; /* in the remote_phones gauge */
     struct node_job job;
     struct relay_task task;
@@ -89,12 +92,17 @@ static int send_to(struct relay *r, const char *subject, uint8_t type, uint64_t 
 
 /* ---- node liveness ------------------------------------------------------ */
 
+/* Node id[0..len) was heard at now (a heartbeat, or an association made
+ * with it): its entry, created if need be. */
 static struct heard *heard_of(struct remote_shard *rs, const char *id, size_t len, bool add,
                               uint64_t now)
 {
     for (size_t i = 0; i < rs->nheard; i++)
-        if (strlen(rs->heard[i].id) == len && memcmp(rs->heard[i].id, id, len) == 0)
+        if (strlen(rs->heard[i].id) == len && memcmp(rs->heard[i].id, id, len) == 0) {
+            rs->heard[i].last = now;
+            rs->heard[i].down = false;
             return &rs->heard[i];
+        }
     if (!add || len > KV_NODE_KEY_MAX)
         return NULL;
     struct heard *h = NULL;
@@ -202,6 +210,8 @@ static void task_discard(struct relay_task *t)
     free(CONTAINER_OF(t, struct remote, task));
 }
 
+static void read_record(struct remote *rm);
+
 void remote_attach(struct peer *p, const char *dev, size_t dev_len, const struct remote_ops *ops)
 {
     struct relay *r = p->relay;
@@ -216,7 +226,24 @@ void remote_attach(struct peer *p, const char *dev, size_t dev_len, const struct
     conn_pause_reading(p->conn, true);
     htab_add(&r->rs->phones, &rm->hl, p->key, 1);
     rm->indexed = true;
-    list_init(&rm->link); /* on rs->attaching once the ATTACH is out */
+    list_init(&rm->link); /* on rs->attaching while it waits with a deadline */
+    if (xclaim_pending(r, p->server_id, p->server_id_len)) {
+        /* its binary connected here a moment ago and is still claiming:
+         * a phone that waits is registered here, as on one relay */
+        rm->waiting = true;
+        rm->attach_deadline = now_ms(r) + REMOTE_ATTACH_MS;
+        list_push_back(&r->rs->attaching, &rm->link);
+        return;
+    }
+    read_record(rm);
+}
+
+/* The record says which node owns the id (a ctl job, leader read). */
+static void read_record(struct remote *rm)
+{
+    struct relay *r = rm->r;
+    struct peer *p = rm->p;
+    memset(&rm->job, 0, sizeof rm->job);
     rm->job.op = KV_OP_GET;
     rm->job.bucket = KV_SIDS;
     rm->job.key = p->server_id; /* the peer outlives the job, or rm->p says it did not */
@@ -227,6 +254,22 @@ void remote_attach(struct peer *p, const char *dev, size_t dev_len, const struct
     rm->task.discard = task_discard;
     rm->job_busy = true;
     node_submit(r->sh->node, &rm->job);
+}
+
+/* The claim the phone waited for is over (or its wait is): as a new phone. */
+static void wait_over(struct remote *rm)
+{
+    struct peer *p = rm->p;
+    const struct remote_ops *ops = rm->ops;
+    size_t dev_len = rm->dev_len;
+    char *dev = xmalloc(dev_len + 1);
+    memcpy(dev, rm->dev, dev_len);
+    unindex(rm);
+    p->rm = NULL;
+    free(rm);
+    conn_pause_reading(p->conn, false); /* a local phone is read from the start */
+    ops->again(p, dev, dev_len);
+    free(dev);
 }
 
 /* ATTACH_OK, NO_SERVER, AT_CAP, NOT_OWNER for phone `key`. */
@@ -246,6 +289,13 @@ static void on_attach_reply(struct relay *r, const struct busmsg_hdr *h)
         rm->ops->registered(p, rm->dev, rm->dev_len);
         if (h->reason & BUSMSG_ATTACH_PAUSED)
             conn_pause_reading(p->conn, true);
+        return;
+    }
+    if (h->type == BUSMSG_NOT_OWNER && !rm->reread) {
+        /* a handover or install in progress: read the record once more */
+        rm->reread = true;
+        list_remove(&rm->link);
+        read_record(rm);
         return;
     }
     if (h->type == BUSMSG_AT_CAP)
@@ -485,8 +535,12 @@ static void on_hb(struct relay *r, const uint8_t *payload, size_t len)
     uint16_t shards;
     const char *node;
     size_t nlen;
-    if (busmsg_hb_parse(payload, len, &shards, &node, &nlen) == 0)
-        heard_of(r->rs, node, nlen, true, now_ms(r));
+    struct remote_shard *rs = r->rs;
+    if (busmsg_hb_parse(payload, len, &shards, &node, &nlen) != 0)
+        return;
+    if (nlen == strlen(rs->node) && memcmp(node, rs->node, nlen) == 0)
+        return; /* our own shard 0 (other shards' connections hear it) */
+    heard_of(rs, node, nlen, true, now_ms(r));
 }
 
 /* Node `id` went silent: close what is bound to it. */
@@ -537,11 +591,14 @@ static void on_tick(uv_timer_t *t)
                  LOG_NUM("shard", r->shard->id));
             node_down(r, rs->heard[i].id);
         }
-    while (!list_empty(&rs->attaching)) { /* deadlines in order of sending */
-        struct remote *rm = CONTAINER_OF(rs->attaching.next, struct remote, link);
-        if (rm->attach_deadline > now)
-            break;
-        attach_failed(rm, rm->ops->no_server, AO_TIMEOUT);
+    for (struct list *it = rs->attaching.next, *next; it != &rs->attaching; it = next) {
+        next = it->next;
+        struct remote *rm = CONTAINER_OF(it, struct remote, link);
+        if (rm->waiting && (!xclaim_pending(r, rm->p->server_id, rm->p->server_id_len) ||
+                            rm->attach_deadline <= now))
+            wait_over(rm);
+        else if (!rm->waiting && rm->attach_deadline <= now)
+            attach_failed(rm, rm->ops->no_server, AO_TIMEOUT);
     }
 }
 

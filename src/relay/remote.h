@@ -34,6 +34,9 @@ struct remote_ops {
     void (*registered)(struct peer *p, const char *dev, size_t dev_len);
     void (*no_server)(struct peer *p); /* 4404 "no server with that id" */
     void (*at_cap)(struct peer *p);    /* 4429 */
+    /* the claim of its server-id on this shard it waited for is over:
+     * start the phone again (it may now register here) */
+    void (*again)(struct peer *p, const char *dev, size_t dev_len);
 };
 
 /* How a shard publishes: to subject, header h and payload (NULL, 0: none),

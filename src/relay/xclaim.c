@@ -63,6 +63,11 @@ static struct xclaim *find(const struct relay *r, const char *sid, size_t len)
     return NULL;
 }
 
+bool xclaim_pending(const struct relay *r, const char *sid, size_t len)
+{
+    return find(r, sid, len) != NULL;
+}
+
 bool xclaim_needed(const struct relay *r, const struct peer *b)
 {
     uint64_t epoch, rev;

@@ -32,6 +32,9 @@ void xclaim_init(struct relay *r);
  * shard holds no slot for b's server-id (or is claiming it already). */
 bool xclaim_needed(const struct relay *r, const struct peer *b);
 
+/* True while a claim of sid runs on r's shard. */
+bool xclaim_pending(const struct relay *r, const char *sid, size_t len);
+
 /* Starts (or queues behind a running one) the claim of b's server-id; b is
  * not read meanwhile. Exactly one ops callback ends it, unless b's
  * WebSocket ends first (xclaim_abort). */

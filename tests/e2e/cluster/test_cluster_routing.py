@@ -497,3 +497,43 @@ def test_owner_frozen_past_lease_fences_and_no_silent_loss(nodes):
     n_sent, n_got, phone_close, _ = run(go(), timeout=60)
     assert n_sent > 50 and n_got > 0, (n_sent, n_got)
     log_line(r1, "cluster_lease_lost")
+
+
+def test_remote_phone_outlives_the_silence_window(nodes):
+    """Heartbeats keep a quiet association alive: a phone on R2 bound to a
+    binary on R1 that exchanges nothing for longer than the 5 s silence
+    period is still connected and still routed both ways afterwards; every
+    node sees the other two as peers."""
+    r1, r2, _ = nodes
+
+    async def go():
+        b = await claim(r1, "q1")
+        p = await phone(r2, "q1")
+        cid = await attached(b, p, "q1")
+        await silent(p, 7.0)  # 5 s of silence would have cut it
+        cid2 = await attached(b, p, "q1", inner='{"still":"here"}')
+        assert cid2 == cid
+        await b.send('{"conn_id":"%s","frame":{"back":1}}' % cid)
+        assert await recv(p) == '{"back":1}'
+
+    run(go(), timeout=30)
+    for r in nodes:
+        assert "cluster_peer_down" not in r.logs()
+
+
+def test_phone_right_after_its_binary_on_the_same_node(nodes):
+    """A phone that dials the instant its binary has its 101 (the cluster
+    claim still running) waits for that claim and registers, as it would
+    on one relay."""
+    r1 = nodes[0]
+
+    async def go():
+        for i in range(10):
+            sid = f"quick{i}"
+            b = await binary(r1, sid)  # no wait for the claim
+            p = await phone(r1, sid)
+            await attached(b, p, sid, inner='{"i":%d}' % i)
+            await p.close()
+            await b.close()
+
+    run(go(), timeout=60)
