@@ -63,6 +63,7 @@ struct remote_shard {
     size_t nheard;
     uv_timer_t tick;
     unsigned ticks;
+    bool loud; /* shard 0: logs peers up and down (every shard acts on them) */
 };
 
 static uint64_t phone_hash(const struct hlink *l)
@@ -99,6 +100,8 @@ static struct heard *heard_of(struct remote_shard *rs, const char *id, size_t le
 {
     for (size_t i = 0; i < rs->nheard; i++)
         if (strlen(rs->heard[i].id) == len && memcmp(rs->heard[i].id, id, len) == 0) {
+            if (rs->heard[i].down && rs->loud)
+                LOGF(LOG_INFO, "cluster_peer_up", LOG_STR("peer", rs->heard[i].id));
             rs->heard[i].last = now;
             rs->heard[i].down = false;
             return &rs->heard[i];
@@ -116,6 +119,8 @@ static struct heard *heard_of(struct remote_shard *rs, const char *id, size_t le
     h->id[len] = '\0';
     h->last = now;
     h->down = false;
+    if (rs->loud)
+        LOGF(LOG_INFO, "cluster_peer_up", LOG_STR("peer", h->id));
     return h;
 }
 
@@ -587,8 +592,8 @@ static void on_tick(uv_timer_t *t)
     for (size_t i = 0; i < rs->nheard; i++)
         if (!rs->heard[i].down && now - rs->heard[i].last > REMOTE_SILENCE_MS) {
             rs->heard[i].down = true;
-            LOGF(LOG_WARN, "cluster_peer_down", LOG_STR("peer", rs->heard[i].id),
-                 LOG_NUM("shard", r->shard->id));
+            if (rs->loud)
+                LOGF(LOG_WARN, "cluster_peer_down", LOG_STR("peer", rs->heard[i].id));
             node_down(r, rs->heard[i].id);
         }
     for (struct list *it = rs->attaching.next, *next; it != &rs->attaching; it = next) {
@@ -671,6 +676,7 @@ void remote_start(struct relay_shared *sh, remote_send_fn send)
         struct relay *r = &sh->relays[i];
         struct remote_shard *rs = xcalloc(1, sizeof *rs);
         rs->send = send;
+        rs->loud = i == 0;
         htab_init(&rs->phones, 16, phone_hash);
         list_init(&rs->attaching);
         list_init(&rs->stubs);

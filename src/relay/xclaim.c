@@ -295,6 +295,9 @@ static void accepted(struct xclaim *x)
                     : strcmp(path, "handover") == 0 ? CP_HANDOVER
                                                     : CP_TAKEOVER_DEAD]++;
     kv_hash_of(x->sid, x->sid_len, h);
+    if (x->act.how == CLAIM_HOW_TAKEOVER_DEAD) /* its owner's lease lapsed */
+        LOGF(LOG_INFO, "cluster_takeover_dead_owner", LOG_STRN("server_id", x->sid, x->sid_len),
+             LOG_STR("peer", x->m.owner.node), LOG_NUM("epoch", x->act.epoch));
     x->ops->accept(b, claim_how_takeover(x->act.how));
     if (!registry_set_owner(r->reg, x->sid, x->sid_len, x->act.epoch, x->act.epoch, h))
         release_record(r, x->sid, x->sid_len, x->act.epoch); /* the slot went at once */

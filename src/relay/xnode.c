@@ -311,7 +311,9 @@ static void on_event(void *ud, enum bus_event ev)
         atomic_store(&x->r->bus_up, false);
     else if (ev == BUS_RECONNECTED)
         atomic_store(&x->r->bus_up, true);
-    if (ev != BUS_RECONNECTED && ev != BUS_DISCONNECTED)
+    if (ev == BUS_SLOW_CONSUMER) /* the bus dropped messages for this shard */
+        LOGF(LOG_WARN, "cluster_slow_consumer", LOG_NUM("shard", x->r->shard->id));
+    else if (ev != BUS_RECONNECTED && ev != BUS_DISCONNECTED)
         LOGF(LOG_WARN, "cluster_bus_event", LOG_STR("event", bus_event_name(ev)),
              LOG_NUM("shard", x->r->shard->id));
 }
