@@ -121,7 +121,10 @@ void node_urls_for_log(const char *urls, char *out, size_t cap)
         size_t len = end ? (size_t)(end - s) : strlen(s);
         const char *scheme = memmem(s, len, "://", 3);
         const char *host = scheme ? scheme + 3 : s;
-        const char *at = memchr(host, '@', len - (size_t)(host - s));
+        const char *at = NULL; /* the last '@', as cnats splits: a password may hold '@' */
+        for (const char *q = host; q < s + len; q++)
+            if (*q == '@')
+                at = q;
         int w = snprintf(out + o, cap - o, "%s%.*s%.*s", o ? "," : "", (int)(host - s), s,
                          (int)(len - (size_t)((at ? at + 1 : host) - s)), at ? at + 1 : host);
         if (w < 0 || (size_t)w >= cap - o)
@@ -526,11 +529,11 @@ int node_start(struct node **out, const struct node_params *p, char *err, size_t
 void node_run(struct node *n, struct node_hooks h)
 {
     n->h = h;
+    n->thread_on = true; /* before the thread reads it */
     if (uv_thread_create(&n->thread, ctl_main, n) != 0) {
         perror("pyrycode-relay: cluster ctl thread");
         abort(); /* the lease would lapse unnoticed: never serve without it */
     }
-    n->thread_on = true;
 }
 
 void node_stop(struct node *n)

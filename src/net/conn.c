@@ -393,6 +393,14 @@ void conn_pause_reading(struct conn *c, bool pause)
     conn_pump(c);
 }
 
+void conn_bus_hold(struct conn *c, bool on)
+{
+    if (!conn_is_ws(c))
+        return;
+    conn_set_paused(c, CONN_PAUSE_BUS, on);
+    conn_pump(c);
+}
+
 void conn_throttle(struct conn *c, bool on)
 {
     if (!conn_is_ws(c))

@@ -144,6 +144,11 @@ void conn_pause_reading(struct conn *c, bool pause);
  * of conn_pause_reading, and likewise not held against the message deadline. */
 void conn_throttle(struct conn *c, bool on);
 
+/* Cluster mode: stops (on) or resumes reading because the shard's bus send
+ * buffer is full; independent of the other pauses, and, like them, not held
+ * against the message deadline. */
+void conn_bus_hold(struct conn *c, bool on);
+
 /* Bytes queued for this connection and not yet handed to the kernel. */
 size_t conn_queued_bytes(const struct conn *c);
 

@@ -16,10 +16,11 @@ enum {
     CONN_PAUSE_HOOK = 1,     /* the hooks asked (back-pressure, liveness probe) */
     CONN_PAUSE_RATE = 2,     /* the peer used up its frame budget (--max-frames-per-second) */
     CONN_PAUSE_THROTTLE = 4, /* its server-id used up its byte budget (relay's decision) */
+    CONN_PAUSE_BUS = 8,      /* cluster: the shard's bus send buffer is full (relay's) */
 };
 
 /* The pauses that are the relay's doing, not the peer's. */
-#define CONN_PAUSE_RELAY (CONN_PAUSE_HOOK | CONN_PAUSE_THROTTLE)
+#define CONN_PAUSE_RELAY (CONN_PAUSE_HOOK | CONN_PAUSE_THROTTLE | CONN_PAUSE_BUS)
 
 struct conn {
     struct transport t; /* first: holds the TCP handle */

@@ -105,6 +105,8 @@ static uint64_t relay_cluster_series(struct buf *b, const struct relay_shared *s
     static const char *const outcomes[ATTACH__COUNT] = {"ok", "no_server", "at_cap", "not_owner",
                                                         "timeout"};
     static const char *const dirs[2] = {"in", "out"};
+    static const char *const reasons[LR__COUNT] = {"gap", "peer_down", "slow_consumer", "buffer"};
+    uint64_t resets[LR__COUNT] = {0};
     uint64_t claims[CLAIMS__COUNT] = {0}, attaches[ATTACH__COUNT] = {0}, msgs[2] = {0},
              bytes[2] = {0}, buffered = 0, disc = 0, stale = 0;
     int64_t remote = 0, stubs = 0;
@@ -121,6 +123,8 @@ static uint64_t relay_cluster_series(struct buf *b, const struct relay_shared *s
         buffered += atomic_load_explicit(&st->bus_buffered, memory_order_relaxed);
         disc += atomic_load_explicit(&st->bus_disconnects, memory_order_relaxed);
         stale += atomic_load_explicit(&st->stale_dropped, memory_order_relaxed);
+        for (int k = 0; k < LR__COUNT; k++)
+            resets[k] += atomic_load_explicit(&st->link_resets[k], memory_order_relaxed);
         remote += atomic_load_explicit(&st->remote_phones, memory_order_relaxed);
         stubs += atomic_load_explicit(&st->stubs, memory_order_relaxed);
     }
@@ -160,6 +164,11 @@ static uint64_t relay_cluster_series(struct buf *b, const struct relay_shared *s
            "Bus messages dropped because they named an older ownership epoch.");
     bprintf(b, "pyrycode_relay_cluster_stale_epoch_dropped_total %llu\n",
             (unsigned long long)stale);
+    family(b, "pyrycode_relay_cluster_link_resets_total", "counter",
+           "Bus links reset (their phones closed 1011 \"cluster link lost\"), by reason.");
+    for (int k = 0; k < LR__COUNT; k++)
+        bprintf(b, "pyrycode_relay_cluster_link_resets_total{reason=\"%s\"} %llu\n", reasons[k],
+                (unsigned long long)resets[k]);
     return disc;
 }
 

@@ -42,7 +42,9 @@ static void ensure_wrap(struct peer *p)
 static void pause_phone(struct reg_phone *rp, void *arg)
 {
     struct peer *p = CONTAINER_OF(rp, struct peer, rp);
-    if (!p->stub) /* a phone on another node is not paused from here (yet) */
+    if (p->stub) /* a phone on another node: its node pauses it (XOFF/XON) */
+        p->relay->sh->stub_pause(p, *(const bool *)arg);
+    else
         conn_pause_reading(p->conn, *(const bool *)arg);
 }
 

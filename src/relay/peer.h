@@ -57,6 +57,9 @@ enum claim_path {
     CLAIMS__COUNT
 };
 
+/* Label values of pyrycode_relay_cluster_link_resets_total{reason}. */
+enum link_reset_reason { LR_GAP, LR_PEER_DOWN, LR_SLOW_CONSUMER, LR_BUFFER, LR__COUNT };
+
 /* Label values of pyrycode_relay_cluster_attaches_total{outcome}. */
 enum attach_outcome { AO_OK, AO_NO_SERVER, AO_AT_CAP, AO_NOT_OWNER, AO_TIMEOUT, ATTACH__COUNT };
 
@@ -72,6 +75,7 @@ struct relay_stats {
     _Atomic uint64_t bus_msgs[2], bus_bytes[2]; /* [0] in, [1] out */
     _Atomic uint64_t bus_buffered, bus_disconnects;
     _Atomic uint64_t stale_dropped;              /* bus messages of an older epoch */
+    _Atomic uint64_t link_resets[LR__COUNT];     /* links reset, by reason */
     _Atomic int64_t remote_phones, stubs, peers; /* gauges (peers: shard 0's view) */
 };
 
@@ -190,6 +194,7 @@ struct relay_shared {
     void (*remote_p2b)(struct peer *p, const uint8_t *data, size_t len);
     void (*stub_route)(struct peer *stub, const uint8_t *frame, size_t len, uint16_t code);
     void (*stub_evict)(struct peer *stub, int reason);
+    void (*stub_pause)(struct peer *stub, bool pause); /* XOFF / XON to its node */
     void (*bus_sample)(struct relay *r); /* copies the shard's bus counters to its stats */
 };
 

@@ -11,9 +11,11 @@
 #include <string.h>
 
 #include "base/htab.h"
+#include "base/siphash.h"
 #include "base/log.h"
 #include "cluster/claim.h"
 #include "cluster/kv.h"
+#include "cluster/link.h"
 #include "cluster/node.h"
 #include "net/conn.h"
 #include "net/server.h"
@@ -30,7 +32,9 @@ struct remote {
     struct relay *r;
     struct peer *p; /* NULL once the phone's peer is gone (a job still runs) */
     const struct remote_ops *ops;
-    uint64_t epoch; /* the ownership epoch the phone is bound to */
+    uint64_t epoch;      /* the ownership epoch the phone is bound to */
+    uint64_t peer_epoch; /* the far node's epoch and shard: the link it rides */
+    uint16_t peer_shard;
     uint64_t attach_deadline;
     char node[KV_NODE_KEY_MAX + 1];
     char subject[REMOTE_SUBJECT]; /* the far shard's .m subject */
@@ -48,6 +52,7 @@ struct remote {
 
 struct heard {
     char id[KV_NODE_KEY_MAX + 1];
+    uint64_t epoch; /* its node epoch, once known (heartbeat, record, ATTACH) */
     uint64_t last;
     bool down;
 };
@@ -63,7 +68,9 @@ struct remote_shard {
     size_t nheard;
     uv_timer_t tick;
     unsigned ticks;
-    bool loud; /* shard 0: logs peers up and down (every shard acts on them) */
+    bool loud;                  /* shard 0: logs peers up and down (every shard acts on them) */
+    bool held;                  /* the bus send buffer is over its high mark: feeders not read */
+    struct link_tracker *links; /* sequence numbers per (peer epoch, shard) */
 };
 
 static uint64_t phone_hash(const struct hlink *l)
@@ -76,7 +83,15 @@ static uint64_t now_ms(const struct relay *r)
     return shard_now(r->shard);
 }
 
-static int send_to(struct relay *r, const char *subject, uint8_t type, uint64_t key, uint64_t epoch,
+/* Where a message goes: the far shard's subject and, for a tracked link,
+ * its node epoch and shard (epoch 0: untracked, link_seq 0). */
+struct dest {
+    const char *subject;
+    uint64_t epoch;
+    uint16_t shard;
+};
+
+static int send_to(struct relay *r, struct dest d, uint8_t type, uint64_t key, uint64_t epoch,
                    uint16_t code, uint16_t reason, const void *payload, size_t len,
                    const char *reply)
 {
@@ -86,9 +101,15 @@ static int send_to(struct relay *r, const char *subject, uint8_t type, uint64_t 
                            .src_shard = (uint16_t)r->shard->id,
                            .reason = reason,
                            .src_node_epoch = rs->epoch,
+                           .link_seq = d.epoch ? link_tx_next(rs->links, d.epoch, d.shard) : 0,
                            .epoch = epoch,
                            .key = key};
-    return rs->send ? rs->send(r, subject, reply, &h, payload, len) : -1;
+    return rs->send ? rs->send(r, d.subject, reply, &h, payload, len) : -1;
+}
+
+static struct dest dest_of(const struct remote *rm)
+{
+    return (struct dest){rm->subject, rm->peer_epoch, rm->peer_shard};
 }
 
 /* ---- node liveness ------------------------------------------------------ */
@@ -122,6 +143,24 @@ static struct heard *heard_of(struct remote_shard *rs, const char *id, size_t le
     if (rs->loud)
         LOGF(LOG_INFO, "cluster_peer_up", LOG_STR("peer", h->id));
     return h;
+}
+
+/* heard_of, also noting the node's epoch (0: keep what is known). */
+static void note_heard(struct remote_shard *rs, const char *id, size_t len, uint64_t epoch,
+                       uint64_t now)
+{
+    struct heard *h = heard_of(rs, id, len, true, now);
+    if (h && epoch)
+        h->epoch = epoch;
+}
+
+/* The node id of incarnation epoch, or NULL when it was never heard of. */
+static const char *node_of_epoch(const struct remote_shard *rs, uint64_t epoch)
+{
+    for (size_t i = 0; i < rs->nheard; i++)
+        if (rs->heard[i].epoch == epoch)
+            return rs->heard[i].id;
+    return NULL;
 }
 
 /* ---- the phone's node --------------------------------------------------- */
@@ -194,7 +233,9 @@ static void on_record(struct relay *r, struct relay_task *t)
     kv_hash_of(rm->p->server_id, rm->p->server_id_len, hash);
     rm->attach_deadline = now_ms(r) + REMOTE_ATTACH_MS;
     list_push_back(&rs->attaching, &rm->link);
-    if (send_to(r, rm->subject, BUSMSG_ATTACH, rm->p->key, 0, 0, 0, hash, sizeof hash, rs->reply) !=
+    rm->peer_epoch = rec.epoch;
+    rm->peer_shard = rec.shard;
+    if (send_to(r, dest_of(rm), BUSMSG_ATTACH, rm->p->key, 0, 0, 0, hash, sizeof hash, rs->reply) !=
         0)
         attach_failed(rm, rm->ops->no_server, AO_TIMEOUT);
 }
@@ -290,7 +331,7 @@ static void on_attach_reply(struct relay *r, const struct busmsg_hdr *h)
         r->stats.attaches[AO_OK]++;
         r->stats.remote_phones++;
         rm->counted = true;
-        heard_of(r->rs, rm->node, strlen(rm->node), true, now_ms(r));
+        note_heard(r->rs, rm->node, strlen(rm->node), rm->peer_epoch, now_ms(r));
         rm->ops->registered(p, rm->dev, rm->dev_len);
         if (h->reason & BUSMSG_ATTACH_PAUSED)
             conn_pause_reading(p->conn, true);
@@ -313,7 +354,7 @@ static void on_attach_reply(struct relay *r, const struct busmsg_hdr *h)
 void remote_phone_message(struct peer *p, const uint8_t *data, size_t len)
 {
     struct remote *rm = p->rm;
-    if (send_to(p->relay, rm->subject, BUSMSG_P2B, p->key, rm->epoch, 0, 0, data, len, NULL) != 0) {
+    if (send_to(p->relay, dest_of(rm), BUSMSG_P2B, p->key, rm->epoch, 0, 0, data, len, NULL) != 0) {
         /* the bus refused (disconnected): the phone re-dials, as when its
          * binary is gone */
         LOGF(LOG_INFO, "phone_forwarder_send_failed",
@@ -330,7 +371,7 @@ void remote_phone_ended(struct peer *p, uint16_t code)
     if (!rm)
         return;
     if (p->state == PEER_ACTIVE && code && !p->binary_closed)
-        send_to(p->relay, rm->subject, BUSMSG_NOTICE, p->key, rm->epoch, code, 0, NULL, 0, NULL);
+        send_to(p->relay, dest_of(rm), BUSMSG_NOTICE, p->key, rm->epoch, code, 0, NULL, 0, NULL);
     unindex(rm);
 }
 
@@ -358,7 +399,7 @@ static void on_b2p(struct relay *r, const struct busmsg_hdr *h, const uint8_t *f
     }
     forward_deliver(NULL, p, len || !h->close_code ? frame : NULL, len, h->close_code);
     if (h->close_code) /* the binary closed it: drop the stub, no notice */
-        send_to(r, p->rm->subject, BUSMSG_DETACH, p->key, p->rm->epoch, 0, 0, NULL, 0, NULL);
+        send_to(r, dest_of(p->rm), BUSMSG_DETACH, p->key, p->rm->epoch, 0, 0, NULL, 0, NULL);
 }
 
 /* EVICT for phone key (RECLAIMED, GRACE_EXPIRED, BINARY_GONE, NO_BINARY, SHUTDOWN). */
@@ -443,20 +484,21 @@ static void on_attach(struct relay *r, const struct busmsg_hdr *h, const uint8_t
     char node[KV_NODE_KEY_MAX + 1];
     if (!reply || strlen(reply) >= REMOTE_SUBJECT || !parse_node(r->rs, reply, node))
         return;
+    struct dest back = {reply, h->src_node_epoch, h->src_shard}; /* the phone's link */
     if (!registry_find_owned(r->reg, hash, &sid, &len) ||
         !registry_owner(r->reg, sid, len, &epoch, &rev)) {
-        send_to(r, reply, BUSMSG_NOT_OWNER, h->key, 0, 0, 0, NULL, 0, NULL);
+        send_to(r, back, BUSMSG_NOT_OWNER, h->key, 0, 0, 0, NULL, 0, NULL);
         return;
     }
     struct peer *p = stub_new(r, sid, len, h->key);
     switch (registry_add_phone(r->reg, &p->rp, sid, len)) {
     case REG_ADD_NO_SERVER:
         stub_free(p);
-        send_to(r, reply, BUSMSG_NO_SERVER, h->key, 0, 0, 0, NULL, 0, NULL);
+        send_to(r, back, BUSMSG_NO_SERVER, h->key, 0, 0, 0, NULL, 0, NULL);
         return;
     case REG_ADD_AT_CAP:
         stub_free(p);
-        send_to(r, reply, BUSMSG_AT_CAP, h->key, 0, 0, 0, NULL, 0, NULL);
+        send_to(r, back, BUSMSG_AT_CAP, h->key, 0, 0, 0, NULL, 0, NULL);
         return;
     case REG_ADD_OK:
         break;
@@ -464,12 +506,14 @@ static void on_attach(struct relay *r, const struct busmsg_hdr *h, const uint8_t
     struct peer *b = peer_binary_of(p);
     p->bound_binary = b ? b->key : 0;
     p->rm->epoch = epoch;
+    p->rm->peer_epoch = h->src_node_epoch;
+    p->rm->peer_shard = h->src_shard;
     snprintf(p->rm->subject, sizeof p->rm->subject, "%s", reply);
     snprintf(p->rm->node, sizeof p->rm->node, "%s", node);
     list_push_back(&r->rs->stubs, &p->rm->link);
     r->stats.stubs++;
-    heard_of(r->rs, node, strlen(node), true, now_ms(r));
-    send_to(r, reply, BUSMSG_ATTACH_OK, h->key, epoch, 0,
+    note_heard(r->rs, node, strlen(node), h->src_node_epoch, now_ms(r));
+    send_to(r, back, BUSMSG_ATTACH_OK, h->key, epoch, 0,
             b && b->phones_paused ? BUSMSG_ATTACH_PAUSED : 0, NULL, 0, NULL);
 }
 
@@ -491,8 +535,25 @@ void remote_stub_route(struct peer *stub, const uint8_t *frame, size_t len, uint
     struct remote *rm = stub->rm;
     if (code)
         stub->binary_closed = true; /* its node sends DETACH, no notice */
-    send_to(stub->relay, rm->subject, BUSMSG_B2P, stub->key, rm->epoch, code, 0, frame,
+    send_to(stub->relay, dest_of(rm), BUSMSG_B2P, stub->key, rm->epoch, code, 0, frame,
             frame ? len : 0, NULL);
+}
+
+void remote_stub_pause(struct peer *stub, bool pause)
+{
+    uint8_t hash[BUSMSG_HASH];
+    kv_hash_of(stub->server_id, stub->server_id_len, hash);
+    send_to(stub->relay, dest_of(stub->rm), pause ? BUSMSG_XOFF : BUSMSG_XON, stub->key,
+            stub->rm->epoch, 0, 0, hash, sizeof hash, NULL);
+}
+
+/* XOFF / XON for remote-bound phone key: its binary's outbox passed the
+ * high mark / fell below the low one (cluster.md §4.3). */
+static void on_xoff(struct relay *r, const struct busmsg_hdr *h)
+{
+    struct peer *p = phone_by_key(r, h->key);
+    if (p && p->rm && p->state == PEER_ACTIVE && h->epoch == p->rm->epoch)
+        conn_pause_reading(p->conn, h->type == BUSMSG_XOFF);
 }
 
 void remote_stub_evict(struct peer *stub, int reason)
@@ -500,7 +561,7 @@ void remote_stub_evict(struct peer *stub, int reason)
     struct busmsg_close c;
     if (busmsg_evict_close((unsigned)reason, &c) != 0)
         return;
-    send_to(stub->relay, stub->rm->subject, BUSMSG_EVICT, stub->key, stub->rm->epoch, c.code,
+    send_to(stub->relay, dest_of(stub->rm), BUSMSG_EVICT, stub->key, stub->rm->epoch, c.code,
             (uint16_t)reason, NULL, 0, NULL);
     registry_remove_phone(stub->relay->reg, &stub->rp);
     stub_free(stub);
@@ -535,7 +596,7 @@ static void on_p2b(struct relay *r, const struct busmsg_hdr *h, const uint8_t *d
 
 /* ---- heartbeats and silence ---------------------------------------------- */
 
-static void on_hb(struct relay *r, const uint8_t *payload, size_t len)
+static void on_hb(struct relay *r, const struct busmsg_hdr *hdr, const uint8_t *payload, size_t len)
 {
     uint16_t shards;
     const char *node;
@@ -545,30 +606,193 @@ static void on_hb(struct relay *r, const uint8_t *payload, size_t len)
         return;
     if (nlen == strlen(rs->node) && memcmp(node, rs->node, nlen) == 0)
         return; /* our own shard 0 (other shards' connections hear it) */
-    heard_of(rs, node, nlen, true, now_ms(r));
+    note_heard(rs, node, nlen, hdr->src_node_epoch, now_ms(r));
+    static const uint8_t zero_key[16];
+    uint64_t superseded;
+    if (rs->links) /* keeps the tracker's peer alive (and lets it forget old ones) */
+        link_heartbeat(rs->links, siphash24(zero_key, node, nlen), hdr->src_node_epoch, shards,
+                       now_ms(r), &superseded);
 }
 
-/* Node `id` went silent: close what is bound to it. */
-static void node_down(struct relay *r, const char *id)
+/* Which associations a loss takes down: every one with node id `node`
+ * (it went silent), or those riding link (epoch, shard) (shard
+ * LINK_ALL_SHARDS: any shard of that incarnation). */
+#define LINK_ALL_SHARDS 0xffff
+struct lost {
+    const char *node;
+    uint64_t epoch;
+    uint16_t shard;
+    bool all; /* every association (the send buffer overflowed) */
+};
+
+static bool rides(const struct remote *rm, const struct lost *l)
+{
+    if (l->all)
+        return true;
+    if (l->node)
+        return strcmp(rm->node, l->node) == 0;
+    return rm->peer_epoch == l->epoch &&
+           (l->shard == LINK_ALL_SHARDS || rm->peer_shard == l->shard);
+}
+
+/* Closes what the loss takes down: phones here 1011 "cluster link lost"
+ * (no notice: nobody to send it to), stubs of phones there dropped with a
+ * 1011 close notice to their binary. Returns how many. */
+static size_t drop_lost(struct relay *r, const struct lost *l)
 {
     struct remote_shard *rs = r->rs;
+    size_t n = 0;
     for (size_t i = 0; i < rs->phones.nb; i++)
-        for (struct hlink *l = rs->phones.b[i]; l; l = l->next) {
-            struct remote *rm = CONTAINER_OF(l, struct remote, hl);
-            if (rm->p && rm->p->state == PEER_ACTIVE && strcmp(rm->node, id) == 0) {
-                rm->p->binary_closed = true; /* nobody to notify */
+        for (struct hlink *h = rs->phones.b[i]; h; h = h->next) {
+            struct remote *rm = CONTAINER_OF(h, struct remote, hl);
+            if (rm->p && rm->p->state == PEER_ACTIVE && !rm->p->binary_closed && rides(rm, l)) {
+                rm->p->binary_closed = true;
                 conn_ws_close(rm->p->conn, WS_CLOSE_INTERNAL, "cluster link lost", false);
+                n++;
             }
         }
     for (struct list *it = rs->stubs.next, *next; it != &rs->stubs; it = next) {
         next = it->next;
         struct peer *p = CONTAINER_OF(it, struct remote, link)->p;
-        if (strcmp(p->rm->node, id) != 0)
+        if (!rides(p->rm, l))
             continue;
         forward_phone_gone(p, WS_CLOSE_INTERNAL); /* its binary learns: 1011 */
         registry_remove_phone(r->reg, &p->rp);
         stub_free(p);
+        n++;
     }
+    return n;
+}
+
+/* Node `id` went silent: close what is bound to it. */
+static void node_down(struct relay *r, const char *id)
+{
+    struct lost l = {.node = id};
+    if (drop_lost(r, &l))
+        r->stats.link_resets[LR_PEER_DOWN]++;
+}
+
+/* Link (epoch, shard) lost messages (or the peer reset it): drop what
+ * rides it, tell the peer unless it told us, log once. */
+static void reset_link(struct relay *r, uint64_t epoch, uint16_t shard, const char *reason,
+                       bool tell)
+{
+    struct remote_shard *rs = r->rs;
+    struct lost l = {.epoch = epoch, .shard = shard};
+    size_t n = drop_lost(r, &l);
+    r->stats.link_resets[LR_GAP]++;
+    const char *node = node_of_epoch(rs, epoch);
+    LOGF(LOG_WARN, "cluster_link_reset", LOG_STR("peer", node ? node : "?"),
+         LOG_NUM("epoch", epoch), LOG_NUM("shard", shard), LOG_STR("reason", reason),
+         LOG_NUM("closed", n));
+    if (!tell || !node)
+        return;
+    char subject[REMOTE_SUBJECT];
+    int w = snprintf(subject, sizeof subject, "%s%s.%u.m", rs->prefix, node, shard);
+    if (w > 0 && (size_t)w < sizeof subject)
+        send_to(r, (struct dest){subject, 0, 0}, BUSMSG_LINK_RESET, 0, 0, 0, 0, NULL, 0, NULL);
+}
+
+/* Judges a tracked message's sequence; false when it must be dropped. */
+static bool link_ok(struct relay *r, const struct busmsg_hdr *h)
+{
+    struct remote_shard *rs = r->rs;
+    enum link_verdict v;
+    if (h->type == BUSMSG_SYNC)
+        v = link_rx_sync(rs->links, h->src_node_epoch, h->src_shard, h->link_seq);
+    else if (h->link_seq)
+        v = link_rx(rs->links, h->src_node_epoch, h->src_shard, h->link_seq);
+    else
+        return h->type != BUSMSG_LINK_RESET || h->src_node_epoch; /* untracked */
+    switch (v) {
+    case LINK_OK:
+        return h->type != BUSMSG_SYNC;
+    case LINK_GAP:
+        reset_link(r, h->src_node_epoch, h->src_shard, "gap", true);
+        return h->type != BUSMSG_SYNC; /* it starts the count that follows */
+    case LINK_BACKWARDS:
+        reset_link(r, h->src_node_epoch, h->src_shard, "backwards", true);
+        return false;
+    case LINK_STALE:
+        r->stats.stale_dropped++;
+        return false;
+    case LINK_INVALID:
+        return false;
+    }
+    return false;
+}
+
+/* SYNC{last} on every link that carried traffic since the last round (all:
+ * every link, after a reconnect), so a lost last message is noticed too. */
+static void sync_one(void *ctx, uint64_t epoch, uint16_t shard, uint64_t last)
+{
+    struct relay *r = ctx;
+    struct remote_shard *rs = r->rs;
+    const char *node = node_of_epoch(rs, epoch);
+    char subject[REMOTE_SUBJECT];
+    if (!node)
+        return;
+    int w = snprintf(subject, sizeof subject, "%s%s.%u.m", rs->prefix, node, shard);
+    if (w <= 0 || (size_t)w >= sizeof subject)
+        return;
+    struct busmsg_hdr h = {.type = BUSMSG_SYNC,
+                           .src_shard = (uint16_t)r->shard->id,
+                           .src_node_epoch = rs->epoch,
+                           .link_seq = last};
+    if (rs->send)
+        rs->send(r, subject, NULL, &h, NULL, 0);
+}
+
+/* Holds (or releases) every socket that feeds this shard's bus: its
+ * remote-bound phones and the binaries with stubs here. */
+static void hold_feeders(struct relay *r, bool on)
+{
+    struct remote_shard *rs = r->rs;
+    for (size_t i = 0; i < rs->phones.nb; i++)
+        for (struct hlink *h = rs->phones.b[i]; h; h = h->next) {
+            struct remote *rm = CONTAINER_OF(h, struct remote, hl);
+            if (rm->p && rm->p->conn)
+                conn_bus_hold(rm->p->conn, on);
+        }
+    for (struct list *it = rs->stubs.next; it != &rs->stubs; it = it->next) {
+        struct peer *b = peer_binary_of(CONTAINER_OF(it, struct remote, link)->p);
+        if (b && b->conn)
+            conn_bus_hold(b->conn, on);
+    }
+}
+
+/* cluster.md §4.3: past 16 MiB waiting in the bus send buffer the sockets
+ * that feed it stop being read until it is below 4 MiB; past 64 MiB (the
+ * server's own limit) every association is reset rather than let cnats'
+ * buffer grow without bound. */
+static void check_buffer(struct relay *r)
+{
+    struct remote_shard *rs = r->rs;
+    uint64_t buffered = atomic_load_explicit(&r->stats.bus_buffered, memory_order_relaxed);
+    if (buffered > REMOTE_BUF_RESET) {
+        struct lost l = {.all = true};
+        r->stats.link_resets[LR_BUFFER]++;
+        LOGF(LOG_WARN, "cluster_link_reset", LOG_STR("peer", "*"), LOG_STR("reason", "buffer"),
+             LOG_NUM("closed", drop_lost(r, &l)));
+    }
+    if (!rs->held && buffered > REMOTE_BUF_HIGH) {
+        rs->held = true;
+        hold_feeders(r, true);
+    } else if (rs->held && buffered < REMOTE_BUF_LOW) {
+        rs->held = false;
+        hold_feeders(r, false);
+    }
+}
+
+static void peer_silent(void *ctx, uint64_t epoch)
+{
+    (void)ctx, (void)epoch; /* the heard table closes what was bound to it */
+}
+
+void remote_bus_reconnected(struct relay *r)
+{
+    if (r->rs && r->rs->links)
+        link_tx_sync(r->rs->links, true, sync_one, r); /* what went missing while away */
 }
 
 static void on_tick(uv_timer_t *t)
@@ -576,12 +800,17 @@ static void on_tick(uv_timer_t *t)
     struct relay *r = t->data;
     struct remote_shard *rs = r->rs;
     uint64_t now = now_ms(r);
-    if (r->shard->id == 0 && rs->node[0] && ++rs->ticks % (REMOTE_HB_MS / 250) == 0) {
+    rs->ticks++;
+    if (r->shard->id == 0 && rs->node[0] && rs->ticks % (REMOTE_HB_MS / 250) == 0) {
         uint8_t hb[2 + KV_NODE_KEY_MAX];
         size_t n = busmsg_hb_payload(hb, (uint16_t)r->sh->n, rs->node, strlen(rs->node));
         char all[REMOTE_SUBJECT];
         snprintf(all, sizeof all, "pyry.%s.all", r->srv->cfg->cluster_name);
-        send_to(r, all, BUSMSG_HB, 0, 0, 0, 0, hb, n, NULL);
+        send_to(r, (struct dest){all, 0, 0}, BUSMSG_HB, 0, 0, 0, 0, hb, n, NULL);
+    }
+    if (rs->links && rs->ticks % (REMOTE_HB_MS / 250) == 0) {
+        link_tx_sync(rs->links, false, sync_one, r);
+        link_check(rs->links, now, peer_silent, NULL); /* silence itself: node_down */
     }
     int64_t up = 0;
     for (size_t i = 0; i < rs->nheard; i++)
@@ -589,6 +818,7 @@ static void on_tick(uv_timer_t *t)
     r->stats.peers = up;
     if (r->sh->bus_sample)
         r->sh->bus_sample(r);
+    check_buffer(r);
     for (size_t i = 0; i < rs->nheard; i++)
         if (!rs->heard[i].down && now - rs->heard[i].last > REMOTE_SILENCE_MS) {
             rs->heard[i].down = true;
@@ -612,7 +842,13 @@ static void on_tick(uv_timer_t *t)
 void remote_on_msg(struct relay *r, const struct busmsg_hdr *h, const uint8_t *payload, size_t len,
                    const char *reply)
 {
-    if (!r->rs)
+    if (!r->rs || !r->rs->links)
+        return;
+    if (h->type == BUSMSG_LINK_RESET) { /* the peer dropped what rides our link */
+        reset_link(r, h->src_node_epoch, h->src_shard, "peer", false);
+        return;
+    }
+    if (!link_ok(r, h))
         return;
     switch (h->type) {
     case BUSMSG_ATTACH:
@@ -638,7 +874,11 @@ void remote_on_msg(struct relay *r, const struct busmsg_hdr *h, const uint8_t *p
         on_evict(r, h);
         return;
     case BUSMSG_HB:
-        on_hb(r, payload, len);
+        on_hb(r, h, payload, len);
+        return;
+    case BUSMSG_XOFF:
+    case BUSMSG_XON:
+        on_xoff(r, h);
         return;
     default:
         return;
@@ -652,6 +892,10 @@ void remote_set_identity(struct relay *r, const char *prefix, const char *base, 
     snprintf(rs->prefix, sizeof rs->prefix, "%s", prefix);
     snprintf(rs->reply, sizeof rs->reply, "%s.m", base);
     snprintf(rs->node, sizeof rs->node, "%s", node);
+    if (rs->epoch != epoch || !rs->links) { /* a new incarnation starts new links */
+        link_tracker_free(rs->links);
+        rs->links = link_tracker_new(REMOTE_SILENCE_MS, 60000);
+    }
     rs->epoch = epoch;
 }
 
@@ -666,6 +910,7 @@ void remote_close(struct relay *r)
         stub_free(p);
     }
     htab_free(&rs->phones);
+    link_tracker_free(rs->links);
     free(rs);
     r->rs = NULL;
 }

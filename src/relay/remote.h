@@ -28,6 +28,9 @@
 #define REMOTE_SILENCE_MS 5000 /* a node not heard for this long is gone */
 #define REMOTE_HB_MS      1000 /* heartbeat period (shard 0 of every node) */
 #define REMOTE_SUBJECT    160
+#define REMOTE_BUF_HIGH   (16u << 20) /* bus send buffer: stop reading the feeders */
+#define REMOTE_BUF_LOW    (4u << 20)  /* ... read them again */
+#define REMOTE_BUF_RESET  (64u << 20) /* ... reset every association */
 
 /* What the relay does with a remote-bound phone once the owner answered. */
 struct remote_ops {
@@ -74,6 +77,10 @@ void remote_stub_route(struct peer *stub, const uint8_t *frame, size_t len, uint
  * reason, an enum busmsg_evict), unregister and free it. */
 void remote_stub_evict(struct peer *stub, int reason);
 
+/* The owner: stub's binary is over (pause) / back under (resume) its
+ * outbox marks: its node pauses / resumes the phone (XOFF / XON). */
+void remote_stub_pause(struct peer *stub, bool pause);
+
 /* The owner: every stub of this shard is evicted with reason (drain: SHUTDOWN). */
 void remote_evict_all(struct relay *r, enum busmsg_evict reason);
 
@@ -85,6 +92,9 @@ void remote_on_msg(struct relay *r, const struct busmsg_hdr *h, const uint8_t *p
 
 /* The phone's peer goes away (on_free): forget its remote state. */
 void remote_phone_free(struct peer *p);
+
+/* r's bus connection is back: SYNC every link at once (cluster.md §4.4). */
+void remote_bus_reconnected(struct relay *r);
 
 /* After the loops: frees r's state (stubs were evicted by the drain). */
 void remote_close(struct relay *r);

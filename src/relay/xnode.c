@@ -309,11 +309,14 @@ static void on_event(void *ud, enum bus_event ev)
     struct xnode *x = ud;
     if (ev == BUS_DISCONNECTED || ev == BUS_CLOSED)
         atomic_store(&x->r->bus_up, false);
-    else if (ev == BUS_RECONNECTED)
+    else if (ev == BUS_RECONNECTED) {
         atomic_store(&x->r->bus_up, true);
-    if (ev == BUS_SLOW_CONSUMER) /* the bus dropped messages for this shard */
+        remote_bus_reconnected(x->r);
+    }
+    if (ev == BUS_SLOW_CONSUMER) { /* the bus dropped messages: the sequences tell whose */
+        x->r->stats.link_resets[LR_SLOW_CONSUMER]++;
         LOGF(LOG_WARN, "cluster_slow_consumer", LOG_NUM("shard", x->r->shard->id));
-    else if (ev != BUS_RECONNECTED && ev != BUS_DISCONNECTED)
+    } else if (ev != BUS_RECONNECTED && ev != BUS_DISCONNECTED)
         LOGF(LOG_WARN, "cluster_bus_event", LOG_STR("event", bus_event_name(ev)),
              LOG_NUM("shard", x->r->shard->id));
 }
@@ -432,6 +435,7 @@ void xnode_start(struct relay_shared *sh, const char *creds_file)
     sh->remote_p2b = remote_phone_message;
     sh->stub_route = remote_stub_route;
     sh->stub_evict = remote_stub_evict;
+    sh->stub_pause = remote_stub_pause;
     sh->bus_sample = bus_sample;
     remote_start(sh, xsend);
     post_open(sh);
