@@ -360,6 +360,35 @@ static void test_record_drop_and_drain(void **state)
     registry_clear(&r);
 }
 
+/* Cluster mode registers phones on other nodes (stubs) through the same
+ * call: the cap counts them with local ones, "no server" comes first, and
+ * the owner finds a stub by its key when its node's messages arrive. */
+static void test_phone_by_key_and_mixed_cap(void **state)
+{
+    struct registry r;
+    struct reg_binary a = {0};
+    struct ph ph[3];
+    struct list ev;
+    (void)state;
+    list_init(&ev);
+    registry_init(&r, SEED, 2, 1000);
+    mkphone(&ph[0], "s", 0x11);
+    assert_int_equal(registry_add_phone(&r, &ph[0].p, SID("s")), REG_ADD_NO_SERVER);
+    registry_claim(&r, &a, SID("s"), &ev, NULL);
+    mkphone(&ph[1], "s", 0x22); /* a local phone and a stub: both count */
+    assert_int_equal(registry_add_phone(&r, &ph[0].p, SID("s")), REG_ADD_OK);
+    assert_int_equal(registry_add_phone(&r, &ph[1].p, SID("s")), REG_ADD_OK);
+    mkphone(&ph[2], "s", 0x33);
+    assert_int_equal(registry_add_phone(&r, &ph[2].p, SID("s")), REG_ADD_AT_CAP);
+    assert_ptr_equal(registry_phone_by_key(&r, 0x22), &ph[1].p);
+    assert_ptr_equal(registry_phone_by_key(&r, 0x11), &ph[0].p);
+    assert_null(registry_phone_by_key(&r, 0x33));
+    registry_remove_phone(&r, &ph[1].p);
+    assert_null(registry_phone_by_key(&r, 0x22));
+    assert_int_equal(registry_add_phone(&r, &ph[2].p, SID("s")), REG_ADD_OK);
+    registry_clear(&r);
+}
+
 static void test_reschedule_last_wins(void **state)
 {
     struct registry r;
@@ -509,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_find_and_each),
         cmocka_unit_test(test_record_release_on_expiry_and_release),
         cmocka_unit_test(test_record_drop_and_drain),
+        cmocka_unit_test(test_phone_by_key_and_mixed_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
