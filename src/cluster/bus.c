@@ -33,7 +33,8 @@ natsStatus natsLibuv_Write(void *userData, bool add);
 
 #include "base/util.h"
 
-#define SINK_RING 64 /* connection events waiting for the loop */
+#define BUS_DETACH_WAIT_MS 1000 /* bus_close: how long cnats' detach may take */
+#define SINK_RING          64   /* connection events waiting for the loop */
 
 enum { SUB_SELF, SUB_ALL, SUBS };
 
@@ -269,6 +270,8 @@ static bool adapter_apply(struct bus *b)
 
     if (nle == NULL || b->adapter_closed || uv_is_closing((uv_handle_t *)nle->scheduler))
         return false;
+    if (nle->handle != NULL && uv_is_closing((uv_handle_t *)nle->handle))
+        return false; /* the loop is being torn down around us: nothing left to poll */
     for (int i = 0; i < 64; i++) {
         uv_mutex_lock(nle->lock);
         bool queued = nle->head != NULL;
@@ -284,8 +287,9 @@ static bool adapter_apply(struct bus *b)
  * handles. */
 static void adapter_close(struct bus *b)
 {
-    if (!adapter_apply(b))
-        return;
+    if (b->nle == NULL || b->adapter_closed || uv_is_closing((uv_handle_t *)b->nle->scheduler))
+        return; /* gone, or its close callback is on the way */
+    adapter_apply(b);
     b->nle->scheduler->data = b;
     uv_close((uv_handle_t *)b->nle->scheduler, on_scheduler_closed);
 }
@@ -519,6 +523,8 @@ static natsStatus set_options(natsOptions *o, struct bus *b, const struct bus_pa
 {
     natsStatus s = set_servers(o, p->urls);
 
+    if (s == NATS_OK) /* "own server first": cnats would shuffle the list */
+        s = natsOptions_SetNoRandomize(o, true);
     if (s == NATS_OK && p->name != NULL)
         s = natsOptions_SetName(o, p->name);
     if (s == NATS_OK && p->creds_file != NULL)
@@ -786,6 +792,20 @@ static void on_handle_closed(uv_handle_t *h)
         done(ud);
 }
 
+static void on_detach_timeout(uv_timer_t *t)
+{
+    struct bus *b = t->data;
+
+    if (b->state != ST_DETACHING || b->adapter_closed)
+        return;
+    if (b->nle == NULL) { /* never attached, or already freed */
+        b->adapter_closed = true;
+        close_step(b);
+        return;
+    }
+    adapter_close(b); /* its last close callback drives close_step */
+}
+
 static void on_flush_timeout(uv_timer_t *t)
 {
     struct bus *b = t->data;
@@ -806,11 +826,19 @@ static void close_connection(struct bus *b)
     /* A re-attach still queued must meet an open socket, not the one the
      * close is about to shut: the adapter would poll a dead descriptor. */
     adapter_apply(b);
+    /* Nor may the loop poll the descriptor cnats is about to close (epoll
+     * on a closed fd aborts libuv): stop watching it first. */
+    if (b->nle != NULL && b->nle->handle != NULL && !uv_is_closing((uv_handle_t *)b->nle->handle) &&
+        uv_is_active((uv_handle_t *)b->nle->handle))
+        uv_poll_stop(b->nle->handle);
     natsConnection_Close(b->nc);
     for (int i = 0; i < SUBS; i++) {
         natsSubscription_Destroy(b->sub[i]);
         b->sub[i] = NULL;
     }
+    /* A connection closed while it was reconnecting has no socket to
+     * detach: cnats never calls detach then, so do not wait for it. */
+    uv_timer_start(&b->timer, on_detach_timeout, BUS_DETACH_WAIT_MS, 0);
 }
 
 static void close_handles(struct bus *b)

@@ -168,6 +168,8 @@ int kv_connect(natsConnection **nc, const char *urls, const char *creds_file, co
         s = natsOptions_SetName(o, name);
     if (s == NATS_OK && creds_file != NULL)
         s = natsOptions_SetUserCredentialsFromFiles(o, creds_file, NULL);
+    if (s == NATS_OK) /* "own server first": cnats would shuffle the list */
+        s = natsOptions_SetNoRandomize(o, true);
     if (s == NATS_OK)
         s = natsOptions_SetMaxReconnect(o, -1);
     if (s == NATS_OK)

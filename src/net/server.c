@@ -234,6 +234,14 @@ static void close_walk(uv_handle_t *h, void *arg)
 static void close_handles(struct shard *s)
 {
     uv_walk(s->loop, close_walk, NULL); /* the loop returns once they are closed */
+    if (s->id == 0) {
+        /* Closing the signal handles restores the default action; a late
+         * signal must still be ignored (docs/operations.md: only the first
+         * counts), also when an owner closed something first (on_stop). */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
+    }
 }
 
 /* The loop of s is to end: its owner may close something first. */
@@ -416,11 +424,6 @@ static void finish(struct server *srv)
     for (unsigned i = 1; i < srv->nshards; i++)
         shard_post_control(&srv->shards[i], SHARD_CTL_STOP);
     stop_shard(srv, &srv->shards[0]);
-    /* Closing the signal handles restores the default action; a late
-     * signal must still be ignored (docs/operations.md: only the first counts). */
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGINT, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
 }
 
 static void shard_thread(void *arg)
