@@ -1,6 +1,6 @@
 # Front door. Everything real lives in CMakeLists.txt and scripts/.
 .PHONY: all deps test-deps build run run-cluster install uninstall test asan unit e2e fuzz \
-        fuzz-build fuzz-long fmt fmt-check clean bench soak
+        fuzz-build fuzz-long fmt fmt-check clean bench bench-cluster soak
 
 JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8080
@@ -99,6 +99,14 @@ fmt-check: test-deps
 
 bench: build
 	@bench/run.sh
+
+# Cluster mode, same node vs cross node (about 2 minutes): a 3-server NATS
+# cluster and three relays on loopback, the bench/loadgen.c scenarios, a
+# dated report in bench/results/<date>-cluster.md. nats-server comes with
+# the test tools. ARGS go to the script (--secs, --reps, --workers,
+# --no-pin, --bus all, --out).
+bench-cluster: test-deps build
+	@/usr/bin/python3 bench/cluster.py $(ARGS)
 
 # Not part of `make test`: SOAK_SECONDS (default 1800) of mixed traffic
 # against the release build; dated report in bench/results/soak-<date>.md.
