@@ -52,6 +52,7 @@ static const struct busmsg_close evict_closes[BUSMSG_EVICT_MAX + 1] = {
     [BUSMSG_EVICT_BINARY_GONE] = {1000, ""},
     [BUSMSG_EVICT_NO_BINARY] = {1000, ""},
     [BUSMSG_EVICT_SHUTDOWN] = {1001, "shutting down"},
+    [BUSMSG_EVICT_LINK_LOST] = {1011, "cluster link lost"},
 };
 
 static void put16(uint8_t *p, uint16_t v)

@@ -64,8 +64,9 @@ enum busmsg_evict {
     BUSMSG_EVICT_BINARY_GONE = 3,   /* 1000 "" (phone_forwarder_send_failed) */
     BUSMSG_EVICT_NO_BINARY = 4,     /* 1000 "" (phone_forwarder_no_binary) */
     BUSMSG_EVICT_SHUTDOWN = 5,      /* 1001 "shutting down" */
+    BUSMSG_EVICT_LINK_LOST = 6,     /* 1011 "cluster link lost": the owner had dropped it */
 };
-#define BUSMSG_EVICT_MAX BUSMSG_EVICT_SHUTDOWN
+#define BUSMSG_EVICT_MAX BUSMSG_EVICT_LINK_LOST
 
 /* ATTACH_OK's reason: bit flags. */
 #define BUSMSG_ATTACH_PAUSED 0x1 /* the server-id is under XOFF: start the phone paused */

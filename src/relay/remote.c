@@ -355,13 +355,14 @@ void remote_phone_message(struct peer *p, const uint8_t *data, size_t len)
 {
     struct remote *rm = p->rm;
     if (send_to(p->relay, dest_of(rm), BUSMSG_P2B, p->key, rm->epoch, 0, 0, data, len, NULL) != 0) {
-        /* the bus refused (disconnected): the phone re-dials, as when its
-         * binary is gone */
+        /* the bus refused (disconnected): the message is lost, so is the
+         * link (its sequence number went unsent: the owner sees the gap) */
         LOGF(LOG_INFO, "phone_forwarder_send_failed",
              LOG_STRN("server_id", p->server_id, p->server_id_len),
              LOG_STRN("conn_id", p->conn_id, p->conn_id_len),
              LOG_STR("err", "relay: cluster bus unavailable"));
-        conn_ws_close(p->conn, WS_CLOSE_NORMAL, "", false);
+        p->binary_closed = true; /* the owner's reset tells the binary */
+        conn_ws_close(p->conn, WS_CLOSE_INTERNAL, "cluster link lost", false);
     }
 }
 
@@ -587,11 +588,29 @@ static void on_stub_gone(struct relay *r, const struct busmsg_hdr *h)
     stub_free(p);
 }
 
+/* A message for a stub this shard no longer has (dropped by a link loss or
+ * a silent node the phone's side never heard of, or evicted a moment ago):
+ * the phone must not go on talking into the void; close it 1011. */
+static void stub_unknown(struct relay *r, const struct busmsg_hdr *h)
+{
+    struct remote_shard *rs = r->rs;
+    const char *node = node_of_epoch(rs, h->src_node_epoch);
+    char subject[REMOTE_SUBJECT];
+    if (!node)
+        return;
+    int w = snprintf(subject, sizeof subject, "%s%s.%u.m", rs->prefix, node, h->src_shard);
+    if (w > 0 && (size_t)w < sizeof subject)
+        send_to(r, (struct dest){subject, h->src_node_epoch, h->src_shard}, BUSMSG_EVICT, h->key,
+                h->epoch, 1011, BUSMSG_EVICT_LINK_LOST, NULL, 0, NULL);
+}
+
 static void on_p2b(struct relay *r, const struct busmsg_hdr *h, const uint8_t *data, size_t len)
 {
     struct peer *p = stub_by_key(r, h);
     if (p)
         forward_phone_frame(p, (uint8_t *)data, len);
+    else
+        stub_unknown(r, h);
 }
 
 /* ---- heartbeats and silence ---------------------------------------------- */
@@ -689,8 +708,11 @@ static void reset_link(struct relay *r, uint64_t epoch, uint16_t shard, const ch
         return;
     char subject[REMOTE_SUBJECT];
     int w = snprintf(subject, sizeof subject, "%s%s.%u.m", rs->prefix, node, shard);
+    /* Sequenced like the data it replaces: should it be lost, the gap it
+     * leaves makes the peer reset the link by itself. */
     if (w > 0 && (size_t)w < sizeof subject)
-        send_to(r, (struct dest){subject, 0, 0}, BUSMSG_LINK_RESET, 0, 0, 0, 0, NULL, 0, NULL);
+        send_to(r, (struct dest){subject, epoch, shard}, BUSMSG_LINK_RESET, 0, 0, 0, 0, NULL, 0,
+                NULL);
 }
 
 /* Judges a tracked message's sequence; false when it must be dropped. */
@@ -703,7 +725,7 @@ static bool link_ok(struct relay *r, const struct busmsg_hdr *h)
     else if (h->link_seq)
         v = link_rx(rs->links, h->src_node_epoch, h->src_shard, h->link_seq);
     else
-        return h->type != BUSMSG_LINK_RESET || h->src_node_epoch; /* untracked */
+        return true; /* untracked (heartbeats, claims) */
     switch (v) {
     case LINK_OK:
         return h->type != BUSMSG_SYNC;
@@ -844,12 +866,12 @@ void remote_on_msg(struct relay *r, const struct busmsg_hdr *h, const uint8_t *p
 {
     if (!r->rs || !r->rs->links)
         return;
+    if (!link_ok(r, h))
+        return;
     if (h->type == BUSMSG_LINK_RESET) { /* the peer dropped what rides our link */
         reset_link(r, h->src_node_epoch, h->src_shard, "peer", false);
         return;
     }
-    if (!link_ok(r, h))
-        return;
     switch (h->type) {
     case BUSMSG_ATTACH:
         on_attach(r, h, payload, reply);

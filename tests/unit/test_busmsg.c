@@ -420,6 +420,7 @@ static void test_evict_close(void **state)
         {BUSMSG_EVICT_BINARY_GONE, 1000, ""},
         {BUSMSG_EVICT_NO_BINARY, 1000, ""},
         {BUSMSG_EVICT_SHUTDOWN, 1001, "shutting down"},
+        {BUSMSG_EVICT_LINK_LOST, 1011, "cluster link lost"},
     };
     struct busmsg_close c;
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
@@ -452,6 +453,7 @@ static void test_names_and_values(void **state)
     assert_int_equal(BUSMSG_CLAIM_ACK, 19);
     assert_int_equal(BUSMSG_EVICT_RECLAIMED, 1);
     assert_int_equal(BUSMSG_EVICT_SHUTDOWN, 5);
+    assert_int_equal(BUSMSG_EVICT_LINK_LOST, 6);
     assert_int_equal(BUSMSG_HEADER, 1 + 1 + 2 + 2 + 2 + 8 + 8 + 8 + 8);
 }
 
