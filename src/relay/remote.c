@@ -17,6 +17,7 @@
 #include "cluster/kv.h"
 #include "cluster/link.h"
 #include "cluster/node.h"
+#include "codec/utf8.h"
 #include "net/conn.h"
 #include "net/server.h"
 #include "net/shard.h"
@@ -257,6 +258,8 @@ static void task_discard(struct relay_task *t)
 }
 
 static void read_record(struct remote *rm);
+static void reset_link(struct relay *r, uint64_t epoch, uint16_t shard, const char *reason,
+                       bool tell);
 
 void remote_attach(struct peer *p, const char *dev, size_t dev_len, const struct remote_ops *ops)
 {
@@ -396,6 +399,10 @@ static void on_b2p(struct relay *r, const struct busmsg_hdr *h, const uint8_t *f
         return; /* gone */
     if (h->epoch != p->rm->epoch) {
         r->stats.stale_dropped++; /* a message of an older owner */
+        return;
+    }
+    if (len && !utf8_valid(frame, len)) { /* the owner checked it: changed on the way */
+        reset_link(r, h->src_node_epoch, h->src_shard, "corrupt", true);
         return;
     }
     forward_deliver(NULL, p, len || !h->close_code ? frame : NULL, len, h->close_code);
@@ -607,10 +614,17 @@ static void stub_unknown(struct relay *r, const struct busmsg_hdr *h)
 static void on_p2b(struct relay *r, const struct busmsg_hdr *h, const uint8_t *data, size_t len)
 {
     struct peer *p = stub_by_key(r, h);
-    if (p)
-        forward_phone_frame(p, (uint8_t *)data, len);
-    else
+    if (!p) {
         stub_unknown(r, h);
+        return;
+    }
+    if (!utf8_valid(data, len)) {
+        /* the phone's node checked this text: bytes changed on the way (a
+         * message cut short when the server dropped this connection) */
+        reset_link(r, h->src_node_epoch, h->src_shard, "corrupt", true);
+        return;
+    }
+    forward_phone_frame(p, (uint8_t *)data, len);
 }
 
 /* ---- heartbeats and silence ---------------------------------------------- */

@@ -468,9 +468,6 @@ def small_pending(nats_cluster_factory):
     return nats_cluster_factory(extra_conf="max_pending: 1MB")
 
 
-@pytest.mark.skip(reason="known relay bug, issue #13: after a server-side slow-consumer cut "
-                  "under this flood the binary receives a text frame that is not UTF-8 (it "
-                  "closes 1007) in about half the runs; the test reproduces it")
 def test_slow_binary_under_flood_no_silent_loss(small_pending, relay_factory):
     """Servers with max_pending 1MB. A phone on R2 floods its binary on R1
     with 64 KiB frames while the binary stops reading for 4 s; meanwhile an unrelated pair (binary q1 on
