@@ -37,6 +37,7 @@ struct node {
     bool stop;
     char id[KV_NODE_KEY_MAX + 1];
     uint64_t epoch;
+    char old_id[KV_NODE_KEY_MAX + 1]; /* the lease lost at the last fence ("": none) */
     struct node_stats stats;
     bool was_ready;
     struct log_limit renew_warn;
@@ -181,6 +182,30 @@ static void renew_failed(struct node *n, const char *what, enum kv_outcome o)
          LOG_NUM("suppressed", suppressed));
 }
 
+/* A renewal the old lease sent before the fence can still land after it
+ * (a frozen server reads it on resume, before its MaxAge sweep), bringing
+ * the dead lease back for another L; claimants would then wait on it. This
+ * process is that key's only writer: release it to "0" if it came back. */
+static void bury_old_lease(struct node *n)
+{
+    char val[64], err[KV_ERR_MAX];
+    size_t len = 0;
+    uint64_t rev = 0, nrev = 0, t0 = uv_hrtime();
+    if (!n->old_id[0])
+        return;
+    enum kv_outcome o = kv_get(n->kv, KV_NODES, n->old_id, strlen(n->old_id), val, sizeof val - 1,
+                               &len, &rev, err, sizeof err);
+    count_op(n, KV_OP_GET, o, t0);
+    if (o == KV_OK && !(len == 1 && val[0] == '0')) {
+        t0 = uv_hrtime();
+        o = kv_cas(n->kv, KV_NODES, n->old_id, strlen(n->old_id), "0", 1, rev, &nrev, err,
+                   sizeof err);
+        count_op(n, KV_OP_CAS, o, t0);
+    }
+    if (o == KV_OK || o == KV_NOT_FOUND)
+        n->old_id[0] = '\0';
+}
+
 static void do_register(struct node *n)
 {
     char id[KV_NODE_KEY_MAX + 1], val[64];
@@ -218,6 +243,7 @@ static void do_register(struct node *n)
     uv_mutex_unlock(&n->mu);
     LOGF(LOG_INFO, "cluster_node_registered", LOG_STR("node", id), LOG_NUM("epoch", n->epoch),
          LOG_NUM("shards", n->p.shards));
+    bury_old_lease(n);
     if (n->thread_on && n->h.on_registered)
         n->h.on_registered(n->h.ud);
 }
@@ -268,6 +294,7 @@ static void do_fence(struct node *n)
         uv_cond_timedwait(&n->cond, &n->mu, 50 * 1000000ULL);
     uv_mutex_unlock(&n->mu);
     lease_fence_done(&n->lease);
+    memcpy(n->old_id, n->id, sizeof n->old_id); /* released once registered again */
     n->reopen = true;
     atomic_store(&n->fencing, false);
 }
