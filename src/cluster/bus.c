@@ -32,6 +32,7 @@ natsStatus natsLibuv_Write(void *userData, bool add);
 #include <linux/sockios.h>
 
 #include "base/util.h"
+#include "cluster/natsopt.h"
 
 #define BUS_DETACH_WAIT_MS 1000 /* bus_close: how long cnats' detach may take */
 #define SINK_RING          64   /* connection events waiting for the loop */
@@ -496,51 +497,14 @@ static bool sub_subject_ok(const char *s)
     return subject_ok(s);
 }
 
-/* Splits p->urls at commas into servers (spaces trimmed) and sets them. */
-static natsStatus set_servers(natsOptions *o, const char *urls)
-{
-    char *copy = xmalloc(strlen(urls) + 1), *save = NULL;
-    const char *list[64];
-    int n = 0;
-
-    strcpy(copy, urls);
-    for (char *t = strtok_r(copy, ",", &save); t != NULL && n < 64;
-         t = strtok_r(NULL, ",", &save)) {
-        while (*t == ' ')
-            t++;
-        char *e = t + strlen(t);
-        while (e > t && e[-1] == ' ')
-            *--e = '\0';
-        if (*t != '\0')
-            list[n++] = t;
-    }
-    natsStatus s = n > 0 ? natsOptions_SetServers(o, list, n) : NATS_INVALID_ARG;
-    free(copy);
-    return s;
-}
-
 static natsStatus set_options(natsOptions *o, struct bus *b, const struct bus_params *p)
 {
-    natsStatus s = set_servers(o, p->urls);
+    natsStatus s = natsopt_common(o, p->urls, p->name, p->creds_file);
 
-    if (s == NATS_OK) /* "own server first": cnats would shuffle the list */
-        s = natsOptions_SetNoRandomize(o, true);
-    if (s == NATS_OK && p->name != NULL)
-        s = natsOptions_SetName(o, p->name);
-    if (s == NATS_OK && p->creds_file != NULL)
-        s = natsOptions_SetUserCredentialsFromFiles(o, p->creds_file, NULL);
     if (s == NATS_OK)
         s = natsOptions_SetEventLoop(o, b, on_attach, on_read, on_write, on_detach);
     if (s == NATS_OK)
         s = natsOptions_SetSendAsap(o, true);
-    if (s == NATS_OK)
-        s = natsOptions_SetPingInterval(o, 1000);
-    if (s == NATS_OK)
-        s = natsOptions_SetMaxPingsOut(o, 2);
-    if (s == NATS_OK)
-        s = natsOptions_SetMaxReconnect(o, -1);
-    if (s == NATS_OK)
-        s = natsOptions_SetReconnectWait(o, 250);
     if (s == NATS_OK)
         s = natsOptions_SetReconnectJitter(o, 100, 1000);
     if (s == NATS_OK)
@@ -561,22 +525,6 @@ static natsStatus set_options(natsOptions *o, struct bus *b, const struct bus_pa
     return s;
 }
 
-/* cnats' last error text for status s without its "(file.c:123): " prefix. */
-static const char *last_error(natsStatus s)
-{
-    natsStatus ls = NATS_OK;
-    const char *t = nats_GetLastError(&ls);
-
-    if (t == NULL || ls != s)
-        return "";
-    if (t[0] == '(') {
-        const char *e = strstr(t, "): ");
-        if (e != NULL)
-            t = e + 3;
-    }
-    return t;
-}
-
 static int connect_bus(struct bus *b, const struct bus_params *p, char *err, size_t cap)
 {
     natsOptions *o = NULL;
@@ -586,7 +534,7 @@ static int connect_bus(struct bus *b, const struct bus_params *p, char *err, siz
         s = set_options(o, b, p);
     if (s != NATS_OK) {
         errf(err, cap, "cluster bus options (--cluster-nats, credentials): %s%s%s",
-             natsStatus_GetText(s), last_error(s)[0] ? ": " : "", last_error(s));
+             natsStatus_GetText(s), natsopt_last_error(s)[0] ? ": " : "", natsopt_last_error(s));
         natsOptions_Destroy(o);
         return -EINVAL;
     }
@@ -595,7 +543,7 @@ static int connect_bus(struct bus *b, const struct bus_params *p, char *err, siz
     natsOptions_Destroy(o);
     if (s != NATS_OK) {
         errf(err, cap, "cluster bus connect (%s): %s%s%s", p->name ? p->name : "data",
-             natsStatus_GetText(s), last_error(s)[0] ? ": " : "", last_error(s));
+             natsStatus_GetText(s), natsopt_last_error(s)[0] ? ": " : "", natsopt_last_error(s));
         return -EIO;
     }
     b->max_payload = natsConnection_GetMaxPayload(b->nc);

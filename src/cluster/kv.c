@@ -17,12 +17,12 @@
 #include <openssl/evp.h>
 
 #include "base/util.h"
+#include "cluster/natsopt.h"
 
 #define KV_BUCKET_MAX 48  /* "pyry_<c>_claims" + NUL */
 #define KV_NAME_MAX   64  /* "KV_pyry_<c>_claims" + NUL */
 #define KV_SUBJ_MAX   160 /* "$KV.pyry_<c>_claims.<64 hex>" + NUL */
-#define KV_URLS_MAX   32  /* bus URLs taken from the list */
-#define KV_RETRY_MS   250 /* kv_connect's wait between attempts, and reconnect wait */
+#define KV_RETRY_MS   250 /* kv_connect's wait between connect attempts */
 #define MS_TO_NS      1000000LL
 
 struct kv {
@@ -46,33 +46,12 @@ __attribute__((format(printf, 3, 4))) static void errf(char *err, size_t cap, co
     va_end(ap);
 }
 
-/* cnats' thread-local last error text, when it belongs to status s (it is
- * not cleared between calls: a timeout would show an older error's text),
- * without its "(file.c:123): " prefix; "" otherwise. */
-static const char *last_error(natsStatus s)
-{
-    natsStatus ls = NATS_OK;
-    const char *t = nats_GetLastError(&ls);
-
-    if (t == NULL || ls != s)
-        return "";
-    if (t[0] == '(') {
-        const char *e = strstr(t, "): ");
-        if (e != NULL)
-            t = e + 3;
-    }
-    return t;
-}
-
 /* A bus failure: the operation, cnats' status text, the JetStream error
  * code when there is one, and cnats' last error text (server descriptions
  * such as "wrong last sequence: 5"; never a value). */
 static void bus_err(char *err, size_t cap, const char *what, natsStatus s, jsErrCode jerr)
 {
-    const char *last = last_error(s);
-
-    if (strcmp(last, natsStatus_GetText(s)) == 0)
-        last = ""; /* cnats repeats the status text */
+    const char *last = natsopt_last_error(s);
     if (jerr != 0)
         errf(err, cap, "%s: %s (jetstream error %d%s%s)", what, natsStatus_GetText(s), (int)jerr,
              last[0] ? ": " : "", last);
@@ -130,25 +109,6 @@ static void on_reconnected(natsConnection *nc, void *closure)
     ev->on_event(ev->ud, KV_CONN_RECONNECTED);
 }
 
-/* The comma-separated list as cnats' server array (its SetURL takes one
- * URL only). */
-static natsStatus set_servers(natsOptions *o, const char *urls)
-{
-    char *copy = strdup(urls);
-    const char *list[KV_URLS_MAX];
-    int n = 0;
-    natsStatus s = NATS_NO_MEMORY;
-
-    if (copy == NULL)
-        return s;
-    for (char *save = NULL, *t = strtok_r(copy, ",", &save); t != NULL && n < KV_URLS_MAX;
-         t = strtok_r(NULL, ",", &save))
-        list[n++] = t;
-    s = n > 0 ? natsOptions_SetServers(o, list, n) : NATS_INVALID_ARG;
-    free(copy);
-    return s;
-}
-
 static void on_closed(natsConnection *nc, void *closure)
 {
     const struct kv_conn_events *ev = closure;
@@ -163,21 +123,7 @@ int kv_connect(natsConnection **nc, const char *urls, const char *creds_file, co
     natsStatus s = natsOptions_Create(&o);
 
     if (s == NATS_OK)
-        s = set_servers(o, urls);
-    if (s == NATS_OK && name != NULL)
-        s = natsOptions_SetName(o, name);
-    if (s == NATS_OK && creds_file != NULL)
-        s = natsOptions_SetUserCredentialsFromFiles(o, creds_file, NULL);
-    if (s == NATS_OK) /* "own server first": cnats would shuffle the list */
-        s = natsOptions_SetNoRandomize(o, true);
-    if (s == NATS_OK)
-        s = natsOptions_SetMaxReconnect(o, -1);
-    if (s == NATS_OK)
-        s = natsOptions_SetReconnectWait(o, KV_RETRY_MS);
-    if (s == NATS_OK)
-        s = natsOptions_SetPingInterval(o, 1000);
-    if (s == NATS_OK)
-        s = natsOptions_SetMaxPingsOut(o, 2);
+        s = natsopt_common(o, urls, name, creds_file);
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(o, KV_WAIT_MS);
     if (s == NATS_OK && ev != NULL)
