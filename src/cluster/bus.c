@@ -16,6 +16,9 @@ natsStatus natsLibuv_Attach(void **userData, void *loop, natsConnection *nc, nat
 natsStatus natsLibuv_Read(void *userData, bool add);
 natsStatus natsLibuv_Write(void *userData, bool add);
 #include <nats/adapters/libuv.h>
+/* Exported by libnats but not in its headers: what its garbage collector
+ * calls for a message (see msg_free). */
+void natsMsg_free(void *object);
 
 #include "cluster/bus.h"
 
@@ -75,6 +78,7 @@ struct bus {
     bool up;             /* the loop's view: no DISCONNECTED since the last (re)connect */
     bool buffer_offline; /* bus_params.buffer_while_disconnected */
     bool flush_expired;  /* bus_close's BUS_CLOSE_FLUSH_MS are over */
+    bool flush_wanted;   /* bus_want_flush: call on_flush after the next drain */
     unsigned turn;       /* which subscription drains first */
     uv_check_t check;
     uv_idle_t idle;
@@ -335,6 +339,26 @@ static void check_dropped(struct bus *b)
     }
 }
 
+/* natsMsg_Destroy hands every message to cnats' garbage-collector thread:
+ * a lock, a condition signal and that thread's wake-up per message, which
+ * made four futex calls and a cross-thread free of every message a shard
+ * received (docs/performance.md, cluster mode). A message starts with
+ * cnats' GC item {next, freeCb}, and freeCb is natsMsg_free for every
+ * message cnats builds; where that word says so, the message is freed here,
+ * on the loop that allocated it. Anything else (another layout, a message
+ * not set up for collection) goes the documented way. */
+static void msg_free(natsMsg *m)
+{
+    void *word[2];
+    void (*const fn)(void *) = natsMsg_free;
+
+    memcpy(word, m, sizeof word);
+    if (memcmp(&word[1], &fn, sizeof fn) == 0)
+        natsMsg_free(m);
+    else
+        natsMsg_Destroy(m);
+}
+
 /* Delivers up to budget messages of subscription i; returns how many it
  * took, and sets *more if some are left. GetPending first: NextMsg on an
  * empty subscription would record a thread-local error each time. */
@@ -367,7 +391,7 @@ static int drain_one(struct bus *b, int i, int budget, bool *more)
                              .reply = natsMsg_GetReply(m),
                              .broadcast = i == SUB_ALL};
         b->cbs.on_msg(b->ud, &bm);
-        natsMsg_Destroy(m);
+        msg_free(m);
         taken++;
     }
     if (taken < msgs)
@@ -402,10 +426,17 @@ static void on_check(uv_check_t *h)
     struct bus *b = h->data;
     bool again = false;
 
-    if (b->state == ST_OPEN)
+    if (b->state == ST_OPEN) {
         again = drain(b);
-    else if (b->state == ST_FLUSHING)
+        if (b->state == ST_OPEN && b->flush_wanted) {
+            b->flush_wanted = false;
+            if (b->cbs.on_flush != NULL)
+                b->cbs.on_flush(b->ud);
+            again = again || b->flush_wanted;
+        }
+    } else if (b->state == ST_FLUSHING) {
         close_step(b);
+    }
     if (b->state == ST_CLOSING)
         return;
     if (again || b->state == ST_FLUSHING)
@@ -687,6 +718,14 @@ int bus_publish_request(struct bus *b, const char *subject, const char *reply,
 int bus_publish(struct bus *b, const char *subject, const struct iovec *iov, int iovcnt)
 {
     return bus_publish_request(b, subject, NULL, iov, iovcnt);
+}
+
+void bus_want_flush(struct bus *b)
+{
+    if (b->state != ST_OPEN || b->flush_wanted)
+        return;
+    b->flush_wanted = true;
+    uv_idle_start(&b->idle, on_idle); /* the poll that follows does not sleep */
 }
 
 /* ---- state ---- */
