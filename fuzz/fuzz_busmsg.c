@@ -5,8 +5,7 @@
  * decoder accepted must obey the per-type rules of busmsg.h (an HB payload
  * rebuilt from its parts is byte-identical). A rejection must be the one
  * the first broken rule calls for, and every header shorter than 40 bytes
- * is too short; an accepted BATCH is whole records. It does not test the
- * link tracker. */
+ * is too short. It does not test the link tracker. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,25 +32,6 @@ static void check_hb(const uint8_t *p, size_t n)
     check(memcmp(again, p, n) == 0);
 }
 
-/* An accepted BATCH is whole records, each at least a header, that cover
- * the payload exactly; each record decodes or fails on its own. */
-static void check_batch(const uint8_t *p, size_t n)
-{
-    const uint8_t *cur = p, *m;
-    size_t left = n, mlen, seen = 0;
-    int rc;
-    check(n > 0);
-    while ((rc = busmsg_batch_next(&cur, &left, &m, &mlen)) == 1) {
-        struct busmsg_hdr h;
-        const uint8_t *ip;
-        size_t in;
-        check(mlen >= BUSMSG_HEADER && m == p + seen + BUSMSG_BATCH_LEN);
-        seen += BUSMSG_BATCH_LEN + mlen;
-        (void)busmsg_decode(m, mlen, 1024, &h, &ip, &in);
-    }
-    check(rc == 0 && left == 0 && seen == n);
-}
-
 /* What was accepted obeys the type's rules. */
 static void check_accepted(const struct busmsg_hdr *h, const uint8_t *p, size_t n, size_t bound)
 {
@@ -76,9 +56,6 @@ static void check_accepted(const struct busmsg_hdr *h, const uint8_t *p, size_t 
         break;
     case BUSMSG_HB:
         check_hb(p, n);
-        break;
-    case BUSMSG_BATCH:
-        check_batch(p, n);
         break;
     case BUSMSG_ATTACH_OK:
         check(n == 0 && (h->reason & ~BUSMSG_ATTACH_PAUSED) == 0);

@@ -78,7 +78,6 @@ struct bus {
     bool up;             /* the loop's view: no DISCONNECTED since the last (re)connect */
     bool buffer_offline; /* bus_params.buffer_while_disconnected */
     bool flush_expired;  /* bus_close's BUS_CLOSE_FLUSH_MS are over */
-    bool flush_wanted;   /* bus_want_flush: call on_flush after the next drain */
     unsigned turn;       /* which subscription drains first */
     uv_check_t check;
     uv_idle_t idle;
@@ -426,17 +425,10 @@ static void on_check(uv_check_t *h)
     struct bus *b = h->data;
     bool again = false;
 
-    if (b->state == ST_OPEN) {
+    if (b->state == ST_OPEN)
         again = drain(b);
-        if (b->state == ST_OPEN && b->flush_wanted) {
-            b->flush_wanted = false;
-            if (b->cbs.on_flush != NULL)
-                b->cbs.on_flush(b->ud);
-            again = again || b->flush_wanted;
-        }
-    } else if (b->state == ST_FLUSHING) {
+    else if (b->state == ST_FLUSHING)
         close_step(b);
-    }
     if (b->state == ST_CLOSING)
         return;
     if (again || b->state == ST_FLUSHING)
@@ -718,14 +710,6 @@ int bus_publish_request(struct bus *b, const char *subject, const char *reply,
 int bus_publish(struct bus *b, const char *subject, const struct iovec *iov, int iovcnt)
 {
     return bus_publish_request(b, subject, NULL, iov, iovcnt);
-}
-
-void bus_want_flush(struct bus *b)
-{
-    if (b->state != ST_OPEN || b->flush_wanted)
-        return;
-    b->flush_wanted = true;
-    uv_idle_start(&b->idle, on_idle); /* the poll that follows does not sleep */
 }
 
 /* ---- state ---- */

@@ -61,10 +61,6 @@ struct bus_cbs {
     void (*on_msg)(void *ud, const struct bus_msg *m);
     /* A connection event, in the order cnats reported them. May be NULL. */
     void (*on_event)(void *ud, enum bus_event ev);
-    /* Once per loop turn after bus_want_flush, after the turn's messages
-     * were delivered and before the loop may sleep: publish what was held
-     * back. May be NULL. */
-    void (*on_flush)(void *ud);
 };
 
 struct bus_params {
@@ -147,10 +143,6 @@ const struct bus_counters *bus_counters(const struct bus *b);
 /* A copy of the counters from any thread (relaxed atomics mirrored by the
  * loop; each field is exact, the set is not a snapshot). b must be open. */
 void bus_counters_load(const struct bus *b, struct bus_counters *out);
-
-/* Asks for on_flush at the end of this loop turn (or the next, if called
- * from on_flush); the loop does not sleep before it. */
-void bus_want_flush(struct bus *b);
 
 /* Ends b: no on_msg/on_event is delivered from here on, and publishes are
  * refused (-EPIPE). On the loop, never blocking it, it first waits up to

@@ -19,7 +19,7 @@
 #define OFF_KEY    32
 
 /* What a type's payload may be. */
-enum shape { NONE, DATA, HASH, EVICT_SHAPE, HB_SHAPE, BATCH_SHAPE };
+enum shape { NONE, DATA, HASH, EVICT_SHAPE, HB_SHAPE };
 
 static const struct {
     const char *name;
@@ -44,7 +44,6 @@ static const struct {
     [BUSMSG_LINK_RESET] = {"LINK_RESET", NONE},
     [BUSMSG_HB] = {"HB", HB_SHAPE},
     [BUSMSG_CLAIM_ACK] = {"CLAIM_ACK", NONE},
-    [BUSMSG_BATCH] = {"BATCH", BATCH_SHAPE},
 };
 
 static const struct busmsg_close evict_closes[BUSMSG_EVICT_MAX + 1] = {
@@ -126,44 +125,6 @@ static int check_reason(const struct busmsg_hdr *h)
     }
 }
 
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-void busmsg_batch_prefix(uint8_t out[BUSMSG_BATCH_LEN], size_t msg_len)
-{
-    for (int i = 0; i < BUSMSG_BATCH_LEN; i++)
-        out[i] = (uint8_t)(msg_len >> (8 * i));
-}
-
-int busmsg_batch_next(const uint8_t **p, size_t *left, const uint8_t **msg, size_t *msg_len)
-{
-    if (*left == 0)
-        return 0;
-    if (*left < BUSMSG_BATCH_LEN)
-        return BUSMSG_E_PAYLOAD;
-    size_t n = get32(*p);
-    if (n < BUSMSG_HEADER || n > *left - BUSMSG_BATCH_LEN)
-        return BUSMSG_E_PAYLOAD;
-    *msg = *p + BUSMSG_BATCH_LEN;
-    *msg_len = n;
-    *p += BUSMSG_BATCH_LEN + n;
-    *left -= BUSMSG_BATCH_LEN + n;
-    return 1;
-}
-
-/* Every record fits, and there is at least one. */
-static int check_batch(const uint8_t *p, size_t n)
-{
-    const uint8_t *msg;
-    size_t len;
-    int rc = n > 0 ? 1 : BUSMSG_E_PAYLOAD;
-    while (rc == 1)
-        rc = busmsg_batch_next(&p, &n, &msg, &len);
-    return rc;
-}
-
 static int check_payload(enum shape shape, const uint8_t *p, size_t n, size_t max_payload)
 {
     uint16_t shards;
@@ -180,8 +141,6 @@ static int check_payload(enum shape shape, const uint8_t *p, size_t n, size_t ma
         return n == 0 || n == BUSMSG_HASH ? 0 : BUSMSG_E_PAYLOAD;
     case HB_SHAPE:
         return busmsg_hb_parse(p, n, &shards, &id, &id_len);
-    case BATCH_SHAPE:
-        return check_batch(p, n);
     }
     return BUSMSG_E_PAYLOAD;
 }

@@ -31,7 +31,6 @@
 #define BUSMSG_MAX_SHARDS  256 /* --workers' limit: src_shard and HB's shard count stay below */
 #define BUSMSG_NODE_ID_MAX 96  /* node id `<name>-<8hex>` in an HB payload */
 #define BUSMSG_HB_MIN      3   /* HB payload: u16 shard count, then 1.. node id bytes */
-#define BUSMSG_BATCH_LEN   4   /* a BATCH record's length prefix */
 
 /* Message types: the wire values are fixed; add new ones at the end, never
  * renumber. 0 is not a type, so a zeroed buffer never decodes. */
@@ -55,9 +54,8 @@ enum busmsg_type {
     BUSMSG_LINK_RESET = 17, /* the sender dropped every association over this link */
     BUSMSG_HB = 18,         /* node heartbeat on pyry.<c>.all */
     BUSMSG_CLAIM_ACK = 19,  /* CLAIM received: the owner is alive and deciding */
-    BUSMSG_BATCH = 20,      /* several messages for one subject, see busmsg_batch_next */
 };
-#define BUSMSG_TYPE_MAX BUSMSG_BATCH
+#define BUSMSG_TYPE_MAX BUSMSG_CLAIM_ACK
 
 /* EVICT reasons (cluster.md §6): wire values fixed, never renumbered. */
 enum busmsg_evict {
@@ -127,26 +125,10 @@ void busmsg_encode(uint8_t out[BUSMSG_HEADER], const struct busmsg_hdr *h);
  *   ATTACH_OK               no payload; reason only BUSMSG_ATTACH_PAUSED bits
  *   HANDOVER                no payload; reason an enum busmsg_handover
  *   HB                      see busmsg_hb_parse (its failure is E_PAYLOAD)
- *   BATCH                   one or more records exactly filling the payload,
- *                           each a little-endian u32 n >= 40 and n bytes
- *                           (else E_PAYLOAD); max_payload does not apply
  *   all others              no payload
  * A wrong payload size is E_PAYLOAD, a forbidden field value E_FIELD. */
 int busmsg_decode(const uint8_t *buf, size_t len, size_t max_payload, struct busmsg_hdr *h,
                   const uint8_t **payload, size_t *payload_len);
-
-/* A BATCH carries messages a shard published to one subject in one loop
- * turn, in order: each record is BUSMSG_BATCH_LEN bytes of length and one
- * whole message (header and payload), never itself a BATCH. Writes the
- * length prefix of a record holding a msg_len-byte message. */
-void busmsg_batch_prefix(uint8_t out[BUSMSG_BATCH_LEN], size_t msg_len);
-
-/* Takes the next record of a BATCH payload that busmsg_decode accepted:
- * returns 1 and points *msg and *msg_len at its message, advancing *p and
- * *left past it, or 0 when *left is 0. A record that does not fit (a
- * payload busmsg_decode did not check) returns BUSMSG_E_PAYLOAD. The
- * message still has to go through busmsg_decode. */
-int busmsg_batch_next(const uint8_t **p, size_t *left, const uint8_t **msg, size_t *msg_len);
 
 /* Writes an HB payload: shards (1..BUSMSG_MAX_SHARDS) as u16 LE, then the
  * node id (1..BUSMSG_NODE_ID_MAX bytes of [A-Za-z0-9_-]). Returns its length,

@@ -26,19 +26,6 @@
 #include "relay/xclaim.h"
 
 #define SUBJECT_MAX 160
-#define BATCH_MAX   (256u << 10) /* a BATCH message's size, at most the server's max_payload */
-
-/* Messages without a reply subject published to one subject in a row, in
- * one loop turn: sent as one BATCH (or as the message itself, if alone)
- * when the subject changes, a message with a reply subject goes, the batch
- * is full, or the turn ends (on_flush). The publish order of the connection
- * is kept; per message, nats-server's and cnats' costs are paid per batch. */
-struct batch {
-    char subject[SUBJECT_MAX];
-    uint8_t *buf; /* BUSMSG_HEADER bytes for the BATCH header, then the records */
-    size_t len, cap;
-    unsigned n; /* records */
-};
 
 struct xnode {
     struct relay *r;
@@ -53,7 +40,6 @@ struct xnode {
     char prefix[SUBJECT_MAX];      /* pyry.<c>.s. */
     uint64_t epoch;                /* our node epoch */
     uint64_t base_in[5];           /* counters of closed connections, carried over */
-    struct batch batch;
 };
 
 /* The owner's side of one CLAIM in progress. */
@@ -74,71 +60,6 @@ static void bus_sample(struct relay *r);
 
 /* ---- sending ------------------------------------------------------------ */
 
-static void batch_flush(struct xnode *x)
-{
-    struct batch *b = &x->batch;
-    struct iovec iov = {b->buf, b->len};
-    if (b->n == 0)
-        return;
-    if (b->n == 1) { /* alone: the message itself */
-        iov.iov_base = b->buf + BUSMSG_HEADER + BUSMSG_BATCH_LEN;
-        iov.iov_len = b->len - BUSMSG_HEADER - BUSMSG_BATCH_LEN;
-    } else {
-        struct busmsg_hdr h = {.type = BUSMSG_BATCH,
-                               .src_shard = (uint16_t)x->r->shard->id,
-                               .src_node_epoch = x->epoch};
-        busmsg_encode(b->buf, &h);
-    }
-    b->n = 0;
-    b->len = 0;
-    /* A refusal here loses messages their senders saw accepted: the link
-     * sequence numbers they carry make the receiver reset the link. */
-    if (x->bus && !x->closing)
-        (void)bus_publish(x->bus, b->subject, &iov, 1);
-}
-
-static void on_flush(void *ud)
-{
-    batch_flush(ud);
-}
-
-/* Appends the message to the batch; false if it has to go on its own. */
-static bool batch_add(struct xnode *x, const char *subject, const struct busmsg_hdr *h,
-                      const void *payload, size_t len)
-{
-    struct batch *b = &x->batch;
-    size_t rec = BUSMSG_BATCH_LEN + BUSMSG_HEADER + len;
-    int64_t mp = bus_max_payload(x->bus);
-    size_t max = mp > 0 && (uint64_t)mp < BATCH_MAX ? (size_t)mp : BATCH_MAX;
-    if (b->n > 0 && (strcmp(b->subject, subject) != 0 || b->len + rec > max))
-        batch_flush(x);
-    if (BUSMSG_HEADER + rec > max)
-        return false;
-    if (b->n == 0) {
-        size_t sl = strlen(subject);
-        /* Refusals while disconnected stay the caller's to see. */
-        if (sl >= sizeof b->subject || !bus_connected(x->bus))
-            return false;
-        memcpy(b->subject, subject, sl + 1);
-        b->len = BUSMSG_HEADER;
-        bus_want_flush(x->bus);
-    }
-    if (b->len + rec > b->cap) {
-        b->cap = b->cap ? b->cap : 4096;
-        while (b->cap < b->len + rec)
-            b->cap *= 2;
-        b->buf = xrealloc(b->buf, b->cap);
-    }
-    uint8_t *p = b->buf + b->len;
-    busmsg_batch_prefix(p, BUSMSG_HEADER + len);
-    busmsg_encode(p + BUSMSG_BATCH_LEN, h);
-    if (len)
-        memcpy(p + BUSMSG_BATCH_LEN + BUSMSG_HEADER, payload, len);
-    b->len += rec;
-    b->n++;
-    return true;
-}
-
 static int publish(struct xnode *x, const char *subject, const char *reply,
                    const struct busmsg_hdr *h, const void *payload, size_t len)
 {
@@ -146,9 +67,6 @@ static int publish(struct xnode *x, const char *subject, const char *reply,
     struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)payload, len}};
     if (!x->bus || x->closing)
         return -1;
-    if (!reply && batch_add(x, subject, h, payload, len))
-        return 0;
-    batch_flush(x); /* what was published before goes first */
     busmsg_encode(hdr, h);
     int rc = reply ? bus_publish_request(x->bus, subject, reply, iov, len ? 2 : 1)
                    : bus_publish(x->bus, subject, iov, len ? 2 : 1);
@@ -355,28 +273,18 @@ static void on_claim(struct xnode *x, const struct busmsg_hdr *h, const uint8_t 
 
 /* ---- receiving ---------------------------------------------------------- */
 
-static void deliver(struct xnode *x, const uint8_t *data, size_t len, const char *reply,
-                    bool in_batch)
+static void on_msg(void *ud, const struct bus_msg *m)
 {
+    struct xnode *x = ud;
     struct busmsg_hdr h;
     const uint8_t *payload;
     size_t plen;
-    if (busmsg_decode(data, len, (size_t)x->r->srv->cfg->max_message_bytes, &h, &payload, &plen) !=
-        0)
+    if (busmsg_decode(m->data, m->len, (size_t)x->r->srv->cfg->max_message_bytes, &h, &payload,
+                      &plen) != 0)
         return;
     switch (h.type) {
-    case BUSMSG_BATCH: {
-        const uint8_t *rec;
-        size_t rlen;
-        /* In order; the bus may close under a message (then the rest go
-         * with it), and a BATCH inside a BATCH is not a message. */
-        while (!in_batch && x->bus && !x->closing &&
-               busmsg_batch_next(&payload, &plen, &rec, &rlen) == 1)
-            deliver(x, rec, rlen, NULL, true);
-        return;
-    }
     case BUSMSG_CLAIM:
-        on_claim(x, &h, payload, reply);
+        on_claim(x, &h, payload, m->reply);
         return;
     case BUSMSG_CLAIM_ACK:
         xclaim_acked(x->r, h.key);
@@ -391,14 +299,9 @@ static void deliver(struct xnode *x, const uint8_t *data, size_t len, const char
         xclaim_reply(x->r, h.key, CLAIM_R_NOT_OWNER, 0, false);
         return;
     default:
-        remote_on_msg(x->r, &h, payload, plen, reply);
+        remote_on_msg(x->r, &h, payload, plen, m->reply);
         return;
     }
-}
-
-static void on_msg(void *ud, const struct bus_msg *m)
-{
-    deliver(ud, m->data, m->len, m->reply, false);
 }
 
 static void on_event(void *ud, enum bus_event ev)
@@ -439,7 +342,7 @@ static void open_bus(struct xnode *x)
                            .name = name,
                            .self_subject = x->self,
                            .all_subject = x->all};
-    struct bus_cbs cbs = {.on_msg = on_msg, .on_event = on_event, .on_flush = on_flush};
+    struct bus_cbs cbs = {.on_msg = on_msg, .on_event = on_event};
     if (bus_open(&x->bus, r->shard->loop, &p, &cbs, x, err, sizeof err) != 0) {
         x->bus = NULL; /* not ready; the next re-registration tries again */
         LOGF(LOG_ERROR, "cluster_bus_event", LOG_STR("event", "open_failed"),
@@ -455,8 +358,6 @@ static void on_closed(void *ud)
     struct xnode *x = ud;
     x->bus = NULL;
     x->closing = false;
-    free(x->batch.buf); /* flushed before the close; relay_close frees x */
-    x->batch = (struct batch){0};
     if (x->cont) {
         void (*cont)(struct shard *) = x->cont;
         x->cont = NULL;
@@ -480,7 +381,6 @@ static void close_bus(struct xnode *x)
         x->base_in[2] = st->bus_bytes[0];
         x->base_in[3] = st->bus_bytes[1];
         x->base_in[4] = st->bus_disconnects;
-        batch_flush(x);
         x->closing = true;
         bus_close(x->bus, on_closed, x);
     }

@@ -65,11 +65,6 @@ struct node {
     int nev;
     bool wrong_thread;
     struct pump *pump;
-    _Atomic int flushes;      /* on_flush calls */
-    _Atomic int64_t flush_ms; /* when the last one ran */
-    int flush_again;          /* on_flush asks for this many more turns */
-    const char *flush_to;     /* on_flush publishes a message here */
-    uv_timer_t kick;
 };
 
 static struct {
@@ -154,21 +149,6 @@ static void on_event(void *ud, enum bus_event ev)
     pthread_mutex_unlock(&n->mu);
 }
 
-static void on_flush(void *ud)
-{
-    struct node *n = ud;
-    struct iovec iov = {"flushed", 7};
-
-    atomic_store(&n->flush_ms, now_ms());
-    atomic_fetch_add(&n->flushes, 1);
-    if (n->flush_to != NULL)
-        bus_publish(n->bus, n->flush_to, &iov, 1);
-    if (n->flush_again > 0) {
-        n->flush_again--;
-        bus_want_flush(n->bus);
-    }
-}
-
 static void on_cmd(uv_async_t *h)
 {
     struct node *n = h->data;
@@ -196,7 +176,7 @@ static void *node_main(void *arg)
                            .self_subject = n->self,
                            .all_subject = ALL_SUBJECT,
                            .pending_msgs = n->pending_msgs};
-    struct bus_cbs cbs = {.on_msg = on_msg, .on_event = on_event, .on_flush = on_flush};
+    struct bus_cbs cbs = {.on_msg = on_msg, .on_event = on_event};
 
     n->tid = pthread_self();
     uv_loop_init(&n->loop);
@@ -627,57 +607,6 @@ static void test_idle_delivery(void **state)
     node_stop(b);
 }
 
-static void on_kick(uv_timer_t *t)
-{
-    struct node *n = t->data;
-
-    bus_want_flush(n->bus);
-    bus_want_flush(n->bus); /* twice in a turn: still one on_flush */
-}
-
-/* From a timer, before the poll phase: without the flush hook keeping the
- * loop awake, the poll would sleep until the next ping. (The timer is
- * closed later: a closing handle alone keeps the next poll from sleeping.) */
-static void do_kick(struct node *n, void *arg)
-{
-    (void)arg;
-    uv_timer_init(&n->loop, &n->kick);
-    n->kick.data = n;
-    uv_timer_start(&n->kick, on_kick, 0, 0);
-}
-
-static void do_unkick(struct node *n, void *arg)
-{
-    (void)arg;
-    uv_close((uv_handle_t *)&n->kick, NULL);
-}
-
-/* bus_want_flush: one on_flush per turn that asked, however often it
- * asked, without the loop sleeping first; what on_flush publishes goes
- * out; asking again from on_flush gets the next turn, not a loop. */
-static void test_flush_hook(void **state)
-{
-    (void)state;
-    NEED_SERVER();
-    struct node *a = node_start("a9", 0), *b = node_start("b9", 0);
-
-    usleep(200 * 1000); /* the loop is asleep in its poll */
-    a->flush_to = b->self;
-    a->flush_again = 2;
-    int64_t t0 = now_ms();
-    node_post(a, do_kick, NULL, false);
-    assert_true(wait_count(&b->got_self, 3, 2000));
-    assert_true(atomic_load(&a->flush_ms) - t0 < 200);
-    usleep(100 * 1000);
-    assert_int_equal(atomic_load(&a->flushes), 3);
-    assert_int_equal(atomic_load(&b->got_self), 3);
-    assert_int_equal(atomic_load(&b->last_len), 7);
-    assert_int_equal(atomic_load(&b->flushes), 0); /* nobody asked */
-    node_call(a, do_unkick, NULL);
-    node_stop(a);
-    node_stop(b);
-}
-
 /* A frozen server: 20 MiB of publishes return while it is still frozen
  * (a publish that waited on it could not), into cnats' buffer, and leave
  * with the server's return. Frozen well under 3 s: the 1 s pings would
@@ -898,7 +827,6 @@ int main(void)
         cmocka_unit_test(test_sequence_both_ways),
         cmocka_unit_test(test_broadcast),
         cmocka_unit_test(test_idle_delivery),
-        cmocka_unit_test(test_flush_hook),
         cmocka_unit_test(test_publish_never_waits),
         cmocka_unit_test(test_too_large),
         cmocka_unit_test(test_slow_consumer),

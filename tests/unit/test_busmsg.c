@@ -1,8 +1,7 @@
 /* test_busmsg.c — the cluster bus header: the byte layout against a
  * hand-written header, round trips of every type with every field at its
  * extremes, every decode error and the order the checks run in, a header
- * cut at every length, the HB payload, EVICT closes, type names, and BATCH
- * records. */
+ * cut at every length, the HB payload, EVICT closes and type names. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -51,12 +50,6 @@ static size_t valid_payload(uint8_t type, uint8_t *out)
         return sizeof HASH;
     case BUSMSG_HB:
         return busmsg_hb_payload(out, 4, "relay-1-0a1b2c3d", 16);
-    case BUSMSG_BATCH: { /* one record: a SYNC */
-        struct busmsg_hdr inner = {.type = BUSMSG_SYNC, .link_seq = 5};
-        busmsg_batch_prefix(out, BUSMSG_HEADER);
-        busmsg_encode(out + BUSMSG_BATCH_LEN, &inner);
-        return BUSMSG_BATCH_LEN + BUSMSG_HEADER;
-    }
     default:
         return 0;
     }
@@ -267,8 +260,6 @@ static int expect_for_size(uint8_t type, size_t n)
         return n == 0 || n == BUSMSG_HASH ? 0 : BUSMSG_E_PAYLOAD;
     case BUSMSG_HB:
         return n >= BUSMSG_HB_MIN && n <= 2 + BUSMSG_NODE_ID_MAX ? 0 : BUSMSG_E_PAYLOAD;
-    case BUSMSG_BATCH: /* "aaaa" is a length no payload here holds */
-        return BUSMSG_E_PAYLOAD;
     default:
         return n == 0 ? 0 : BUSMSG_E_PAYLOAD;
     }
@@ -445,10 +436,10 @@ static void test_evict_close(void **state)
 static void test_names_and_values(void **state)
 {
     (void)state;
-    static const char *names[] = {
-        "?",        "P2B",      "B2P",       "NOTICE",     "DETACH", "EVICT",     "XOFF",
-        "XON",      "ATTACH",   "ATTACH_OK", "NO_SERVER",  "AT_CAP", "NOT_OWNER", "CLAIM",
-        "CONFLICT", "HANDOVER", "SYNC",      "LINK_RESET", "HB",     "CLAIM_ACK", "BATCH"};
+    static const char *names[] = {"?",         "P2B",    "B2P",        "NOTICE", "DETACH",
+                                  "EVICT",     "XOFF",   "XON",        "ATTACH", "ATTACH_OK",
+                                  "NO_SERVER", "AT_CAP", "NOT_OWNER",  "CLAIM",  "CONFLICT",
+                                  "HANDOVER",  "SYNC",   "LINK_RESET", "HB",     "CLAIM_ACK"};
     for (unsigned t = 0; t <= BUSMSG_TYPE_MAX; t++)
         assert_string_equal(busmsg_type_name(t), names[t]);
     assert_string_equal(busmsg_type_name(BUSMSG_TYPE_MAX + 1), "?");
@@ -460,88 +451,10 @@ static void test_names_and_values(void **state)
     assert_int_equal(BUSMSG_CLAIM, 13);
     assert_int_equal(BUSMSG_HB, 18);
     assert_int_equal(BUSMSG_CLAIM_ACK, 19);
-    assert_int_equal(BUSMSG_BATCH, 20);
     assert_int_equal(BUSMSG_EVICT_RECLAIMED, 1);
     assert_int_equal(BUSMSG_EVICT_SHUTDOWN, 5);
     assert_int_equal(BUSMSG_EVICT_LINK_LOST, 6);
     assert_int_equal(BUSMSG_HEADER, 1 + 1 + 2 + 2 + 2 + 8 + 8 + 8 + 8);
-}
-
-/* Appends a record holding h + n bytes of payload p at buf + off. */
-static size_t put_record(uint8_t *buf, size_t off, const struct busmsg_hdr *h, const char *p,
-                         size_t n)
-{
-    busmsg_batch_prefix(buf + off, BUSMSG_HEADER + n);
-    build(buf + off + BUSMSG_BATCH_LEN, h, (const uint8_t *)p, n);
-    return off + BUSMSG_BATCH_LEN + BUSMSG_HEADER + n;
-}
-
-/* Three records come back in order and whole; the payload bound does not
- * apply to the batch (its records are checked one by one). */
-static void test_batch_round_trip(void **state)
-{
-    (void)state;
-    static uint8_t buf[4096];
-    struct busmsg_hdr bh = {.type = BUSMSG_BATCH, .src_shard = 1, .src_node_epoch = 3};
-    struct busmsg_hdr a = {.type = BUSMSG_P2B, .link_seq = 1, .key = 0x1122334455667788u};
-    struct busmsg_hdr b = {.type = BUSMSG_NOTICE, .link_seq = 2, .close_code = 1001};
-    struct busmsg_hdr c = {.type = BUSMSG_B2P, .link_seq = 3};
-    static char big[MAX_PAYLOAD];
-    memset(big, 'x', sizeof big);
-    busmsg_encode(buf, &bh);
-    size_t len = put_record(buf, BUSMSG_HEADER, &a, "{\"a\":1}", 7);
-    len = put_record(buf, len, &b, NULL, 0);
-    len = put_record(buf, len, &c, big, sizeof big);
-    assert_true(len - BUSMSG_HEADER > MAX_PAYLOAD);
-
-    struct busmsg_hdr got;
-    const uint8_t *p, *m;
-    size_t n, mlen;
-    assert_int_equal(busmsg_decode(buf, len, MAX_PAYLOAD, &got, &p, &n), 0);
-    assert_int_equal(got.type, BUSMSG_BATCH);
-    const struct busmsg_hdr *want[] = {&a, &b, &c};
-    const size_t sizes[] = {7, 0, sizeof big};
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(busmsg_batch_next(&p, &n, &m, &mlen), 1);
-        assert_int_equal(mlen, BUSMSG_HEADER + sizes[i]);
-        const uint8_t *ip;
-        size_t in;
-        struct busmsg_hdr ih;
-        assert_int_equal(busmsg_decode(m, mlen, MAX_PAYLOAD, &ih, &ip, &in), 0);
-        assert_hdr_equal(&ih, want[i]);
-        assert_int_equal(in, sizes[i]);
-    }
-    assert_int_equal(n, 0);
-    assert_int_equal(busmsg_batch_next(&p, &n, &m, &mlen), 0);
-    assert_int_equal(busmsg_batch_next(&p, &n, &m, &mlen), 0);
-}
-
-/* Every way a batch payload can fail to be whole records. */
-static void test_batch_malformed(void **state)
-{
-    (void)state;
-    static uint8_t buf[512];
-    struct busmsg_hdr bh = {.type = BUSMSG_BATCH}, s = {.type = BUSMSG_SYNC}, got;
-    busmsg_encode(buf, &bh);
-    size_t one = put_record(buf, BUSMSG_HEADER, &s, NULL, 0);
-    size_t two = put_record(buf, one, &s, NULL, 0);
-    assert_int_equal(decode(buf, two, &got), 0);
-    /* Cut anywhere but at a record boundary, or with nothing at all. */
-    for (size_t len = BUSMSG_HEADER; len < two; len++)
-        assert_int_equal(decode(buf, len, &got), len == one ? 0 : BUSMSG_E_PAYLOAD);
-    /* A record shorter than a header, and one longer than what is left. */
-    busmsg_batch_prefix(buf + one, BUSMSG_HEADER - 1);
-    assert_int_equal(decode(buf, two, &got), BUSMSG_E_PAYLOAD);
-    busmsg_batch_prefix(buf + one, BUSMSG_HEADER + 1);
-    assert_int_equal(decode(buf, two, &got), BUSMSG_E_PAYLOAD);
-    busmsg_batch_prefix(buf + one, 0xffffffffu);
-    assert_int_equal(decode(buf, two, &got), BUSMSG_E_PAYLOAD);
-    /* busmsg_batch_next alone, on a payload nobody checked. */
-    const uint8_t *p = buf + one, *m;
-    size_t n = 3, mlen;
-    assert_int_equal(busmsg_batch_next(&p, &n, &m, &mlen), BUSMSG_E_PAYLOAD);
-    assert_ptr_equal(p, buf + one);
-    assert_int_equal(n, 3);
 }
 
 static void test_strerror(void **state)
@@ -569,8 +482,6 @@ int main(void)
         cmocka_unit_test(test_hb_payload),
         cmocka_unit_test(test_evict_close),
         cmocka_unit_test(test_names_and_values),
-        cmocka_unit_test(test_batch_round_trip),
-        cmocka_unit_test(test_batch_malformed),
         cmocka_unit_test(test_strerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
