@@ -66,6 +66,26 @@ def pair(relay, sid="s1"):
     return b, p
 
 
+def pair_retrying(relay, sid, timeout=20.0):
+    """pair() as a binary that redials: right after quorum returns the node
+    stream can be writable (ready) while the records stream still elects
+    its leader, and a claim then fails (cluster_claim_failed, the binary
+    closed 1011) until it has one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        b = Raw(relay.port, "/v1/server", server_headers(sid))
+        try:
+            relay.wait_log(f"msg=server_claimed server_id={sid} ", timeout=3)
+            break
+        except AssertionError:
+            b.close()
+            if time.monotonic() > deadline:
+                raise
+    p = Raw(relay.port, "/v1/client", client_headers(sid))
+    relay.wait_log(f"msg=phone_registered server_id={sid} ")
+    return b, p
+
+
 def frames_until_close(peer, timeout=10.0):
     """(data payloads, (code, reason)) read until the close frame."""
     data = []
@@ -237,7 +257,7 @@ def test_quorum_loss_fences_then_service_returns(nats_cluster_factory, relay_fac
     c.restart(2)
     wait_healthz(relay, 200, 40)
     assert relay.logs().count("msg=cluster_node_registered") >= 2
-    b2, p2 = pair(relay, "s4")
+    b2, p2 = pair_retrying(relay, "s4")
     for peer in (b, p, b2, p2):
         peer.close()
 
