@@ -10,7 +10,8 @@ never a duplicate, never two owners. Every wait is bounded; every process
 and cluster started here is stopped by the fixtures. Which nats-server a
 relay's connections sit on is read from /connz, not assumed.
 
-Not here (yet): the network-namespace partition of cluster.md §10 item 8."""
+The network-namespace partition of cluster.md §10 item 8 is
+test_cluster_partition.py."""
 import asyncio
 import json
 import re
