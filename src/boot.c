@@ -53,6 +53,25 @@
 #define FIX_CREDS                                                                                  \
     "point PYRYCODE_RELAY_NATS_CREDS at a NATS credentials (.creds) file readable by the "         \
     "relay's user, or unset it"
+#define FIX_BUS_TLS "point the flag at a PEM file readable by the relay's user, or drop it"
+
+/* The bus's TLS files (with a bus only, like PYRYCODE_RELAY_NATS_CREDS):
+ * each given one must be a readable file; cnats loads them at connect. */
+static int check_bus_tls_files(const struct config *cfg)
+{
+    static const char *const flags[] = {"--cluster-nats-ca", "--cluster-nats-cert",
+                                        "--cluster-nats-key"};
+    const char *paths[] = {cfg->cluster_nats_ca, cfg->cluster_nats_cert, cfg->cluster_nats_key};
+    char err[4608]; /* a whole path */
+    for (size_t i = 0; i < 3; i++) {
+        if (checks_readable_file(flags[i], paths[i], err, sizeof err) != 0) {
+            LOGF(LOG_ERROR, "refusing to start: invalid flag value", LOG_STR("err", err),
+                 LOG_STR("flag", flags[i]), LOG_STR("fix", FIX_BUS_TLS));
+            return -1;
+        }
+    }
+    return 0;
+}
 
 /* Step 7 with a cluster bus (docs/features/cluster.md): several instances
  * are the point, so the refusal is skipped; claiming single-instance intent
@@ -77,6 +96,8 @@ static int check_cluster_env(const struct config *cfg, checks_getenv_fn get)
              LOG_STR("fix", FIX_CREDS));
         return -1;
     }
+    if (check_bus_tls_files(cfg) != 0)
+        return -1;
     LOGF(LOG_INFO, "multi-instance deploy allowed: cluster bus configured", LOG_STR("bus", bus));
     return 0;
 }

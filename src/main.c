@@ -326,6 +326,16 @@ static struct push_waker *start_push(uv_loop_t *loop, const struct config *cfg,
     return push_new(loop, &pcfg, creds);
 }
 
+/* The bus's TLS files (--cluster-nats-ca/-cert/-key), NULL when none is
+ * given. The node and every shard keep the pointer: it is static. */
+static const struct natsopt_tls *bus_tls(const struct config *cfg)
+{
+    static struct natsopt_tls t;
+    t = (struct natsopt_tls){
+        .ca = cfg->cluster_nats_ca, .cert = cfg->cluster_nats_cert, .key = cfg->cluster_nats_key};
+    return natsopt_tls_on(&t) ? &t : NULL;
+}
+
 /* Boot step 12b (docs/features/cluster.md): with --cluster-nats, join the
  * cluster before anything is set up to serve. Returns 0 (*out NULL without
  * a bus), or 1 after logging. */
@@ -347,6 +357,7 @@ static int start_cluster(const struct config *cfg, unsigned shards, struct node 
     struct node_params p = {
         .urls = cfg->cluster_nats,
         .creds_file = creds && creds[0] ? creds : NULL,
+        .tls = bus_tls(cfg),
         .cluster = cfg->cluster_name,
         .name = name,
         .lease_ms = (uint64_t)(cfg->cluster_lease_ns / NS_PER_MS),
@@ -359,8 +370,10 @@ static int start_cluster(const struct config *cfg, unsigned shards, struct node 
         node_urls_for_log(cfg->cluster_nats, bus, sizeof bus);
         LOGF(LOG_ERROR, "refusing to start: cluster bus unavailable", LOG_STR("err", err),
              LOG_STR("bus", bus),
-             LOG_STR("fix", "start the NATS servers (with JetStream) named by --cluster-nats, or "
-                            "check the URLs, credentials and --cluster-replicas against them"));
+             LOG_STR("fix",
+                     "start the NATS servers (with JetStream) named by --cluster-nats, or "
+                     "check the URLs, credentials, TLS files (--cluster-nats-ca/-cert/-key) and "
+                     "--cluster-replicas against them"));
         bus_global_shutdown();
         return 1;
     }
@@ -396,7 +409,7 @@ static void join_cluster(struct node *node, struct relay_shared *sh, struct serv
     for (unsigned i = 0; i < sh->n; i++)
         fence_start(&sh->relays[i]);
     const char *creds = getenv("PYRYCODE_RELAY_NATS_CREDS");
-    xnode_start(sh, creds && creds[0] ? creds : NULL);
+    xnode_start(sh, creds && creds[0] ? creds : NULL, bus_tls(srv->cfg));
     srv->on_stop = on_shard_stop;
     node_run(node, (struct node_hooks){
                        .on_fence = on_node_fence, .on_registered = on_node_registered, .ud = sh});

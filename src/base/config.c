@@ -54,6 +54,14 @@ static const struct flag flags[] = {
       "cluster name: relays with the same name and bus share server-ids (A-Z a-z 0-9 _ -)"),
     F("cluster-nats", F_STRING, cluster_nats, "",
       "NATS URLs of the cluster bus, comma-separated (nats://host:4222,...); empty: cluster off"),
+    F("cluster-nats-ca", F_STRING, cluster_nats_ca, "",
+      "PEM file of CA certificates that verify the cluster bus's servers (added to the system "
+      "store); turns TLS on"),
+    F("cluster-nats-cert", F_STRING, cluster_nats_cert, "",
+      "PEM client certificate chain for the cluster bus (mutual TLS, with --cluster-nats-key); "
+      "turns TLS on"),
+    F("cluster-nats-key", F_STRING, cluster_nats_key, "",
+      "PEM private key for --cluster-nats-cert"),
     F("cluster-node-name", F_STRING, cluster_node_name, "",
       "this relay's name in the cluster (empty: the host name)"),
     F("cluster-replicas", F_INT, cluster_replicas, "3",
@@ -666,6 +674,13 @@ static int validate_cluster(const struct config *cfg, struct config_error *e)
                 "write --cluster-nats as nats://host:4222[,nats://host2:4222...] (tls:// for TLS)",
                 "invalid --cluster-nats %s: want comma-separated nats:// or tls:// URLs",
                 QUOTED(cfg->cluster_nats));
+        return -1;
+    }
+    if ((cfg->cluster_nats_cert[0] != '\0') != (cfg->cluster_nats_key[0] != '\0')) {
+        set_err(e,
+                "give both --cluster-nats-cert and --cluster-nats-key for mutual TLS, or neither",
+                "invalid --%s: --cluster-nats-cert and --cluster-nats-key must be given together",
+                cfg->cluster_nats_cert[0] ? "cluster-nats-key" : "cluster-nats-cert");
         return -1;
     }
     if (!name_chars(cfg->cluster_name, 32)) {

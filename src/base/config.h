@@ -69,9 +69,12 @@ struct config {
     const char *outbound_ca_bundle; /* "" = system trust store */
     int64_t push_timeout_ns;        /* 10s per HTTP call */
     /* cluster mode (docs/features/cluster.md) */
-    const char *cluster_nats;           /* bus URLs, comma-separated; "" = cluster off */
-    const char *cluster_name;           /* main: [A-Za-z0-9_-], 1..32 */
-    const char *cluster_node_name;      /* "" = the host name, sanitised */
+    const char *cluster_nats;      /* bus URLs, comma-separated; "" = cluster off */
+    const char *cluster_name;      /* main: [A-Za-z0-9_-], 1..32 */
+    const char *cluster_node_name; /* "" = the host name, sanitised */
+    const char *cluster_nats_ca;   /* PEM CAs for the bus's TLS; "" = none */
+    const char *cluster_nats_cert; /* client certificate chain (with _key); "" = none */
+    const char *cluster_nats_key;
     int64_t cluster_lease_ns;           /* 20s, at least 6s */
     int64_t cluster_replicas;           /* 3: KV stream replicas, 1..5 */
     int64_t cluster_connect_timeout_ns; /* 30s: how long boot waits for the bus */

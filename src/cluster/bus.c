@@ -522,7 +522,7 @@ static bool sub_subject_ok(const char *s)
 
 static natsStatus set_options(natsOptions *o, struct bus *b, const struct bus_params *p)
 {
-    natsStatus s = natsopt_common(o, p->urls, p->name, p->creds_file);
+    natsStatus s = natsopt_common(o, p->urls, p->name, p->creds_file, p->tls);
 
     if (s == NATS_OK)
         s = natsOptions_SetEventLoop(o, b, on_attach, on_read, on_write, on_detach);

@@ -32,6 +32,8 @@
 #include <sys/uio.h>
 #include <uv.h>
 
+struct natsopt_tls; /* cluster/natsopt.h */
+
 #define BUS_RECONNECT_BUF  (8u << 20) /* cnats' buffer for publishes while reconnecting */
 #define BUS_DRAIN_BUDGET   1024       /* messages delivered per check phase, both subjects */
 #define BUS_CLOSE_FLUSH_MS 500        /* bus_close waits this long for buffered bytes to go */
@@ -66,6 +68,7 @@ struct bus_cbs {
 struct bus_params {
     const char *urls;               /* comma-separated nats:// URLs, all servers of the bus */
     const char *creds_file;         /* a NATS .creds file, or NULL */
+    const struct natsopt_tls *tls;  /* TLS files (cluster/natsopt.h), NULL: none */
     const char *name;               /* connection name, e.g. "pyry-<node>-<k>" (or NULL) */
     const char *self_subject;       /* this shard's subject: pyry.<c>.s.<node>.<k>, or a
                                      * trailing ".>" for every subject below it */

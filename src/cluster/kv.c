@@ -116,14 +116,15 @@ static void on_closed(natsConnection *nc, void *closure)
     ev->on_event(ev->ud, KV_CONN_CLOSED);
 }
 
-int kv_connect(natsConnection **nc, const char *urls, const char *creds_file, const char *name,
-               uint64_t timeout_ms, const struct kv_conn_events *ev, char *err, size_t errcap)
+int kv_connect(natsConnection **nc, const char *urls, const char *creds_file,
+               const struct natsopt_tls *tls, const char *name, uint64_t timeout_ms,
+               const struct kv_conn_events *ev, char *err, size_t errcap)
 {
     natsOptions *o = NULL;
     natsStatus s = natsOptions_Create(&o);
 
     if (s == NATS_OK)
-        s = natsopt_common(o, urls, name, creds_file);
+        s = natsopt_common(o, urls, name, creds_file, tls);
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(o, KV_WAIT_MS);
     if (s == NATS_OK && ev != NULL)

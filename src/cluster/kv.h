@@ -32,6 +32,8 @@
 
 #include <nats/nats.h>
 
+#include "cluster/natsopt.h"
+
 #define KV_CLUSTER_NAME_MAX  32                 /* <c>: 1..32 of [A-Za-z0-9_-] */
 #define KV_NODE_KEY_MAX      64                 /* nodes key: 1..64 of [A-Za-z0-9_-] */
 #define KV_WAIT_MS           2000               /* JetStream API and publish wait */
@@ -84,13 +86,15 @@ struct kv_conn_events {
 
 /* Connects to the comma-separated urls, retrying every 250 ms for up to
  * timeout_ms (boot waits for the bus), with creds_file (a NATS .creds file
- * path, or NULL) and the connection name `name` (or NULL). Once connected,
+ * path, or NULL), tls (NULL: none; see natsopt.h) and the connection name
+ * `name` (or NULL). Once connected,
  * the connection reconnects forever by itself (250 ms wait, 1 s pings, 2
  * missed pings), reporting disconnects and reconnects to ev (NULL: none).
  * Returns 0 with *nc set (the caller destroys it with
  * natsConnection_Destroy), or -EIO with a sentence in err. */
-int kv_connect(natsConnection **nc, const char *urls, const char *creds_file, const char *name,
-               uint64_t timeout_ms, const struct kv_conn_events *ev, char *err, size_t errcap);
+int kv_connect(natsConnection **nc, const char *urls, const char *creds_file,
+               const struct natsopt_tls *tls, const char *name, uint64_t timeout_ms,
+               const struct kv_conn_events *ev, char *err, size_t errcap);
 
 /* Binds to connected nc (borrowed: it must outlive the kv), gets a jsCtx
  * with Wait KV_WAIT_MS and creates the three streams of p idempotently.

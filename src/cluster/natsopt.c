@@ -32,8 +32,30 @@ static natsStatus set_servers(natsOptions *o, const char *urls)
     return s;
 }
 
+static bool given(const char *path)
+{
+    return path != NULL && path[0] != '\0';
+}
+
+bool natsopt_tls_on(const struct natsopt_tls *t)
+{
+    return t != NULL && (given(t->ca) || given(t->cert) || given(t->key));
+}
+
+/* SetSecure first: the CA and the certificate go into its SSL context. */
+static natsStatus set_tls(natsOptions *o, const struct natsopt_tls *t)
+{
+    natsStatus s = natsOptions_SetSecure(o, true);
+
+    if (s == NATS_OK && given(t->ca))
+        s = natsOptions_LoadCATrustedCertificates(o, t->ca);
+    if (s == NATS_OK && (given(t->cert) || given(t->key)))
+        s = natsOptions_LoadCertificatesChain(o, t->cert, t->key);
+    return s;
+}
+
 natsStatus natsopt_common(natsOptions *o, const char *urls, const char *name,
-                          const char *creds_file)
+                          const char *creds_file, const struct natsopt_tls *tls)
 {
     natsStatus s = set_servers(o, urls);
 
@@ -43,6 +65,8 @@ natsStatus natsopt_common(natsOptions *o, const char *urls, const char *name,
         s = natsOptions_SetName(o, name);
     if (s == NATS_OK && creds_file != NULL)
         s = natsOptions_SetUserCredentialsFromFiles(o, creds_file, NULL);
+    if (s == NATS_OK && natsopt_tls_on(tls))
+        s = set_tls(o, tls);
     if (s == NATS_OK)
         s = natsOptions_SetPingInterval(o, 1000);
     if (s == NATS_OK)

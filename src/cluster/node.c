@@ -526,7 +526,8 @@ int node_start(struct node **out, const struct node_params *p, char *err, size_t
     n->ev = (struct kv_conn_events){.on_event = on_bus_event, .ud = n};
     char name[KV_NODE_KEY_MAX + 16];
     snprintf(name, sizeof name, "pyry-%s-ctl", p->name);
-    if (kv_connect(&n->nc, p->urls, p->creds_file, name, p->connect_ms, &n->ev, err, errcap) != 0) {
+    if (kv_connect(&n->nc, p->urls, p->creds_file, p->tls, name, p->connect_ms, &n->ev, err,
+                   errcap) != 0) {
         node_free(n);
         return -1;
     }

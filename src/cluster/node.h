@@ -35,15 +35,16 @@
 
 /* The strings other than name must outlive the node (argv, environ). */
 struct node_params {
-    const char *urls;       /* --cluster-nats, comma-separated */
-    const char *creds_file; /* PYRYCODE_RELAY_NATS_CREDS or NULL */
-    const char *cluster;    /* --cluster-name */
-    const char *name;       /* --cluster-node-name, already valid (node_name_from); copied */
-    uint64_t lease_ms;      /* --cluster-lease, >= LEASE_MIN_MS */
-    int replicas;           /* --cluster-replicas, 1..5 */
-    uint64_t connect_ms;    /* --cluster-connect-timeout: boot's bounded retry */
-    int64_t min_payload;    /* refuse a bus whose max_payload is below this */
-    unsigned shards;        /* the node value's <shards> */
+    const char *urls;              /* --cluster-nats, comma-separated */
+    const char *creds_file;        /* PYRYCODE_RELAY_NATS_CREDS or NULL */
+    const struct natsopt_tls *tls; /* --cluster-nats-ca/-cert/-key, NULL: none */
+    const char *cluster;           /* --cluster-name */
+    const char *name;              /* --cluster-node-name, already valid (node_name_from); copied */
+    uint64_t lease_ms;             /* --cluster-lease, >= LEASE_MIN_MS */
+    int replicas;                  /* --cluster-replicas, 1..5 */
+    uint64_t connect_ms;           /* --cluster-connect-timeout: boot's bounded retry */
+    int64_t min_payload;           /* refuse a bus whose max_payload is below this */
+    unsigned shards;               /* the node value's <shards> */
 };
 
 /* Called on the ctl thread. on_fence asks every shard to fence (close every

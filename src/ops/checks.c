@@ -6,9 +6,13 @@
 #include "ops/checks.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "push/fcm.h"
 #include "base/log.h"
@@ -204,6 +208,25 @@ int checks_metrics_addr(const char *addr, char *err, size_t cap)
     snprintf(err, cap,
              "relay: metrics listener bind address must be a loopback IP literal (got %s)", addr);
     return -1;
+}
+
+int checks_readable_file(const char *flag, const char *path, char *err, size_t cap)
+{
+    struct stat st;
+    if (!*path)
+        return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        snprintf(err, cap, "relay: %s %s: cannot read the file: %s", flag, path, strerror(errno));
+        return -1;
+    }
+    bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    close(fd);
+    if (!regular) {
+        snprintf(err, cap, "relay: %s %s: not a regular file", flag, path);
+        return -1;
+    }
+    return 0;
 }
 
 static int cmp_int(const void *a, const void *b)

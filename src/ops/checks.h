@@ -52,6 +52,12 @@ const char *checks_cap_name(unsigned bit);
  * Returns 0 or -1 with err set. An empty addr is "disabled" and passes. */
 int checks_metrics_addr(const char *addr, char *err, size_t cap);
 
+/* Startup check 7 with a bus (docs/operations.md): path, the value of flag
+ * (e.g. "--cluster-nats-ca"; "" = not given, passes), must name a regular
+ * file the relay can open for reading. Returns 0 or -1 with err naming the
+ * flag, the path and why; the file's contents are never read. */
+int checks_readable_file(const char *flag, const char *path, char *err, size_t cap);
+
 /* Port allowlist (docs/features/operator-contract.md): every port the process is about to bind must
  * be expected. Ports are listed in any order; the error lists both sets ascending. */
 int checks_ports(const int *actual, size_t nactual, const int *expected, size_t nexpected,

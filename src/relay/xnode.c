@@ -30,6 +30,7 @@
 struct xnode {
     struct relay *r;
     const char *creds;
+    struct natsopt_tls tls; /* the strings are argv's */
     struct bus *bus;
     bool closing;                  /* bus_close in progress */
     bool reopen;                   /* open again once the close is done */
@@ -339,6 +340,7 @@ static void open_bus(struct xnode *x)
     snprintf(name, sizeof name, "pyry-%s-%u", node, r->shard->id);
     struct bus_params p = {.urls = cfg->cluster_nats,
                            .creds_file = x->creds,
+                           .tls = &x->tls,
                            .name = name,
                            .self_subject = x->self,
                            .all_subject = x->all};
@@ -423,12 +425,14 @@ static void bus_sample(struct relay *r)
     r->stats.bus_buffered = bus_buffered(x->bus);
 }
 
-void xnode_start(struct relay_shared *sh, const char *creds_file)
+void xnode_start(struct relay_shared *sh, const char *creds_file, const struct natsopt_tls *tls)
 {
     for (unsigned i = 0; i < sh->n; i++) {
         struct xnode *x = xcalloc(1, sizeof *x);
         x->r = &sh->relays[i];
         x->creds = creds_file;
+        if (tls)
+            x->tls = *tls;
         sh->relays[i].xnode = x;
     }
     sh->send_claim = send_claim;

@@ -15,10 +15,13 @@
 #include "relay/peer.h"
 
 struct shard;
+struct natsopt_tls; /* cluster/natsopt.h */
 
 /* Cluster mode: gives every shard of sh its bus connection (opened on the
- * shard's own loop as soon as it runs) and routes CLAIMs through it. */
-void xnode_start(struct relay_shared *sh, const char *creds_file);
+ * shard's own loop as soon as it runs, with creds_file and tls, either
+ * NULL; *tls is copied, its strings must outlive the shards) and routes
+ * CLAIMs through it. */
+void xnode_start(struct relay_shared *sh, const char *creds_file, const struct natsopt_tls *tls);
 
 /* The node registered again under a new id: every shard reopens its bus
  * under the new subject (the old one dies with the old epoch). */

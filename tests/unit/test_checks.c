@@ -9,7 +9,9 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ops/checks.h"
 #include "base/util.h"
@@ -176,9 +178,30 @@ static void test_ports(void **state)
                              "set: unexpected ports [443 9999]; expected ports [8080 9090]");
 }
 
+/* Startup check 7 with a bus: the TLS files of --cluster-nats-ca/-cert/-key. */
+static void test_readable_file(void **state)
+{
+    char err[512], path[] = "/tmp/test_checks-XXXXXX";
+    (void)state;
+    assert_int_equal(checks_readable_file("--cluster-nats-ca", "", err, sizeof err), 0);
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(checks_readable_file("--cluster-nats-ca", path, err, sizeof err), 0);
+    unlink(path);
+    assert_int_equal(checks_readable_file("--cluster-nats-ca", path, err, sizeof err), -1);
+    char want[512];
+    snprintf(want, sizeof want,
+             "relay: --cluster-nats-ca %s: cannot read the file: No such file or directory", path);
+    assert_string_equal(err, want);
+    assert_int_equal(checks_readable_file("--cluster-nats-key", "/tmp", err, sizeof err), -1);
+    assert_string_equal(err, "relay: --cluster-nats-key /tmp: not a regular file");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_readable_file),
         cmocka_unit_test(test_env_valid_and_unknown_ignored),
         cmocka_unit_test(test_env_malformed_values),
         cmocka_unit_test(test_env_first_failure_wins),

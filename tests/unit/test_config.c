@@ -85,6 +85,9 @@ static void test_defaults(void **state)
     assert_int_equal(c.idle_timeout_ns, 120 * NS_PER_S);
     assert_int_equal(c.close_timeout_ns, 5 * NS_PER_S);
     assert_false(c.check_config);
+    assert_string_equal(c.cluster_nats_ca, "");
+    assert_string_equal(c.cluster_nats_cert, "");
+    assert_string_equal(c.cluster_nats_key, "");
     assert_int_equal(c.explicit_mask, 0);
     struct config_error ce;
     assert_int_equal(config_validate(&c, &ce), 0);
@@ -351,8 +354,8 @@ static void test_usage_layout(void **state)
     }
     for (size_t i = 0; i < len; i++)
         lines += buf[i] == '\n';
-    assert_int_equal(count, 54);
-    assert_int_equal(lines, 1 + 2 * 54);
+    assert_int_equal(count, 57);
+    assert_int_equal(lines, 1 + 2 * 57);
     free(buf);
 
     config_defaults(&c, NULL);
@@ -403,6 +406,24 @@ static void test_validate(void **state)
         {{"--log-level=verbose"},
          "invalid --log-level \"verbose\": must be \"debug\", \"info\", \"warn\" or \"error\""},
         {{"--log-level=debug"}, NULL},
+        /* the bus's TLS: cert and key go together; the CA stands alone.
+         * Checked with or without --cluster-nats, like the other cluster
+         * flags (whether the files can be read: boot step 7, with a bus). */
+        {{"--cluster-nats-cert=c.pem"},
+         "invalid --cluster-nats-key: --cluster-nats-cert and "
+         "--cluster-nats-key must be given together"},
+        {{"--cluster-nats=tls://h:4222", "--cluster-nats-key", "k.pem"},
+         "invalid --cluster-nats-cert: --cluster-nats-cert and --cluster-nats-key must be given "
+         "together"},
+        {{"--cluster-nats-ca=ca.pem", "--cluster-nats-cert=c.pem"},
+         "invalid --cluster-nats-key: --cluster-nats-cert and --cluster-nats-key must be given "
+         "together"},
+        {{"--cluster-nats-ca=ca.pem"}, NULL},
+        {{"--cluster-nats=tls://h:4222", "--cluster-nats-cert=c.pem", "--cluster-nats-key=k.pem"},
+         NULL},
+        {{"-cluster-nats-ca", "ca.pem", "-cluster-nats-cert", "c.pem", "-cluster-nats-key",
+          "k.pem"},
+         NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct run r;

@@ -64,7 +64,7 @@ static int group_setup(void **state)
     }
     if (nats_test_start(&srv.ns, bin, "test_kv", true) < 0)
         return -1;
-    if (kv_connect(&srv.nc, srv.ns.url, NULL, "test_kv", 2000, NULL, err, sizeof err) < 0 ||
+    if (kv_connect(&srv.nc, srv.ns.url, NULL, NULL, "test_kv", 2000, NULL, err, sizeof err) < 0 ||
         kv_open(&srv.kv, srv.nc, &p, err, sizeof err) < 0) {
         fprintf(stderr, "test_kv: %s\n", err);
         return -1;
@@ -336,8 +336,8 @@ static void test_create_race(void **state)
     for (int i = 0; i < 2; i++) {
         memset(&r[i], 0, sizeof r[i]);
         r[i].go = &go;
-        assert_int_equal(kv_connect(&r[i].nc, srv.ns.url, NULL, NULL, 2000, NULL, err, sizeof err),
-                         0);
+        assert_int_equal(
+            kv_connect(&r[i].nc, srv.ns.url, NULL, NULL, NULL, 2000, NULL, err, sizeof err), 0);
         assert_int_equal(kv_open(&r[i].kv, r[i].nc, &p, err, sizeof err), 0);
     }
     for (int i = 0; i < 2; i++)
@@ -391,7 +391,7 @@ static void test_connect_fails_in_time(void **state)
     (void)state;
     snprintf(url, sizeof url, "nats://127.0.0.1:%d", nats_test_free_port());
     int64_t t0 = nats_Now();
-    assert_int_equal(kv_connect(&nc, url, NULL, NULL, 600, NULL, err, sizeof err), -EIO);
+    assert_int_equal(kv_connect(&nc, url, NULL, NULL, NULL, 600, NULL, err, sizeof err), -EIO);
     assert_true(nats_Now() - t0 < 3000);
     assert_true(err[0] != '\0');
 }

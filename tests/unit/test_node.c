@@ -260,7 +260,7 @@ static int group_setup(void **state)
     }
     if (nats_test_start(&srv.ns, bin, "test_node", true) < 0)
         return -1;
-    if (kv_connect(&srv.nc, srv.ns.url, NULL, "test_node", 2000, NULL, err, sizeof err) < 0) {
+    if (kv_connect(&srv.nc, srv.ns.url, NULL, NULL, "test_node", 2000, NULL, err, sizeof err) < 0) {
         fprintf(stderr, "test_node: %s\n", err);
         return -1;
     }
