@@ -40,6 +40,8 @@ struct node {
     char old_id[KV_NODE_KEY_MAX + 1]; /* the lease lost at the last fence ("": none) */
     struct node_stats stats;
     bool was_ready;
+    bool streams_ok;     /* the sids and claims streams answered since the registration */
+    uint64_t next_probe; /* ms: when to ask them again */
     struct log_limit renew_warn;
     char last_err[KV_ERR_MAX];
     struct kv_conn_events ev; /* the ctl connection's callbacks' closure */
@@ -206,6 +208,35 @@ static void bury_old_lease(struct node *n)
         n->old_id[0] = '\0';
 }
 
+/* Whether the streams a claim writes answer through their leaders: a read
+ * of a key nobody writes (this node's id) comes back found or not found.
+ * Right after quorum returns, the nodes stream can take a registration
+ * while the others still elect, and a claim would fail with 1011 "cluster
+ * unavailable" under a /healthz saying 200. */
+static bool streams_answer(struct node *n)
+{
+    static const enum kv_bucket probe[] = {KV_SIDS, KV_CLAIMS};
+    char val[64];
+    size_t len = 0;
+    uint64_t rev = 0;
+    for (size_t i = 0; i < sizeof probe / sizeof probe[0]; i++) {
+        uint64_t t0 = uv_hrtime();
+        enum kv_outcome o = kv_get(n->kv, probe[i], n->id, strlen(n->id), val, sizeof val, &len,
+                                   &rev, n->last_err, sizeof n->last_err);
+        count_op(n, KV_OP_GET, o, t0);
+        if (o != KV_OK && o != KV_NOT_FOUND)
+            return false;
+    }
+    n->last_err[0] = '\0';
+    return true;
+}
+
+static void probe_streams(struct node *n)
+{
+    n->streams_ok = streams_answer(n);
+    n->next_probe = now_ms() + NODE_TICK_MS;
+}
+
 static void do_register(struct node *n)
 {
     char id[KV_NODE_KEY_MAX + 1], val[64];
@@ -244,6 +275,7 @@ static void do_register(struct node *n)
     LOGF(LOG_INFO, "cluster_node_registered", LOG_STR("node", id), LOG_NUM("epoch", n->epoch),
          LOG_NUM("shards", n->p.shards));
     bury_old_lease(n);
+    probe_streams(n);
     if (n->thread_on && n->h.on_registered)
         n->h.on_registered(n->h.ud);
 }
@@ -382,8 +414,9 @@ static void publish(struct node *n)
     const struct lease *l = &n->lease;
     uint64_t now = now_ms();
     atomic_store(&n->valid_until, lease_valid_until(l));
-    atomic_store(&n->ready_until,
-                 l->state == LEASE_HELD ? l->last_ok_send + l->p.ready_ms : (uint64_t)0);
+    atomic_store(&n->ready_until, l->state == LEASE_HELD && n->streams_ok
+                                      ? l->last_ok_send + l->p.ready_ms
+                                      : (uint64_t)0);
     bool ready = node_ready(n, now);
     uv_mutex_lock(&n->mu);
     memcpy(n->stats.renewals, l->renewals, sizeof l->renewals);
@@ -407,6 +440,10 @@ static uint64_t step(struct node *n)
     uint64_t now = now_ms();
     switch (lease_check(&n->lease, now)) {
     case LEASE_IDLE: {
+        if (n->lease.state == LEASE_HELD && !n->streams_ok && now >= n->next_probe) {
+            probe_streams(n); /* renewals first: only when nothing is due */
+            return 0;
+        }
         uint64_t due = lease_next_due(&n->lease);
         return due > now ? (due - now < NODE_TICK_MS ? due - now : NODE_TICK_MS) : 0;
     }
@@ -548,6 +585,14 @@ int node_start(struct node **out, const struct node_params *p, char *err, size_t
         snprintf(err, errcap, "%s", n->last_err[0] ? n->last_err : "node lease not registered");
         node_free(n);
         return -1;
+    }
+    /* Streams another node just created may still elect their leaders:
+     * wait a little for them (renewals start with the ctl thread, so at
+     * most half a renewal period), then the ctl thread keeps asking. */
+    uint64_t streams_by = now_ms() + n->lease.p.renew_ms / 2;
+    while (!n->streams_ok && now_ms() + 100 <= streams_by) {
+        uv_sleep(100);
+        probe_streams(n);
     }
     publish(n);
     *out = n;

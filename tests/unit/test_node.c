@@ -384,6 +384,9 @@ static void test_start_registers(void **state)
     assert_int_equal(st.fences, 0);
     assert_true(st.lease_remaining_ms > 0 && st.lease_remaining_ms <= L_MS - L_MS / 4);
     assert_int_equal(st.kv_ops[KV_OP_CREATE][KV_OK], 1);
+    /* Ready only after the sids and claims streams answered a read of a
+     * key nobody writes (the node id): not found, through their leaders. */
+    assert_true(st.kv_ops[KV_OP_GET][KV_NOT_FOUND] >= 2);
     /* The key: written by the Create that made the epoch. */
     assert_node_value("reg", id, 2, lo, hi, &rev);
     assert_int_equal(rev, epoch);

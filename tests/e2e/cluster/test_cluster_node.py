@@ -67,10 +67,11 @@ def pair(relay, sid="s1"):
 
 
 def pair_retrying(relay, sid, timeout=20.0):
-    """pair() as a binary that redials: right after quorum returns the node
-    stream can be writable (ready) while the records stream still elects
-    its leader, and a claim then fails (cluster_claim_failed, the binary
-    closed 1011) until it has one."""
+    """pair() as a binary that redials: the relay is ready only once the
+    records and claims streams answer, but right after quorum returns a
+    leader can still change under the claim, which then fails
+    (cluster_claim_failed, the binary closed 1011) as it would for a real
+    binary, which redials."""
     deadline = time.monotonic() + timeout
     while True:
         b = Raw(relay.port, "/v1/server", server_headers(sid))
