@@ -270,7 +270,7 @@ static void do_register(struct node *n)
     }
     uv_mutex_lock(&n->mu);
     memcpy(n->id, id, sizeof id);
-    n->epoch = n->lease.epoch;
+    n->epoch = node_epoch_of(unix_ms(), n->lease.epoch);
     uv_mutex_unlock(&n->mu);
     LOGF(LOG_INFO, "cluster_node_registered", LOG_STR("node", id), LOG_NUM("epoch", n->epoch),
          LOG_NUM("shards", n->p.shards));
@@ -652,6 +652,12 @@ void node_fenced(struct node *n, unsigned shard, uint64_t gen)
     uv_mutex_lock(&n->mu);
     uv_cond_broadcast(&n->cond);
     uv_mutex_unlock(&n->mu);
+}
+
+uint64_t node_epoch_of(uint64_t unix_ms, uint64_t revision)
+{
+    uint64_t low = revision & ((UINT64_C(1) << NODE_EPOCH_REV_BITS) - 1);
+    return unix_ms << NODE_EPOCH_REV_BITS | low;
 }
 
 void node_identity(const struct node *n, char id[KV_NODE_KEY_MAX + 1], uint64_t *epoch)

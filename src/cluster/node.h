@@ -132,6 +132,15 @@ bool node_ready(const struct node *n, uint64_t now_ms);
 /* Shard `shard` has fenced for generation gen (after on_fence). */
 void node_fenced(struct node *n, unsigned shard, uint64_t gen);
 
+/* A node epoch: the registration's wall-clock millisecond in the high
+ * bits and the low 16 bits of its lease Create's revision. The nodes bucket
+ * is memory-backed; when quorum is lost its revisions start again at 1, and
+ * a bare revision would hand a new incarnation an epoch other nodes still
+ * remember for an old one (their links and heartbeat tables are keyed by
+ * it). Later registrations still get larger epochs. */
+#define NODE_EPOCH_REV_BITS 16
+uint64_t node_epoch_of(uint64_t unix_ms, uint64_t revision);
+
 /* The current node id and node epoch (copied under a lock: they change
  * when the node registers again). */
 void node_identity(const struct node *n, char id[KV_NODE_KEY_MAX + 1], uint64_t *epoch);

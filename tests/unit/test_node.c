@@ -358,6 +358,19 @@ static void test_names(void **state)
 
 /* ---- 1. node_start registers -------------------------------------------- */
 
+/* Epochs: later registrations are larger even when the revision restarts
+ * (a lost memory bucket), and equal revisions at different times differ. */
+static void test_epoch_of(void **state)
+{
+    (void)state;
+    uint64_t t = UINT64_C(1796000000000); /* 2026 */
+    assert_true(node_epoch_of(t + 1, 1) > node_epoch_of(t, 40000));
+    assert_true(node_epoch_of(t + 1, 3) != node_epoch_of(t, 3));
+    assert_int_equal(node_epoch_of(t, 0x12345) & 0xffff, 0x2345);
+    assert_int_equal(node_epoch_of(t, 7) >> NODE_EPOCH_REV_BITS, t);
+    assert_true(node_epoch_of(t, 1) > 0);
+}
+
 static void test_start_registers(void **state)
 {
     struct node_params p = params("reg", "web1", L_MS, 2);
@@ -387,9 +400,11 @@ static void test_start_registers(void **state)
     /* Ready only after the sids and claims streams answered a read of a
      * key nobody writes (the node id): not found, through their leaders. */
     assert_true(st.kv_ops[KV_OP_GET][KV_NOT_FOUND] >= 2);
-    /* The key: written by the Create that made the epoch. */
+    /* The key: written by the Create that made the epoch (its low bits),
+     * at a wall-clock time within the registration (its high bits). */
     assert_node_value("reg", id, 2, lo, hi, &rev);
-    assert_int_equal(rev, epoch);
+    assert_int_equal(node_epoch_of(epoch >> NODE_EPOCH_REV_BITS, rev), epoch);
+    assert_true(epoch >> NODE_EPOCH_REV_BITS >= lo && epoch >> NODE_EPOCH_REV_BITS <= hi);
     stop_node(n);
 }
 
@@ -437,7 +452,7 @@ static void test_renewals(void **state)
     assert_string_equal(id2, id);
     assert_int_equal(epoch2, epoch);
     assert_node_value("ren", id, 1, lo, hi, &rev);
-    assert_true(rev > epoch);
+    assert_true(rev > (epoch & 0xffff));
     assert_int_equal(atomic_load(&hk.fences), 0);
     assert_int_equal(atomic_load(&hk.registered), 0); /* not for the boot registration */
     stop_node(n);
@@ -467,7 +482,7 @@ static void test_stop_releases(void **state)
     stop_node(n);
     assert_int_equal(read_node("rel", id, buf, sizeof buf, &rev), KV_OK);
     assert_string_equal(buf, "0");
-    assert_true(rev > epoch);
+    assert_true(rev > (epoch & 0xffff));
 
     /* Never run: released all the same; a job that never ran is discarded. */
     n = start_node(&p);
@@ -479,7 +494,7 @@ static void test_stop_releases(void **state)
     assert_false(atomic_load(&never.done));
     assert_int_equal(read_node("rel", id, buf, sizeof buf, &rev), KV_OK);
     assert_string_equal(buf, "0");
-    assert_int_equal(rev, epoch + 1); /* the release is the key's only write since */
+    assert_int_equal(rev, (epoch & 0xffff) + 1); /* the release is the key's only write since */
 }
 
 /* ---- 4. jobs ------------------------------------------------------------ */
@@ -692,7 +707,7 @@ static void test_fence(void **state)
     assert_string_not_equal(id2, id);
     assert_true(epoch2 > epoch);
     assert_node_value("fence", id2, 2, lo, hi, &rev);
-    assert_true(rev >= epoch2);
+    assert_true(rev >= (epoch2 & 0xffff));
     assert_int_equal(atomic_load(&hk.fences), 1);
     /* The old lease stays dead: expired on the resumed server, and not
      * revived by the renewal cnats buffered during the outage and sent on
@@ -721,6 +736,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_names, test_teardown),
+        cmocka_unit_test(test_epoch_of),
         cmocka_unit_test_teardown(test_start_registers, test_teardown),
         cmocka_unit_test_teardown(test_renewals, test_teardown),
         cmocka_unit_test_teardown(test_stop_releases, test_teardown),
