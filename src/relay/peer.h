@@ -224,6 +224,13 @@ struct relay {
     _Atomic bool bus_up;     /* its bus connection is up (readiness) */
 };
 
+/* A new peer of r without a connection: conn id "server-" or "client-",
+ * sid, "-" and key as 16 hex digits, kept after the struct (server_id is
+ * its middle); a binary gets its probe list and ext, a phone its registry
+ * fields. Never NULL (allocation aborts). */
+struct peer *peer_alloc(struct relay *r, enum relay_endpoint ep, const char *sid, size_t sid_len,
+                        uint64_t key);
+
 /* The peer of the binary currently holding p's server-id (in its grace
  * window or not) while its connection exists, or NULL. */
 struct peer *peer_binary_of(const struct peer *p);

@@ -118,33 +118,10 @@ static struct peer *peer_new(struct conn *c, enum relay_endpoint ep, const char 
                              size_t sid_len)
 {
     struct relay *r = relay_of(c);
-    const char *prefix = ep == EP_SERVER ? "server-" : "client-";
-    size_t id_len = strlen(prefix) + sid_len + 17;
-    /* One allocation: the conn id lives after the struct and the server-id
-     * is the slice of it between the prefix and the random suffix. */
-    struct peer *p = xcalloc(1, sizeof *p + id_len + 1);
     uint64_t key;
     random_bytes(&key, sizeof key);
-    p->relay = r;
+    struct peer *p = peer_alloc(r, ep, sid, sid_len, key);
     p->conn = c;
-    p->role = ep;
-    p->key = key;
-    p->conn_id = p->id_buf;
-    p->conn_id_len = id_len;
-    memcpy(p->id_buf, prefix, 7);
-    memcpy(p->id_buf + 7, sid, sid_len);
-    snprintf(p->id_buf + 7 + sid_len, 18, "-%016llx", (unsigned long long)key);
-    p->server_id = p->id_buf + 7;
-    p->server_id_len = sid_len;
-    if (ep == EP_SERVER) {
-        list_init(&p->probes);
-        p->ext = xcalloc(1, sizeof *p->ext);
-    } else {
-        list_init(&p->rp.link);
-        p->rp.key = p->key;
-        p->rp.conn_id = p->conn_id;
-        p->rp.conn_id_len = p->conn_id_len;
-    }
     conn_set_owner(c, p); /* live_ws was counted before the 101 went out (upgrade) */
     conn_count_frames(
         c, &r->stats.frames[ep == EP_SERVER ? DIR_PHONE_TO_BINARY : DIR_BINARY_TO_PHONE]);

@@ -434,23 +434,8 @@ static void on_evict(struct relay *r, const struct busmsg_hdr *h)
 
 static struct peer *stub_new(struct relay *r, const char *sid, size_t len, uint64_t key)
 {
-    size_t id_len = 7 + len + 17;
-    struct peer *p = xcalloc(1, sizeof *p + id_len + 1);
-    p->relay = r;
-    p->role = EP_CLIENT;
+    struct peer *p = peer_alloc(r, EP_CLIENT, sid, len, key);
     p->state = PEER_ACTIVE;
-    p->key = key;
-    p->conn_id = p->id_buf;
-    p->conn_id_len = id_len;
-    memcpy(p->id_buf, "client-", 7);
-    memcpy(p->id_buf + 7, sid, len);
-    snprintf(p->id_buf + 7 + len, 18, "-%016llx", (unsigned long long)key);
-    p->server_id = p->id_buf + 7;
-    p->server_id_len = len;
-    list_init(&p->rp.link);
-    p->rp.key = key;
-    p->rp.conn_id = p->conn_id;
-    p->rp.conn_id_len = id_len;
     p->stub = true;
     p->rm = xcalloc(1, sizeof *p->rm);
     p->rm->r = r;
