@@ -109,13 +109,22 @@ class NatsServer:
         """True while the process exists (paused counts as running)."""
         return self.proc is not None and self.proc.poll() is None
 
+    def addresses(self):
+        """host:port the conf listens on for clients, monitoring and routes,
+        and the client address to advertise (None: the listen address). A
+        server listening elsewhere overrides this alone."""
+        return {"listen": f"{HOST}:{self.client_port}", "http": f"{HOST}:{self.http_port}",
+                "cluster": f"{HOST}:{self.cluster_port}", "advertise": None}
+
     def write_conf(self, cluster_name, routes, ping_interval, ping_max, extra):
         os.makedirs(self.dir, exist_ok=True)
+        a = self.addresses()
         lines = [
             "# written by tests/e2e/cluster/natscluster.py",
             f'server_name: "{self.name}"',
-            f'listen: "{HOST}:{self.client_port}"',
-            f'http: "{HOST}:{self.http_port}"',
+            f'listen: "{a["listen"]}"',
+            *([f'client_advertise: "{a["advertise"]}"'] if a["advertise"] else []),
+            f'http: "{a["http"]}"',
             f'ping_interval: "{ping_interval}"',
             f"ping_max: {ping_max}",
             "jetstream {",
@@ -125,7 +134,7 @@ class NatsServer:
             "}",
             "cluster {",
             f'  name: "{cluster_name}"',
-            f'  listen: "{HOST}:{self.cluster_port}"',
+            f'  listen: "{a["cluster"]}"',
             "  routes: [",
             *[f'    "{r}"' for r in routes],
             "  ]",

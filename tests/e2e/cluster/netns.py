@@ -250,25 +250,11 @@ class NsNatsServer(NatsServer):
     def monitor_url(self):
         return f"http://{self.topo.cli_addr(self.k)}:{self.http_port}"
 
-    def write_conf(self, cluster_name, routes, ping_interval, ping_max, extra):
-        os.makedirs(self.dir, exist_ok=True)
+    def addresses(self):
         bus = self.topo.bus_addr(self.k)
-        lines = [
-            f'server_name: "{self.name}"',
-            f'listen: "0.0.0.0:{self.client_port}"',
-            f'client_advertise: "{bus}:{self.client_port}"',
-            f'http: "{self.topo.cli_addr(self.k)}:{self.http_port}"',
-            f'ping_interval: "{ping_interval}"',
-            f"ping_max: {ping_max}",
-            f'jetstream {{\n  store_dir: "{self.dir}"\n  max_memory_store: 268435456\n'
-            f"  max_file_store: 268435456\n}}",
-            f'cluster {{\n  name: "{cluster_name}"\n  listen: "{bus}:{self.cluster_port}"',
-            "  routes: [", *[f'    "{r}"' for r in routes], "  ]\n}",
-        ]
-        if extra:
-            lines.append(extra)
-        with open(self.conf, "w") as f:
-            f.write("\n".join(lines) + "\n")
+        return {"listen": f"0.0.0.0:{self.client_port}", "advertise": f"{bus}:{self.client_port}",
+                "http": f"{self.topo.cli_addr(self.k)}:{self.http_port}",
+                "cluster": f"{bus}:{self.cluster_port}"}
 
     def start(self, binary):
         assert not self.running(), f"{self.name} is already running"
