@@ -393,13 +393,6 @@ static void on_node_registered(void *ud)
     xnode_reopen_all(ud);
 }
 
-/* A shard's loop is ending: its bus connection closes first. */
-static bool on_shard_stop(struct server *srv, struct shard *s, void (*cont)(struct shard *s))
-{
-    (void)srv;
-    return xnode_stop(s->owner, cont);
-}
-
 /* The shards exist: they fence with the node and join the bus from now on. */
 static void join_cluster(struct node *node, struct relay_shared *sh, struct server *srv)
 {
@@ -410,7 +403,6 @@ static void join_cluster(struct node *node, struct relay_shared *sh, struct serv
         fence_start(&sh->relays[i]);
     const char *creds = getenv("PYRYCODE_RELAY_NATS_CREDS");
     xnode_start(sh, creds && creds[0] ? creds : NULL, bus_tls(srv->cfg));
-    srv->on_stop = on_shard_stop;
     node_run(node, (struct node_hooks){
                        .on_fence = on_node_fence, .on_registered = on_node_registered, .ud = sh});
 }

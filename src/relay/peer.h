@@ -196,6 +196,9 @@ struct relay_shared {
     void (*stub_evict)(struct peer *stub, int reason);
     void (*stub_pause)(struct peer *stub, bool pause); /* XOFF / XON to its node */
     void (*bus_sample)(struct relay *r); /* copies the shard's bus counters to its stats */
+    /* the shard's loop is to end: closes what must close first, then calls
+     * cont (true) or returns false; NULL without a bus */
+    bool (*shard_stop)(struct relay *r, void (*cont)(struct shard *s));
 };
 
 /* One shard's relay: the server-ids that hash to the shard, their
@@ -215,6 +218,8 @@ struct relay {
     uv_timer_t bw_timer;          /* refills them */
     uv_async_t task_async;        /* runs tasks other threads post (relay_post) */
     struct mpsc tasks;
+    uv_mutex_t task_mu; /* a post's wake-up against relay_ctl_seal */
+    bool task_sealed;   /* the loop is stopping: posts queue without a wake-up */
     /* cluster mode (fence.c, xclaim.c) */
     uv_timer_t fence_timer;  /* checks the lease deadline every 250 ms */
     bool fenced;             /* closed everything for a lost lease: no grace, no notices */

@@ -862,6 +862,16 @@ static void on_finish(struct server *srv)
     wake_shutdown(r->sh);
 }
 
+/* A shard's loop is ending: no other thread wakes it from now on (the
+ * cluster's ctl thread outlives the loops), and its bus closes first. */
+static bool on_stop(struct server *srv, struct shard *s, void (*cont)(struct shard *s))
+{
+    struct relay *r = s->owner;
+    (void)srv;
+    relay_ctl_seal(r);
+    return r->sh->shard_stop && r->sh->shard_stop(r, cont);
+}
+
 void relay_init(struct relay *relays, struct relay_shared *sh, struct server *srv)
 {
     uint8_t seed[16];
@@ -904,6 +914,7 @@ void relay_init(struct relay *relays, struct relay_shared *sh, struct server *sr
     wake_init(sh, srv->loop);
     srv->on_drain = on_drain;
     srv->on_finish = on_finish;
+    srv->on_stop = on_stop;
 }
 
 void relay_close(struct relay_shared *sh)

@@ -14,8 +14,18 @@
 
 void relay_post(struct relay *r, struct relay_task *t)
 {
+    uv_mutex_lock(&r->task_mu);
     mpsc_push(&r->tasks, &t->node);
-    uv_async_send(&r->task_async);
+    if (!r->task_sealed)
+        uv_async_send(&r->task_async);
+    uv_mutex_unlock(&r->task_mu);
+}
+
+void relay_ctl_seal(struct relay *r)
+{
+    uv_mutex_lock(&r->task_mu);
+    r->task_sealed = true;
+    uv_mutex_unlock(&r->task_mu);
 }
 
 static void on_tasks(uv_async_t *a)
@@ -72,6 +82,8 @@ void relay_set_limits(struct relay_shared *sh, const struct relay_limits *l)
 void relay_ctl_init(struct relay *r)
 {
     mpsc_init(&r->tasks);
+    if (uv_mutex_init(&r->task_mu) != 0)
+        abort();
     uv_async_init(r->shard->loop, &r->task_async, on_tasks);
     r->task_async.data = r;
 }
@@ -86,6 +98,7 @@ void relay_ctl_close(struct relay *r)
         else
             free(t);
     }
+    uv_mutex_destroy(&r->task_mu);
 }
 
 bool relay_warn_allowed(struct peer *b, enum peer_warn w, uint64_t *suppressed)

@@ -23,8 +23,14 @@ struct relay_task {
     void (*discard)(struct relay_task *t);
 };
 
-/* Queues t for r's loop (any thread). */
+/* Queues t for r's loop (any thread). Once r is sealed, t only waits in
+ * the queue for relay_ctl_close's discard. */
 void relay_post(struct relay *r, struct relay_task *t);
+
+/* r's loop is about to close its handles (on its thread): from now on
+ * relay_post never wakes it, so another thread (the cluster's ctl thread,
+ * a KV job) may post until it is joined without touching a closed loop. */
+void relay_ctl_seal(struct relay *r);
 
 /* The reloadable admission limits (a SIGHUP with --config-file). */
 struct relay_limits {

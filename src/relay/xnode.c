@@ -441,6 +441,7 @@ void xnode_start(struct relay_shared *sh, const char *creds_file, const struct n
     sh->stub_evict = remote_stub_evict;
     sh->stub_pause = remote_stub_pause;
     sh->bus_sample = bus_sample;
+    sh->shard_stop = xnode_stop;
     remote_start(sh, xsend);
     post_open(sh);
 }

@@ -31,7 +31,8 @@ void xnode_reopen_all(struct relay_shared *sh);
  * node id go unanswered (claimants then wait for its lease to lapse). */
 void xnode_close_all(struct relay_shared *sh);
 
-/* The server's on_stop for r's shard: closes the bus, then calls cont. */
+/* r's shard is stopping (relay_shared.shard_stop): closes the bus, then
+ * calls cont; false when there is no bus to close. */
 bool xnode_stop(struct relay *r, void (*cont)(struct shard *s));
 
 #endif

@@ -1,5 +1,6 @@
 /* test_relay_ctl.c — the relay's control side without a server: tasks
- * posted to a shard run on its loop in order (and leftovers are discarded),
+ * posted to a shard run on its loop in order (and leftovers are discarded,
+ * also those posted after the loop closed),
  * reloaded limits reach the cap and the rate limiter, and push_wake
  * refusals get one limiter per text. */
 #include <setjmp.h>
@@ -79,6 +80,35 @@ static void test_tasks_run_in_order_on_the_loop(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* The cluster's ctl thread outlives the loops: a post after the seal, even
+ * once the loop is closed, only waits for the discard (unsealed, libuv
+ * aborts on the closed loop's wake-up descriptor). */
+static void test_post_after_seal_never_wakes_a_closed_loop(void **state)
+{
+    uv_loop_t loop;
+    struct shard s;
+    struct relay r;
+    int log[4], n = 0;
+    (void)state;
+    discarded = 0;
+    uv_loop_init(&loop);
+    memset(&s, 0, sizeof s);
+    memset(&r, 0, sizeof r);
+    s.loop = &loop;
+    r.shard = &s;
+    relay_ctl_init(&r);
+    relay_post(&r, &task(1, log, &n)->t);
+    relay_ctl_seal(&r);
+    relay_post(&r, &task(2, log, &n)->t);
+    uv_close((uv_handle_t *)&r.task_async, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    relay_post(&r, &task(3, log, &n)->t);
+    assert_int_equal(n, 0); /* a closing handle runs nothing */
+    relay_ctl_close(&r);
+    assert_int_equal(discarded, 3);
+}
+
 static void test_limits(void **state)
 {
     struct relay_shared sh;
@@ -132,6 +162,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tasks_run_in_order_on_the_loop),
+        cmocka_unit_test(test_post_after_seal_never_wakes_a_closed_loop),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_push_limits_per_text),
     };

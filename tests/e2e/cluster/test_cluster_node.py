@@ -235,6 +235,27 @@ def test_sigstop_past_the_lease_fences_before_forwarding(nats_cluster, relay_fac
         peer.close()
 
 
+@pytest.mark.parametrize("delay", [0.0, 0.01])
+def test_sigterm_as_a_frozen_node_resumes_exits_0(nats_cluster, relay_factory, delay):
+    """SIGTERM right after -CONT of a relay frozen past its lease: the ctl
+    thread fences and registers again while the shards stop, and tells them
+    to reopen their buses after their loops are gone (no connection to
+    drain: the loops end at once). The relay still ends with exit 0 and no
+    sanitizer report (relay_factory checks both); it used to abort in
+    libuv's wake-up of a closed loop."""
+    relay = start(relay_factory, nats_cluster.urls_from(0))
+    b, p = pair(relay)
+    for peer in (b, p):
+        peer.close()
+    relay.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(7.0)  # past the 6 s lease
+    finally:
+        relay.proc.send_signal(signal.SIGCONT)
+    time.sleep(delay)
+    assert relay.stop() == 0, relay.logs()
+
+
 def test_quorum_loss_fences_then_service_returns(nats_cluster_factory, relay_factory):
     c = nats_cluster_factory()
     relay = start(relay_factory, c.urls_from(0))
