@@ -362,6 +362,7 @@ static int start_cluster(const struct config *cfg, unsigned shards, struct node 
         .name = name,
         .lease_ms = (uint64_t)(cfg->cluster_lease_ns / NS_PER_MS),
         .replicas = (int)cfg->cluster_replicas,
+        .ctl_threads = (unsigned)cfg->cluster_ctl_threads,
         .connect_ms = (uint64_t)(cfg->cluster_connect_timeout_ns / NS_PER_MS),
         .min_payload = cfg->max_message_bytes + 1024,
         .shards = shards,

@@ -48,6 +48,9 @@ static const struct flag flags[] = {
       "how long to wait for the peer's close frame before dropping the connection"),
     F("cluster-connect-timeout", F_DURATION, cluster_connect_timeout_ns, "30s",
       "how long startup retries the cluster bus before giving up (exit 1)"),
+    F("cluster-ctl-threads", F_INT, cluster_ctl_threads, "1",
+      "threads that run the cluster's KV operations (claims, releases); the first also keeps "
+      "the node lease (at most 16)"),
     F("cluster-lease", F_DURATION, cluster_lease_ns, "20s",
       "cluster node lease: a node cut off from the bus stops serving within it (at least 6s)"),
     F("cluster-name", F_STRING, cluster_name, "main",
@@ -704,6 +707,12 @@ static int validate_cluster(const struct config *cfg, struct config_error *e)
         set_err(e, "pass 3 (the default) for a 3-server bus, 1 for a single server, at most 5",
                 "invalid --cluster-replicas %lld: must be from 1 to 5",
                 (long long)cfg->cluster_replicas);
+        return -1;
+    }
+    if (cfg->cluster_ctl_threads < 1 || cfg->cluster_ctl_threads > 16) {
+        set_err(e, "pass 1 (the default); more only when claims queue behind each other",
+                "invalid --cluster-ctl-threads %lld: must be from 1 to 16",
+                (long long)cfg->cluster_ctl_threads);
         return -1;
     }
     return 0;

@@ -77,6 +77,7 @@ struct config {
     const char *cluster_nats_key;
     int64_t cluster_lease_ns;           /* 20s, at least 6s */
     int64_t cluster_replicas;           /* 3: KV stream replicas, 1..5 */
+    int64_t cluster_ctl_threads;        /* 1: threads running KV operations, 1..16 */
     int64_t cluster_connect_timeout_ns; /* 30s: how long boot waits for the bus */
     /* which flags appeared on the command line, by table index */
     uint64_t explicit_mask;

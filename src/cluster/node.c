@@ -24,15 +24,18 @@ struct node {
     char name[NODE_NAME_MAX + 1];
     struct node_hooks h;
     natsConnection *nc;
-    struct kv *kv;
-    bool reopen; /* re-create/bind the streams before the next register */
+    struct kv *kv;       /* replaced by the ctl thread only, under kv_lock */
+    uv_rwlock_t kv_lock; /* workers read kv under it */
+    bool reopen;         /* re-create/bind the streams before the next register */
     struct lease lease;
     uint64_t boot_unix_ms;
     char urls_log[NODE_URLS_LOGMAX];
-    /* the ctl thread */
+    /* the ctl thread, and p.ctl_threads - 1 workers that only run jobs */
     uv_thread_t thread;
     bool thread_on;
-    uv_mutex_t mu; /* guards stop, id, epoch, stats and the cond wait */
+    uv_thread_t *workers;
+    unsigned nworkers; /* started */
+    uv_mutex_t mu;     /* guards stop, id, epoch, stats and the cond wait */
     uv_cond_t cond;
     bool stop;
     char id[KV_NODE_KEY_MAX + 1];
@@ -56,7 +59,9 @@ struct node {
     _Atomic uint64_t fence_gen;
     _Atomic uint64_t *fenced; /* per shard: the last generation it fenced for */
     struct mpsc jobs;         /* node_submit */
-    struct mpsc_node *queue;  /* ctl thread: taken from jobs, oldest first */
+    uv_mutex_t qmu;           /* guards queue: every job thread takes from it */
+    struct mpsc_node *queue;  /* taken from jobs, oldest first */
+    _Atomic size_t queued;    /* jobs submitted and not yet taken */
 };
 
 static uint64_t now_ms(void)
@@ -249,10 +254,15 @@ static void do_register(struct node *n)
                                .replicas = n->p.replicas,
                                .lease_ms = n->p.lease_ms,
                                .min_payload = n->p.min_payload};
-        kv_close(n->kv);
-        n->kv = NULL;
-        if (kv_open(&n->kv, n->nc, &kp, n->last_err, sizeof n->last_err) == 0)
+        struct kv *fresh = NULL, *old = NULL;
+        if (kv_open(&fresh, n->nc, &kp, n->last_err, sizeof n->last_err) == 0) {
+            uv_rwlock_wrlock(&n->kv_lock); /* no worker is inside the old one */
+            old = n->kv;
+            n->kv = fresh;
+            uv_rwlock_wrunlock(&n->kv_lock);
+            kv_close(old);
             n->reopen = false;
+        }
     }
     if (!n->reopen) {
         if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
@@ -333,29 +343,46 @@ static void do_fence(struct node *n)
 
 /* ---- jobs --------------------------------------------------------------- */
 
-static void run_job(struct node *n, struct node_job *j)
+/* The oldest job not yet taken, or NULL (any job thread). */
+static struct node_job *take_job(struct node *n)
+{
+    uv_mutex_lock(&n->qmu);
+    if (!n->queue)
+        n->queue = mpsc_take_all(&n->jobs); /* hands them over oldest first */
+    struct mpsc_node *head = n->queue;
+    if (head) {
+        n->queue = head->next;
+        atomic_fetch_sub(&n->queued, 1);
+    }
+    uv_mutex_unlock(&n->qmu);
+    return head ? CONTAINER_OF(head, struct node_job, link) : NULL;
+}
+
+/* Runs j against kv; allowed: the node may write now (a node that may not
+ * serve writes nothing, its jobs end with KV_ERROR at once). */
+static void run_job(struct node *n, struct kv *kv, struct node_job *j, bool allowed)
 {
     char err[KV_ERR_MAX];
     uint64_t t0 = uv_hrtime();
     j->rev = 0;
     j->got_len = 0;
     j->got[0] = '\0';
-    if (n->lease.state != LEASE_HELD || lease_must_fence(&n->lease, now_ms())) {
-        j->outcome = KV_ERROR; /* a node that may not serve writes nothing */
+    if (!allowed || !kv) {
+        j->outcome = KV_ERROR;
         j->done(j);
         return;
     }
     switch (j->op) {
     case KV_OP_CREATE:
-        j->outcome = kv_create(n->kv, j->bucket, j->key, j->keylen, j->val, j->len, &j->rev, err,
-                               sizeof err);
+        j->outcome =
+            kv_create(kv, j->bucket, j->key, j->keylen, j->val, j->len, &j->rev, err, sizeof err);
         break;
     case KV_OP_CAS:
-        j->outcome = kv_cas(n->kv, j->bucket, j->key, j->keylen, j->val, j->len, j->last, &j->rev,
-                            err, sizeof err);
+        j->outcome = kv_cas(kv, j->bucket, j->key, j->keylen, j->val, j->len, j->last, &j->rev, err,
+                            sizeof err);
         break;
     case KV_OP_GET:
-        j->outcome = kv_get(n->kv, j->bucket, j->key, j->keylen, j->got, sizeof j->got - 1,
+        j->outcome = kv_get(kv, j->bucket, j->key, j->keylen, j->got, sizeof j->got - 1,
                             &j->got_len, &j->rev, err, sizeof err);
         if (j->outcome != KV_OK)
             j->got_len = 0;
@@ -366,26 +393,50 @@ static void run_job(struct node *n, struct node_job *j)
     j->done(j);
 }
 
+/* A job on the ctl thread: it owns the lease and the kv pointer. */
+static void run_ctl_job(struct node *n, struct node_job *j)
+{
+    run_job(n, n->kv, j, n->lease.state == LEASE_HELD && !lease_must_fence(&n->lease, now_ms()));
+}
+
 /* Runs queued jobs until none is left or the lease needs the thread. */
 static void run_jobs(struct node *n)
 {
-    if (!n->queue) {
-        /* mpsc_take_all hands them over oldest first */
-        n->queue = mpsc_take_all(&n->jobs);
-    }
-    while (n->queue) {
-        struct mpsc_node *next = n->queue->next;
-        run_job(n, CONTAINER_OF(n->queue, struct node_job, link));
-        n->queue = next;
+    struct node_job *j;
+    while ((j = take_job(n)) != NULL) {
+        run_ctl_job(n, j);
         if (now_ms() >= lease_next_due(&n->lease))
             return; /* renew first; the rest follows */
-        if (!n->queue)
-            n->queue = mpsc_take_all(&n->jobs);
+    }
+}
+
+/* A worker (--cluster-ctl-threads > 1): runs jobs while the ctl thread
+ * keeps the lease. It sees the lease through the atomics the shards read,
+ * and the kv under the read lock (the ctl thread swaps it on a re-open). */
+static void worker_main(void *arg)
+{
+    struct node *n = arg;
+    for (;;) {
+        uv_mutex_lock(&n->mu);
+        while (!n->stop && atomic_load(&n->queued) == 0)
+            uv_cond_timedwait(&n->cond, &n->mu, NODE_TICK_MS * 1000000ULL);
+        bool stop = n->stop;
+        uv_mutex_unlock(&n->mu);
+        if (stop)
+            return; /* the ctl thread flushes what is left */
+        struct node_job *j = take_job(n);
+        if (!j)
+            continue; /* another thread took it */
+        uint64_t now = now_ms();
+        uv_rwlock_rdlock(&n->kv_lock);
+        run_job(n, n->kv, j, node_serving(n, now) && !atomic_load(&n->fencing));
+        uv_rwlock_rdunlock(&n->kv_lock);
     }
 }
 
 void node_submit(struct node *n, struct node_job *j)
 {
+    atomic_fetch_add(&n->queued, 1); /* first: a taker never counts below 0 */
     mpsc_push(&n->jobs, &j->link);
     uv_mutex_lock(&n->mu);
     uv_cond_broadcast(&n->cond);
@@ -397,6 +448,7 @@ static void discard_jobs(struct node *n)
 {
     struct mpsc_node *lists[2] = {n->queue, mpsc_take_all(&n->jobs)};
     n->queue = NULL;
+    atomic_store(&n->queued, 0);
     for (int i = 0; i < 2; i++)
         for (struct mpsc_node *it = lists[i], *next; it; it = next) {
             next = it->next;
@@ -473,20 +525,16 @@ static void ctl_main(void *arg)
         publish(n);
         run_jobs(n);
         uv_mutex_lock(&n->mu);
-        if (wait && !n->stop && !n->queue && !atomic_load(&n->jobs.top))
+        if (wait && !n->stop && atomic_load(&n->queued) == 0)
             uv_cond_timedwait(&n->cond, &n->mu, wait * 1000000ULL);
     }
     uv_mutex_unlock(&n->mu);
     /* stopping: what the drain queued (records handed back) still runs,
      * for NODE_FLUSH_MS at most */
     uint64_t until = now_ms() + NODE_FLUSH_MS;
-    while (now_ms() < until && (n->queue || atomic_load(&n->jobs.top))) {
-        if (!n->queue)
-            n->queue = mpsc_take_all(&n->jobs);
-        struct mpsc_node *next = n->queue->next;
-        run_job(n, CONTAINER_OF(n->queue, struct node_job, link));
-        n->queue = next;
-    }
+    struct node_job *j;
+    while (now_ms() < until && (j = take_job(n)) != NULL)
+        run_ctl_job(n, j);
 }
 
 /* ---- the ctl connection's events (cnats threads) ------------------------ */
@@ -535,6 +583,9 @@ static void node_free(struct node *n)
     }
     uv_cond_destroy(&n->cond);
     uv_mutex_destroy(&n->mu);
+    uv_mutex_destroy(&n->qmu);
+    uv_rwlock_destroy(&n->kv_lock);
+    free(n->workers);
     free(n->fenced);
     free(n);
 }
@@ -549,8 +600,11 @@ int node_start(struct node **out, const struct node_params *p, char *err, size_t
     n->boot_unix_ms = unix_ms();
     n->fenced = xcalloc(p->shards ? p->shards : 1, sizeof *n->fenced);
     n->reopen = true;
-    uv_mutex_init(&n->mu);
-    uv_cond_init(&n->cond);
+    if (n->p.ctl_threads == 0)
+        n->p.ctl_threads = 1;
+    if (uv_mutex_init(&n->mu) != 0 || uv_cond_init(&n->cond) != 0 || uv_mutex_init(&n->qmu) != 0 ||
+        uv_rwlock_init(&n->kv_lock) != 0)
+        abort(); /* only without memory: nothing to serve with */
     mpsc_init(&n->jobs);
     node_urls_for_log(p->urls, n->urls_log, sizeof n->urls_log);
     if (lease_params_init(&lp, p->lease_ms) != 0) {
@@ -607,6 +661,14 @@ void node_run(struct node *n, struct node_hooks h)
         perror("pyrycode-relay: cluster ctl thread");
         abort(); /* the lease would lapse unnoticed: never serve without it */
     }
+    n->workers = xcalloc(n->p.ctl_threads, sizeof *n->workers);
+    for (unsigned i = 1; i < n->p.ctl_threads; i++) {
+        if (uv_thread_create(&n->workers[n->nworkers], worker_main, n) != 0) {
+            perror("pyrycode-relay: cluster ctl worker thread");
+            abort(); /* as for any thread the operator asked for */
+        }
+        n->nworkers++;
+    }
 }
 
 void node_stop(struct node *n)
@@ -617,6 +679,8 @@ void node_stop(struct node *n)
     n->stop = true;
     uv_cond_broadcast(&n->cond);
     uv_mutex_unlock(&n->mu);
+    for (unsigned i = 0; i < n->nworkers; i++)
+        uv_thread_join(&n->workers[i]);
     if (n->thread_on)
         uv_thread_join(&n->thread);
     discard_jobs(n);

@@ -45,6 +45,7 @@ struct node_params {
     uint64_t connect_ms;           /* --cluster-connect-timeout: boot's bounded retry */
     int64_t min_payload;           /* refuse a bus whose max_payload is below this */
     unsigned shards;               /* the node value's <shards> */
+    unsigned ctl_threads;          /* --cluster-ctl-threads: threads that run jobs (0: 1) */
 };
 
 /* Called on the ctl thread. on_fence asks every shard to fence (close every
@@ -87,7 +88,7 @@ struct node_job {
     uint64_t rev;
     char got[96]; /* Get: the value (got_len bytes, NUL-terminated) */
     size_t got_len;
-    /* ctl thread: the result is in (the callee posts it to its shard) */
+    /* a job thread: the result is in (the callee posts it to its shard) */
     void (*done)(struct node_job *j);
     /* node_stop: the job will never run (loops are gone): free it */
     void (*discard)(struct node_job *j);
@@ -147,10 +148,13 @@ void node_identity(const struct node *n, char id[KV_NODE_KEY_MAX + 1], uint64_t 
 
 void node_stats(const struct node *n, struct node_stats *s);
 
-/* Queues j for the ctl thread (any thread). Jobs run one at a time in
- * submission order, interleaved with the lease's renewals. A node that is
- * not serving (fenced, or registering again) writes nothing: its jobs end
- * with KV_ERROR at once. */
+/* Queues j for the ctl thread (any thread). Jobs start in submission
+ * order: with one ctl thread one at a time, interleaved with the lease's
+ * renewals; with p.ctl_threads > 1 the workers run them too, so several
+ * may be in flight at once (each shard's claim has one job at a time; the
+ * KV's CAS revisions order writes to one key). A node that is not serving
+ * (fenced, or registering again) writes nothing: its jobs end with
+ * KV_ERROR at once. */
 void node_submit(struct node *n, struct node_job *j);
 
 #endif

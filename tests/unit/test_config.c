@@ -88,6 +88,7 @@ static void test_defaults(void **state)
     assert_string_equal(c.cluster_nats_ca, "");
     assert_string_equal(c.cluster_nats_cert, "");
     assert_string_equal(c.cluster_nats_key, "");
+    assert_int_equal(c.cluster_ctl_threads, 1);
     assert_int_equal(c.explicit_mask, 0);
     struct config_error ce;
     assert_int_equal(config_validate(&c, &ce), 0);
@@ -354,8 +355,8 @@ static void test_usage_layout(void **state)
     }
     for (size_t i = 0; i < len; i++)
         lines += buf[i] == '\n';
-    assert_int_equal(count, 57);
-    assert_int_equal(lines, 1 + 2 * 57);
+    assert_int_equal(count, 58);
+    assert_int_equal(lines, 1 + 2 * 58);
     free(buf);
 
     config_defaults(&c, NULL);
@@ -424,6 +425,9 @@ static void test_validate(void **state)
         {{"-cluster-nats-ca", "ca.pem", "-cluster-nats-cert", "c.pem", "-cluster-nats-key",
           "k.pem"},
          NULL},
+        {{"--cluster-ctl-threads=0"}, "invalid --cluster-ctl-threads 0: must be from 1 to 16"},
+        {{"--cluster-ctl-threads=17"}, "invalid --cluster-ctl-threads 17: must be from 1 to 16"},
+        {{"--cluster-ctl-threads", "16"}, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct run r;

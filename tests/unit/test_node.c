@@ -8,7 +8,8 @@
  * until the last successful send + 4.5 s. Covers: the name helpers, the
  * registration at node_start (id, epoch, the nodes/<id> value), renewals
  * after node_run, the release to "0" at node_stop, KV jobs run in order on
- * the ctl thread, boot failures (closed port, lease below the minimum, a
+ * the ctl thread (and side by side on workers, refused at once while the
+ * ctl thread is stuck on a frozen bus), boot failures (closed port, lease below the minimum, a
  * stream with another MaxAge), and the fence on a frozen bus followed by a
  * registration under a new node id. Every wait is bounded. */
 #include <setjmp.h>
@@ -571,6 +572,106 @@ static void test_jobs(void **state)
     stop_node(n);
 }
 
+/* ---- 5. workers (--cluster-ctl-threads) -------------------------------- */
+
+/* The first job's done waits (5 s at most) for the second's: only another
+ * thread can run the second meanwhile. */
+static struct tjob par_a, par_b;
+static _Atomic bool b_while_a;
+
+static void par_a_done(struct node_job *j)
+{
+    uint64_t until = mono_ms() + 5000;
+    while (!atomic_load(&par_b.done) && mono_ms() < until)
+        usleep(1000);
+    atomic_store(&b_while_a, atomic_load(&par_b.done));
+    job_done(j);
+}
+
+static bool all_done(struct tjob *t, int count)
+{
+    for (int i = 0; i < count; i++)
+        if (!atomic_load(&t[i].done))
+            return false;
+    return true;
+}
+
+static void test_workers(void **state)
+{
+    struct node_params p = params("workers", "w1", L_MS, 1);
+    static struct tjob many[40];
+    char keys[40][8];
+    struct node_stats st;
+    (void)state;
+    NEED_SERVER();
+    p.ctl_threads = 3;
+    struct node *n = start_node(&p);
+    node_run(n, hooks_for(n, 1));
+    atomic_store(&job_order, 0);
+    atomic_store(&b_while_a, false);
+    job_init(&par_a, KV_OP_CREATE, KV_SIDS, "pa", "v");
+    par_a.j.done = par_a_done;
+    job_init(&par_b, KV_OP_CREATE, KV_SIDS, "pb", "v");
+    node_submit(n, &par_a.j);
+    node_submit(n, &par_b.j);
+    WAIT_FOR(atomic_load(&par_a.done), 8000);
+    assert_true(atomic_load(&par_a.done));
+    assert_true(atomic_load(&b_while_a)); /* one thread would have waited 5 s */
+    assert_false(pthread_equal(par_a.thread, par_b.thread));
+    assert_int_equal(par_a.j.outcome, KV_OK);
+    assert_int_equal(par_b.j.outcome, KV_OK);
+
+    /* Many at once: every one runs once, with its own outcome. */
+    for (int i = 0; i < 40; i++) {
+        snprintf(keys[i], sizeof keys[i], "m%d", i);
+        job_init(&many[i], KV_OP_CREATE, KV_SIDS, keys[i], "v");
+        node_submit(n, &many[i].j);
+    }
+    WAIT_FOR(all_done(many, 40), 10000);
+    assert_true(all_done(many, 40));
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(many[i].j.outcome, KV_OK);
+    assert_int_equal(atomic_load(&job_order), 42);
+    node_stats(n, &st);
+    assert_int_equal(st.kv_ops[KV_OP_CREATE][KV_OK], 43); /* and the registration */
+    stop_node(n);
+}
+
+/* With workers, a fenced node refuses jobs at once, though the ctl thread
+ * itself is stuck in a call to the frozen bus; after the resume the workers
+ * write through the streams the ctl thread re-opened. */
+static void test_workers_fence(void **state)
+{
+    struct node_params p = params("wfence", "wf1", L_MS, 1);
+    static struct tjob late, after;
+    (void)state;
+    NEED_SERVER();
+    p.ctl_threads = 2;
+    struct node *n = start_node(&p);
+    node_run(n, hooks_for(n, 1));
+    srv.frozen = true;
+    nats_test_freeze(&srv.ns);
+    WAIT_FOR(!node_serving(n, mono_ms()), 8000);
+    assert_false(node_serving(n, mono_ms()));
+    job_init(&late, KV_OP_CREATE, KV_SIDS, "late", "v");
+    uint64_t t0 = mono_ms();
+    node_submit(n, &late.j);
+    WAIT_FOR(atomic_load(&late.done), 8000);
+    assert_true(atomic_load(&late.done));
+    assert_int_equal(late.j.outcome, KV_ERROR);
+    assert_true(mono_ms() - t0 < 500); /* not behind the ctl thread's 2 s call */
+    kill(srv.ns.pid, SIGCONT);
+    srv.frozen = false;
+    WAIT_FOR(atomic_load(&hk.registered) >= 1 && node_ready(n, mono_ms()), 15000);
+    assert_true(node_ready(n, mono_ms()));
+    job_init(&after, KV_OP_CREATE, KV_SIDS, "after", "v");
+    node_submit(n, &after.j);
+    WAIT_FOR(atomic_load(&after.done), 5000);
+    assert_true(atomic_load(&after.done));
+    assert_int_equal(after.j.outcome, KV_OK);
+    stop_node(n);
+}
+
 /* ---- 6. boot failures --------------------------------------------------- */
 
 static void test_boot_failures(void **state)
@@ -741,6 +842,8 @@ int main(void)
         cmocka_unit_test_teardown(test_renewals, test_teardown),
         cmocka_unit_test_teardown(test_stop_releases, test_teardown),
         cmocka_unit_test_teardown(test_jobs, test_teardown),
+        cmocka_unit_test_teardown(test_workers, test_teardown),
+        cmocka_unit_test_teardown(test_workers_fence, test_teardown),
         cmocka_unit_test_teardown(test_boot_failures, test_teardown),
         cmocka_unit_test_teardown(test_fence, test_teardown),
     };

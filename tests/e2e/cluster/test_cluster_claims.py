@@ -7,6 +7,7 @@ import signal
 import time
 import uuid
 
+import pytest
 import websockets
 
 from conftest import Raw, client_headers, run, server_headers
@@ -57,11 +58,14 @@ def test_killed_owner_is_taken_over_after_its_lease(nats_cluster, relay_factory)
     b2.close()
 
 
-def test_racing_claims_on_two_nodes_give_one_owner(nats_cluster, relay_factory):
+@pytest.mark.parametrize("ctl_threads", ["1", "3"])
+def test_racing_claims_on_two_nodes_give_one_owner(nats_cluster, relay_factory, ctl_threads):
     """Binaries for the same fresh ids dial two relays at the same moment:
-    for every id exactly one is accepted; the loser gets 4409."""
-    r1, r2 = nodes(relay_factory, nats_cluster, 2, "--conflict-probe-timeout", "1s")
-    sids = [f"race{i}" for i in range(5)]
+    for every id exactly one is accepted; the loser gets 4409. With
+    --cluster-ctl-threads 3 a node's KV operations run side by side."""
+    r1, r2 = nodes(relay_factory, nats_cluster, 2, "--conflict-probe-timeout", "1s",
+                   "--cluster-ctl-threads", ctl_threads)
+    sids = [f"race{i}" for i in range(8)]
 
     async def claim(relay, sid):
         ws = await websockets.connect(relay.url("/v1/server"), extra_headers=server_headers(sid),

@@ -108,6 +108,8 @@ def frames_until_close(peer, timeout=10.0):
     (["--cluster-node-name", "host.example"], "--cluster-node-name"),
     (["--cluster-replicas", "0"], "--cluster-replicas"),
     (["--cluster-replicas", "6"], "--cluster-replicas"),
+    (["--cluster-ctl-threads", "0"], "--cluster-ctl-threads"),
+    (["--cluster-ctl-threads", "17"], "--cluster-ctl-threads"),
     (["--cluster-nats", "http://127.0.0.1:4222"], "--cluster-nats"),
     (["--cluster-nats", "nats://a:1,,nats://b:2"], "--cluster-nats"),
     (["--cluster-connect-timeout", "0s"], "--cluster-connect-timeout"),
