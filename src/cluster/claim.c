@@ -117,6 +117,13 @@ static struct claim_action finish(struct claim *c, enum claim_op op)
     return c->act;
 }
 
+static struct claim_action failed(struct claim *c, enum claim_op op, const char *why)
+{
+    finish(c, op);
+    c->act.why = why;
+    return c->act;
+}
+
 static struct claim_action accepted(struct claim *c, uint64_t epoch, enum claim_how how)
 {
     finish(c, CLAIM_ACCEPT);
@@ -155,7 +162,8 @@ static struct claim_action step2(struct claim *c, uint64_t now)
 static struct claim_action restart(struct claim *c, enum cause why, bool pause, uint64_t now)
 {
     if (c->restarts >= CLAIM_MAX_RESTARTS)
-        return finish(c, why == CAUSE_BUS ? CLAIM_FAIL : CLAIM_REJECT_4409);
+        return why == CAUSE_BUS ? failed(c, CLAIM_FAIL, CLAIM_WHY_BUS)
+                                : finish(c, CLAIM_REJECT_4409);
     c->restarts++;
     if (pause)
         return sleep_for(c, CLAIM_P_RETRY_SLEEP, CLAIM_RETRY_SLEEP_MS, now);
@@ -170,7 +178,7 @@ static struct claim_action cas(struct claim *c, enum claim_writer w, enum claim_
 {
     bool allowed = w == CLAIM_WRITER_LOCK ? lock_usable(c, now) : names_me(c, &c->owner);
     if (!allowed)
-        return finish(c, CLAIM_FAIL);
+        return failed(c, CLAIM_FAIL, CLAIM_WHY_NOT_WRITER);
     emit(c, ph, CLAIM_DO_CAS, now);
     c->act.rev = c->rec_rev;
     c->act.writer = w;
@@ -291,7 +299,7 @@ static struct claim_action on_cas(struct claim *c, const struct claim_result *r,
     if (r->outcome == CLAIM_R_CONFLICT)
         return restart(c, CAUSE_RACE, false, now);
     if (r->outcome != CLAIM_R_OK || r->rev <= c->rec_rev || !lock_usable(c, now))
-        return finish(c, CLAIM_GIVE_UP); /* not acknowledged within the window */
+        return failed(c, CLAIM_GIVE_UP, CLAIM_WHY_UNACKED); /* not acknowledged within the window */
     return accepted(c, r->rev, c->stale ? CLAIM_HOW_TAKEOVER_DEAD : CLAIM_HOW_FREE);
 }
 
@@ -337,14 +345,14 @@ struct claim_action claim_start(struct claim *c, const struct claim_params *p, u
     size_t nl = strnlen(p->me.node, sizeof p->me.node);
     if (!p->me.owned || p->me.epoch == 0 || nl == sizeof p->me.node ||
         !claim_node_id_valid(p->me.node, nl))
-        return finish(c, CLAIM_FAIL);
+        return failed(c, CLAIM_FAIL, CLAIM_WHY_NOT_SERVING);
     return step2(c, now);
 }
 
 static struct claim_action woke(struct claim *c, const struct claim_result *r, uint64_t now)
 {
     if (r->outcome != CLAIM_R_WOKE)
-        return finish(c, CLAIM_FAIL); /* the caller lost track of its own sleep */
+        return failed(c, CLAIM_FAIL, CLAIM_WHY_INTERNAL); /* the caller lost track of its sleep */
     if (c->phase == CLAIM_P_POLL_SLEEP)
         return read_lease(c, CLAIM_P_POLL, now);
     return step2(c, now);

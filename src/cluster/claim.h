@@ -101,7 +101,17 @@ struct claim_action {
     uint64_t ms;                      /* SLEEP: duration; DO_FORWARD: reply timeout */
     uint64_t epoch;                   /* ACCEPT: ownership epoch (the record's revision) */
     enum claim_how how;               /* ACCEPT */
+    const char *why;                  /* FAIL, GIVE_UP: a fixed word for the log (CLAIM_WHY_*) */
 };
+
+/* Why a claim ended in FAIL or GIVE_UP (the `reason` of cluster_claim_failed). */
+#define CLAIM_WHY_BUS         "bus_errors"  /* the bus kept failing: 5 restarts */
+#define CLAIM_WHY_NOT_WRITER  "not_writer"  /* the lock window passed or the record moved */
+#define CLAIM_WHY_NOT_SERVING "not_serving" /* no valid node id / epoch to claim with */
+#define CLAIM_WHY_UNACKED                                                                          \
+    "write_unacknowledged"            /* our CAS under the lock not confirmed in time              \
+                                       */
+#define CLAIM_WHY_INTERNAL "internal" /* the caller fed a result the claim never asked */
 
 enum claim_outcome {
     CLAIM_R_OK,             /* write acknowledged / read found the key */

@@ -354,10 +354,11 @@ static void xclaim_accepted(struct peer *b, bool takeover)
 
 /* The cluster bus kept failing: the binary retries later, as after any
  * server error. */
-static void xclaim_failed(struct peer *b)
+static void xclaim_failed(struct peer *b, const char *why)
 {
     b->state = PEER_STILLBORN;
-    LOGF(LOG_WARN, "cluster_claim_failed", LOG_STRN("server_id", b->server_id, b->server_id_len));
+    LOGF(LOG_WARN, "cluster_claim_failed", LOG_STRN("server_id", b->server_id, b->server_id_len),
+         LOG_STR("reason", why));
     conn_ws_close(b->conn, WS_CLOSE_INTERNAL, "cluster unavailable", false);
 }
 

@@ -282,13 +282,20 @@ void xclaim_reply(struct relay *r, uint64_t req, enum claim_outcome o, uint64_t 
 
 /* ---- the machine's actions ---------------------------------------------- */
 
+/* Hands b back from its ended claim. */
+static struct peer *detach(struct xclaim *x)
+{
+    struct peer *b = x->b;
+    x->b = NULL;
+    b->ext->xclaim = NULL;
+    return b;
+}
+
 /* ACCEPT: the slot is ours with this epoch (install and hand back). */
 static void accepted(struct xclaim *x)
 {
     struct relay *r = x->r;
-    struct peer *b = x->b;
-    x->b = NULL;
-    b->ext->xclaim = NULL;
+    struct peer *b = detach(x);
     uint8_t h[32];
     const char *path = claim_how_path(x->act.how);
     r->stats.claims[strcmp(path, "create") == 0     ? CP_CREATE
@@ -301,15 +308,6 @@ static void accepted(struct xclaim *x)
     x->ops->accept(b, claim_how_takeover(x->act.how));
     if (!registry_set_owner(r->reg, x->sid, x->sid_len, x->act.epoch, x->act.epoch, h))
         release_record(r, x->sid, x->sid_len, x->act.epoch); /* the slot went at once */
-    finish(x);
-}
-
-static void ended(struct xclaim *x, void (*fn)(struct peer *b))
-{
-    struct peer *b = x->b;
-    x->b = NULL;
-    b->ext->xclaim = NULL;
-    fn(b);
     finish(x);
 }
 
@@ -343,12 +341,14 @@ static void act_on(struct xclaim *x)
         return;
     case CLAIM_REJECT_4409:
         x->r->stats.claims[CP_CONFLICT]++;
-        ended(x, x->ops->conflict);
+        x->ops->conflict(detach(x));
+        finish(x);
         return;
     case CLAIM_FAIL:
     case CLAIM_GIVE_UP:
         x->r->stats.claims[CP_ABORTED]++;
-        ended(x, x->ops->fail);
+        x->ops->fail(detach(x), a->why ? a->why : CLAIM_WHY_INTERNAL);
+        finish(x);
         return;
     case CLAIM_ABORTED:
         x->r->stats.claims[CP_ABORTED]++;

@@ -21,7 +21,7 @@
 struct xclaim_ops {
     void (*accept)(struct peer *b, bool takeover); /* the slot is installed */
     void (*conflict)(struct peer *b);              /* a live owner keeps it: 4409 */
-    void (*fail)(struct peer *b);                  /* the bus kept failing */
+    void (*fail)(struct peer *b, const char *why); /* the bus kept failing (CLAIM_WHY_*) */
     void (*again)(struct peer *b);                 /* a claim it waited for ended: start over */
 };
 

@@ -670,6 +670,7 @@ static void test_cas_not_acked_gives_up(void **state)
         }
         a = claim_feed(&c, &r, w.now);
         assert_int_equal(a.op, CLAIM_GIVE_UP);
+        assert_string_equal(a.why, CLAIM_WHY_UNACKED);
     }
     /* The re-read under the lock came back too late: no CAS is sent. */
     world_init(&w);
@@ -755,10 +756,29 @@ static void test_bus_errors_fail(void **state)
         a = claim_feed(&c, &r, w.now += 10);
     }
     assert_int_equal(a.op, CLAIM_FAIL);
+    assert_string_equal(a.why, CLAIM_WHY_BUS);
     assert_int_equal(c.restarts, CLAIM_MAX_RESTARTS);
     /* Invalid parameters never start. */
-    assert_int_equal(start(&c, &w, "bad.id", ME_EP).op, CLAIM_FAIL);
-    assert_int_equal(start(&c, &w, ME, 0).op, CLAIM_FAIL);
+    a = start(&c, &w, "bad.id", ME_EP);
+    assert_int_equal(a.op, CLAIM_FAIL);
+    assert_string_equal(a.why, CLAIM_WHY_NOT_SERVING);
+    a = start(&c, &w, ME, 0);
+    assert_int_equal(a.op, CLAIM_FAIL);
+    assert_string_equal(a.why, CLAIM_WHY_NOT_SERVING);
+    /* A sleeping claim fed anything but its wake-up ends (a caller bug). */
+    world_init(&w);
+    a = start(&c, &w, ME, ME_EP);
+    struct claim_result err = {.outcome = CLAIM_R_ERROR};
+    a = claim_feed(&c, &err, w.now += 10);
+    assert_int_equal(a.op, CLAIM_SLEEP);
+    a = claim_feed(&c, &err, w.now += 10);
+    assert_int_equal(a.op, CLAIM_FAIL);
+    assert_string_equal(a.why, CLAIM_WHY_INTERNAL);
+    /* An accepted claim carries no reason. */
+    world_init(&w);
+    a = drive(&w, &c, start(&c, &w, ME, ME_EP), 100);
+    assert_int_equal(a.op, CLAIM_ACCEPT);
+    assert_null(a.why);
 }
 
 /* ---- two claimants, every interleaving ---- */

@@ -78,6 +78,8 @@ LATE_BY = 10 + 2 + LEASE_S + 4                # probe + 2 s, or R1's lease read 
 SHUTTING_DOWN = (1001, "shutting down")
 LINK_LOST = (1011, "cluster link lost")
 UNAVAILABLE = (1011, "cluster unavailable")
+CLAIM_FAILED_REASON = re.compile(   # docs/operations.md, cluster_claim_failed
+    r" reason=(bus_errors|not_writer|not_serving|write_unacknowledged)(\s|$)")
 CONFLICT = (4409, "server-id already claimed")
 
 
@@ -325,6 +327,10 @@ def test_bus_partition_minority_fences_majority_takes_over(partition):
                 break
             await asyncio.sleep(0.5)
         report["late_binary_on_r3"] = late_closes
+        # each 1011 was logged with why the claim failed
+        fails = log_lines(r3, "cluster_claim_failed", server_id="p3a")
+        assert len(fails) >= late_closes.count(UNAVAILABLE), fails
+        assert all(CLAIM_FAILED_REASON.search(line) for line in fails), fails
         report["new_binary_closes"] = (na.close_code, nb.close_code)
         await chk.stop(settle=8)
         await chk.close()
