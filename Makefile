@@ -1,6 +1,6 @@
 # Front door. Everything real lives in CMakeLists.txt and scripts/.
 .PHONY: all deps test-deps build run run-cluster install uninstall test asan unit e2e fuzz \
-        fuzz-build fuzz-long fmt fmt-check clean bench bench-cluster soak
+        fuzz-build fuzz-long fmt fmt-check clean bench bench-cluster bench-claims soak
 
 JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8080
@@ -107,6 +107,13 @@ bench: build
 # --no-pin, --bus all, --out).
 bench-cluster: test-deps build
 	@/usr/bin/python3 bench/cluster.py $(ARGS)
+
+# Cluster claims per second by --cluster-ctl-threads (about 1 minute): one
+# relay on a 3-server NATS cluster, loadgen's claims scenario, a dated
+# report in bench/results/<date>-claims.md. ARGS: --binaries, --threads,
+# --reps, --workers, --out.
+bench-claims: test-deps build
+	@/usr/bin/python3 bench/claims.py $(ARGS)
 
 # Not part of `make test`: SOAK_SECONDS (default 1800) of mixed traffic
 # against the release build; dated report in bench/results/soak-<date>.md.

@@ -158,7 +158,7 @@ class Relay:
             "--cluster-node-name", self.name, "--cluster-lease", args.lease,
             "--workers", str(args.workers), "--rate-limit-burst", "0",
             "--max-connections", "2000000", "--max-frames-per-second", "0",
-            "--log-format", "text"]
+            "--log-format", "text", *getattr(args, "relay_extra", ())]
         env = {k: v for k, v in os.environ.items() if k not in DROP_ENV}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,

@@ -6,6 +6,9 @@
  *   idle    N connections held open (answering pings); reports relay RSS
  *   churn   connect, upgrade, one message, close, as fast as possible
  *   fanout  one binary streams to 16 phones, one of which never reads
+ *   claims  --binaries N binaries with fresh server-ids dialled at once
+ *           (128 handshakes in flight at most) and held open (bench/claims.py
+ *           reads the relay's claim counter: cluster claims end after the 101)
  * --mode baseline talks to bench/forwarder instead (no HTTP, raw frames
  * echoed by the peer), so every figure has a same-machine reference.
  * Results are printed as one line of key=value pairs. */
@@ -506,6 +509,32 @@ static void scenario_idle(void)
            alive ? (double)(after - before) * 1024.0 / (double)alive : 0.0);
 }
 
+/* claims: N binaries of distinct fresh server-ids, dialled in waves of
+ * 128 handshakes, then held open for --duration. */
+static void scenario_claims(void)
+{
+    all = calloc((size_t)opt.binaries, sizeof *all);
+    uint64_t start = now_ns();
+    for (int b = 0; b < opt.binaries; b++) {
+        char sid[48];
+        snprintf(sid, sizeof sid, "claim-%d-%d", (int)getpid(), b);
+        long src = ip_base + (long)nall / 20000;
+        all[nall++] = dial(BINARY, b, sid, src);
+        if (nall % 128 == 0) {
+            run_loop(now_ns() + 10000000000ULL, all_open);
+            setup_check();
+        }
+    }
+    run_loop(now_ns() + 10000000000ULL, all_open);
+    setup_check();
+    double upgraded = (double)(now_ns() - start) / 1e9;
+    run_loop(now_ns() + (uint64_t)(opt.duration * 1e9), NULL);
+    size_t alive = 0;
+    for (size_t i = 0; i < nall; i++)
+        alive += all[i]->st == OPEN;
+    printf("scenario=claims binaries=%zu upgraded_s=%.3f alive_after=%zu\n", nall, upgraded, alive);
+}
+
 /* churn: 32 phones cycle independently through dial → upgrade → one
  * message through the binary and back → close. */
 static void scenario_churn(void)
@@ -714,6 +743,8 @@ int main(int argc, char **argv)
         scenario_churn();
     else if (!strcmp(opt.scenario, "fanout"))
         scenario_fanout();
+    else if (!strcmp(opt.scenario, "claims"))
+        scenario_claims();
     else
         return 2;
     return 0;

@@ -742,4 +742,5 @@ void node_stats(const struct node *n, struct node_stats *s)
     uv_mutex_unlock(&m->mu);
     s->ready = node_ready(n, now);
     s->lease_remaining_ms = until > now ? until - now : 0;
+    s->jobs_waiting = atomic_load(&n->queued);
 }

@@ -66,6 +66,7 @@ struct node_stats {
     uint64_t kv_ops[3][KV_TIMEOUT + 1]; /* [kv_op][kv_outcome] */
     uint64_t kv_latency_us_sum[3], kv_count[3];
     uint64_t registrations, fences, disconnects;
+    uint64_t jobs_waiting; /* submitted, not yet started by a ctl thread */
 };
 
 struct node;

@@ -195,6 +195,10 @@ static void cluster_series(struct buf *b, const struct node *n, const struct rel
         bprintf(b, "pyrycode_relay_cluster_lease_renewals_total{outcome=\"%s\"} %llu\n",
                 lease_outcome_name(renew_order[i]),
                 (unsigned long long)st.renewals[renew_order[i]]);
+    family(b, "pyrycode_relay_cluster_kv_jobs_waiting", "gauge",
+           "KV operations handed to the ctl threads and not started yet.");
+    bprintf(b, "pyrycode_relay_cluster_kv_jobs_waiting %llu\n",
+            (unsigned long long)st.jobs_waiting);
     family(b, "pyrycode_relay_cluster_kv_ops_total", "counter",
            "JetStream KV operations of this node, by operation and outcome.");
     for (size_t i = 0; i < 3; i++)

@@ -606,7 +606,6 @@ static void test_workers(void **state)
     NEED_SERVER();
     p.ctl_threads = 3;
     struct node *n = start_node(&p);
-    node_run(n, hooks_for(n, 1));
     atomic_store(&job_order, 0);
     atomic_store(&b_while_a, false);
     job_init(&par_a, KV_OP_CREATE, KV_SIDS, "pa", "v");
@@ -614,6 +613,9 @@ static void test_workers(void **state)
     job_init(&par_b, KV_OP_CREATE, KV_SIDS, "pb", "v");
     node_submit(n, &par_a.j);
     node_submit(n, &par_b.j);
+    node_stats(n, &st); /* no thread runs yet: both wait */
+    assert_int_equal(st.jobs_waiting, 2);
+    node_run(n, hooks_for(n, 1));
     WAIT_FOR(atomic_load(&par_a.done), 8000);
     assert_true(atomic_load(&par_a.done));
     assert_true(atomic_load(&b_while_a)); /* one thread would have waited 5 s */
@@ -634,6 +636,7 @@ static void test_workers(void **state)
     assert_int_equal(atomic_load(&job_order), 42);
     node_stats(n, &st);
     assert_int_equal(st.kv_ops[KV_OP_CREATE][KV_OK], 43); /* and the registration */
+    assert_int_equal(st.jobs_waiting, 0);
     stop_node(n);
 }
 

@@ -188,6 +188,7 @@ def test_node_registers_and_is_ready(nats_cluster, relay_factory):
     text = metrics(port)
     assert metric(text, 'pyrycode_relay_cluster_lease_renewals_total{outcome="ok"}') >= 1
     assert metric(text, 'pyrycode_relay_cluster_kv_ops_total{op="create",outcome="ok"}') >= 1
+    assert metric(text, "pyrycode_relay_cluster_kv_jobs_waiting") == 0
     # the relay still relays, as a single node does
     b, p = pair(relay)
     p.send_frame(0x1, b'{"hello":1}')
