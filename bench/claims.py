@@ -34,8 +34,9 @@ import uuid
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import (BUILD, HZ, ROOT, WRAP, Relay, build_loadgen, cpu_ticks, fmt,  # noqa: E402
-                     http_get, kv, loadavg, med, natscluster, say, stop_relays)
+from cluster import (BUILD, HZ, ROOT, Relay, build_loadgen, cpu_ticks, fmt, http_get,  # noqa: E402
+                     interrupt, kv, loadavg, med, natscluster, on_signals, preflight, say,
+                     stop_relays)
 
 CLAIMS = "pyrycode_relay_cluster_claims_total"
 KV_SUM = 'pyrycode_relay_cluster_kv_latency_seconds_sum{op="create"}'
@@ -168,24 +169,13 @@ def write_report(path, args, runs, started_at, elapsed, nats_version):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    binary = os.path.abspath(args.relay)
-    if not os.access(binary, os.X_OK):
-        say(f"bench-claims: {args.relay} missing (make build)")
-        return 2
-    if not natscluster.find_binary():
-        say("bench-claims: nats-server not found (scripts/deps.sh test)")
-        return 2
-    if WRAP and not shutil.which("setpriv"):
-        say("bench-claims: running with capabilities but setpriv is missing")
+    binary = preflight("bench-claims", args.relay)
+    if not binary:
         return 2
     out = args.out or os.path.join(ROOT, "bench", "results",
                                    time.strftime("%Y-%m-%d", time.gmtime()) + "-claims.md")
 
-    def on_signal(sig, _frame):
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    on_signals(interrupt)
     loadgen = build_loadgen()
     logdir = tempfile.mkdtemp(prefix="bench-claims-")
     cluster = natscluster.NatsCluster(size=3, name="pyry-claims")
@@ -214,8 +204,7 @@ def main(argv=None):
         say(f"bench-claims: {e}")
         code = 1
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
+        on_signals(signal.SIG_IGN)  # cleanup is not interruptible
         cluster.close()
         shutil.rmtree(logdir, ignore_errors=True)
     return code

@@ -326,6 +326,36 @@ def fmt(v, spec=".0f", none="n/a"):
     return none if v is None else format(v, spec)
 
 
+def preflight(tool, relay):
+    """The relay binary's absolute path, or None after saying what is
+    missing (the relay, nats-server, setpriv when run with capabilities)."""
+    binary = os.path.abspath(relay)
+    if not os.access(binary, os.X_OK):
+        say(f"{tool}: {relay} missing (make build)")
+        return None
+    if not natscluster.find_binary():
+        say(f"{tool}: nats-server not found (scripts/deps.sh test)")
+        return None
+    if WRAP and not shutil.which("setpriv"):
+        say(f"{tool}: running with capabilities but setpriv is missing")
+        return None
+    return binary
+
+
+def on_signals(handler):
+    """handler for SIGINT, SIGTERM and SIGHUP (SIG_IGN while cleaning up).
+
+    Explicitly, also for SIGINT: a shell that starts us in the background
+    leaves SIGINT ignored, and then Python would not turn it into
+    KeyboardInterrupt."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+def interrupt(_sig, _frame):
+    raise KeyboardInterrupt
+
+
 def build_loadgen():
     d = os.path.join(BUILD, "bench-cluster")
     os.makedirs(d, exist_ok=True)
@@ -360,29 +390,15 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    binary = os.path.abspath(args.relay)
-    if not os.access(binary, os.X_OK):
-        say(f"bench-cluster: {args.relay} missing (make build)")
-        return 2
-    if not natscluster.find_binary():
-        say("bench-cluster: nats-server not found (scripts/deps.sh test)")
-        return 2
-    if WRAP and not shutil.which("setpriv"):
-        say("bench-cluster: running with capabilities but setpriv is missing")
+    binary = preflight("bench-cluster", args.relay)
+    if not binary:
         return 2
     if args.pin and (os.cpu_count() or 1) < 2:
         args.pin = False
     out = args.out or os.path.join(ROOT, "bench", "results",
                                    time.strftime("%Y-%m-%d", time.gmtime()) + "-cluster.md")
 
-    def on_signal(sig, _frame):
-        raise KeyboardInterrupt
-
-    # Explicitly, also for SIGINT: a shell that starts us in the background
-    # leaves SIGINT ignored, and then Python would not turn it into
-    # KeyboardInterrupt.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    on_signals(interrupt)
     loadgen = build_loadgen()
     logdir = tempfile.mkdtemp(prefix="bench-cluster-")
     cluster = natscluster.NatsCluster(size=3, name="pyry-bench")
@@ -463,8 +479,7 @@ def main(argv=None):
                 pass
         code = 1
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # cleanup is not interruptible
+        on_signals(signal.SIG_IGN)  # cleanup is not interruptible
         if bench and bench.child and bench.child.poll() is None:
             bench.child.kill()
             bench.child.wait()

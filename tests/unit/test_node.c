@@ -245,6 +245,17 @@ static void job_init(struct tjob *t, enum kv_op op, enum kv_bucket b, const char
     t->j.discard = job_discard;
 }
 
+/* Submits a Create of key (value "v") and waits up to ms for its outcome. */
+static void create_expect(struct node *n, struct tjob *t, const char *key, enum kv_outcome want,
+                          uint64_t ms)
+{
+    job_init(t, KV_OP_CREATE, KV_SIDS, key, "v");
+    node_submit(n, &t->j);
+    WAIT_FOR(atomic_load(&t->done), ms);
+    assert_true(atomic_load(&t->done));
+    assert_int_equal(t->j.outcome, want);
+}
+
 /* ---- group -------------------------------------------------------------- */
 
 static int group_setup(void **state)
@@ -656,22 +667,14 @@ static void test_workers_fence(void **state)
     nats_test_freeze(&srv.ns);
     WAIT_FOR(!node_serving(n, mono_ms()), 8000);
     assert_false(node_serving(n, mono_ms()));
-    job_init(&late, KV_OP_CREATE, KV_SIDS, "late", "v");
     uint64_t t0 = mono_ms();
-    node_submit(n, &late.j);
-    WAIT_FOR(atomic_load(&late.done), 8000);
-    assert_true(atomic_load(&late.done));
-    assert_int_equal(late.j.outcome, KV_ERROR);
+    create_expect(n, &late, "late", KV_ERROR, 8000);
     assert_true(mono_ms() - t0 < 500); /* not behind the ctl thread's 2 s call */
     kill(srv.ns.pid, SIGCONT);
     srv.frozen = false;
     WAIT_FOR(atomic_load(&hk.registered) >= 1 && node_ready(n, mono_ms()), 15000);
     assert_true(node_ready(n, mono_ms()));
-    job_init(&after, KV_OP_CREATE, KV_SIDS, "after", "v");
-    node_submit(n, &after.j);
-    WAIT_FOR(atomic_load(&after.done), 5000);
-    assert_true(atomic_load(&after.done));
-    assert_int_equal(after.j.outcome, KV_OK);
+    create_expect(n, &after, "after", KV_OK, 5000);
     stop_node(n);
 }
 
@@ -772,11 +775,7 @@ static void test_fence(void **state)
     assert_false(node_ready(n, mono_ms()));
 
     /* A job submitted past the deadline writes nothing. */
-    job_init(&late, KV_OP_CREATE, KV_SIDS, "late", "v");
-    node_submit(n, &late.j);
-    WAIT_FOR(atomic_load(&late.done), 8000);
-    assert_true(atomic_load(&late.done));
-    assert_int_equal(late.j.outcome, KV_ERROR);
+    create_expect(n, &late, "late", KV_ERROR, 8000);
 
     /* on_fence, once, generation 1, on the ctl thread; every shard acked. */
     WAIT_FOR(atomic_load(&hk.fences) >= 1, 8000);
@@ -787,11 +786,7 @@ static void test_fence(void **state)
     assert_false(pthread_equal(hk.fence_thread, pthread_self()));
 
     /* Fenced, the bus still frozen: a job fails, nothing registers. */
-    job_init(&fenced, KV_OP_CREATE, KV_SIDS, "fenced", "v");
-    node_submit(n, &fenced.j);
-    WAIT_FOR(atomic_load(&fenced.done), 10000);
-    assert_true(atomic_load(&fenced.done));
-    assert_int_equal(fenced.j.outcome, KV_ERROR);
+    create_expect(n, &fenced, "fenced", KV_ERROR, 10000);
     assert_int_equal(atomic_load(&hk.registered), 0);
     assert_false(node_serving(n, mono_ms()));
     assert_false(node_ready(n, mono_ms()));
@@ -824,11 +819,7 @@ static void test_fence(void **state)
     assert_true(s.disconnects >= 1);
 
     /* Jobs work again. */
-    job_init(&after, KV_OP_CREATE, KV_SIDS, "after", "v");
-    node_submit(n, &after.j);
-    WAIT_FOR(atomic_load(&after.done), 5000);
-    assert_true(atomic_load(&after.done));
-    assert_int_equal(after.j.outcome, KV_OK);
+    create_expect(n, &after, "after", KV_OK, 5000);
 
     /* The release is of the new id. */
     stop_node(n);

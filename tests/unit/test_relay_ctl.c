@@ -51,6 +51,25 @@ static struct rec_task *task(int id, int *log, int *n)
     return rt;
 }
 
+/* A relay on one shard of its own loop, its task queue ready. */
+static void one_shard(uv_loop_t *loop, struct shard *s, struct relay *r)
+{
+    uv_loop_init(loop);
+    memset(s, 0, sizeof *s);
+    memset(r, 0, sizeof *r);
+    s->loop = loop;
+    r->shard = s;
+    relay_ctl_init(r);
+}
+
+/* Closes the task handle and the loop (after relay_ctl_close or a seal). */
+static void close_loop(uv_loop_t *loop, struct relay *r)
+{
+    uv_close((uv_handle_t *)&r->task_async, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(loop), 0);
+}
+
 static void test_tasks_run_in_order_on_the_loop(void **state)
 {
     uv_loop_t loop;
@@ -58,12 +77,7 @@ static void test_tasks_run_in_order_on_the_loop(void **state)
     struct relay r;
     int log[8], n = 0;
     (void)state;
-    uv_loop_init(&loop);
-    memset(&s, 0, sizeof s);
-    memset(&r, 0, sizeof r);
-    s.loop = &loop;
-    r.shard = &s;
-    relay_ctl_init(&r);
+    one_shard(&loop, &s, &r);
     for (int i = 0; i < 3; i++)
         relay_post(&r, &task(i, log, &n)->t);
     assert_int_equal(n, 0); /* nothing runs until the loop does */
@@ -75,9 +89,7 @@ static void test_tasks_run_in_order_on_the_loop(void **state)
     relay_ctl_close(&r);
     assert_int_equal(discarded, 1);
     assert_int_equal(n, 3);
-    uv_close((uv_handle_t *)&r.task_async, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    close_loop(&loop, &r);
 }
 
 /* The cluster's ctl thread outlives the loops: a post after the seal, even
@@ -91,18 +103,11 @@ static void test_post_after_seal_never_wakes_a_closed_loop(void **state)
     int log[4], n = 0;
     (void)state;
     discarded = 0;
-    uv_loop_init(&loop);
-    memset(&s, 0, sizeof s);
-    memset(&r, 0, sizeof r);
-    s.loop = &loop;
-    r.shard = &s;
-    relay_ctl_init(&r);
+    one_shard(&loop, &s, &r);
     relay_post(&r, &task(1, log, &n)->t);
     relay_ctl_seal(&r);
     relay_post(&r, &task(2, log, &n)->t);
-    uv_close((uv_handle_t *)&r.task_async, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    close_loop(&loop, &r);
     relay_post(&r, &task(3, log, &n)->t);
     assert_int_equal(n, 0); /* a closing handle runs nothing */
     relay_ctl_close(&r);
