@@ -49,6 +49,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def _bus_of(args):
+    """The --cluster-nats value in args ("" when absent or empty)."""
+    args = list(args)
+    for i, a in enumerate(args):
+        if a.startswith("--cluster-nats="):
+            return a.split("=", 1)[1]
+        if a == "--cluster-nats" and i + 1 < len(args):
+            return args[i + 1]
+    return ""
+
+
 class Relay:
     def __init__(self, args, env=None, listen=None, admission=True):
         """listen(port) returns the listener flags; default insecure mode.
@@ -70,6 +81,23 @@ class Relay:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=full_env)
         self.exit_code = None
         self._wait_ready()
+        if listen is None and _bus_of(args):
+            self._wait_cluster_ready()
+
+    def _wait_cluster_ready(self, timeout=10.0):
+        """A cluster node logs "ready" as soon as it listens, but answers
+        /healthz 200 (and upgrades at all: 503 until then) only once every
+        shard's bus connection is up, a moment later. Waits for that,
+        bounded; never fails: a test about readiness checks it itself."""
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.proc.poll() is None:
+            try:
+                if http_request(self.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                                "Connection: close\r\n\r\n", timeout=1.0)[0] == 200:
+                    return
+            except (OSError, ValueError, IndexError):  # refused or cut short: ask again
+                pass
+            time.sleep(0.02)
 
     def _wait_ready(self):
         deadline = time.time() + 15
