@@ -459,6 +459,22 @@ def test_quorum_loss_fences_every_node_then_service_returns(nats_cluster_factory
 FLOOD_PAD = 64 * 1024
 
 
+def bus_state(relays, nc, conn_prefix):
+    """For a failure message: each relay's bus disconnects and peers heard,
+    its cluster_ log lines, and the servers' lines about connections named
+    conn_prefix… (did the cut connection come back?)."""
+    out = []
+    for r in relays:
+        text = metrics(r)
+        out.append(f"{r.label}: disconnects "
+                   f"{series(text, 'pyrycode_relay_cluster_bus_disconnects_total')} peers "
+                   f"{series(text, 'pyrycode_relay_cluster_peers')}")
+        out += [ln for ln in r.logs().splitlines() if "msg=cluster_" in ln][-12:]
+    out += [ln for s in nc.servers for ln in s.tail(100000).splitlines()
+            if conn_prefix in ln][-20:]
+    return "\n".join(out)
+
+
 def slow_consumer_lines(nc):
     return [ln for s in nc.servers for ln in s.tail(100000).splitlines()
             if "Slow Consumer" in ln]
@@ -602,6 +618,7 @@ def test_slow_consumer_cut_by_the_server(small_pending, relay_factory):
     assert not any(f.closed for f in other.flows.values()), \
         f"{other.summary()}: its link R2<->R3 never went through R1; resets " + "; ".join(
             ln for r in (r2, r3) for ln in r.logs().splitlines() if "cluster_link_reset" in ln)
-    assert alive, "the flood's binary does not serve a fresh phone on R2 afterwards"
+    assert alive, "the flood's binary does not serve a fresh phone on R2 afterwards; " + \
+        bus_state(relays, nc, "pyry-r1-")
     assert ownership_events(relays) == []
     stop_nodes(relays)
