@@ -104,14 +104,16 @@ struct claim_action {
     const char *why;                  /* FAIL, GIVE_UP: a fixed word for the log (CLAIM_WHY_*) */
 };
 
-/* Why a claim ended in FAIL or GIVE_UP (the `reason` of cluster_claim_failed). */
-#define CLAIM_WHY_BUS         "bus_errors"  /* the bus kept failing: 5 restarts */
-#define CLAIM_WHY_NOT_WRITER  "not_writer"  /* the lock window passed or the record moved */
-#define CLAIM_WHY_NOT_SERVING "not_serving" /* no valid node id / epoch to claim with */
-#define CLAIM_WHY_UNACKED                                                                          \
-    "write_unacknowledged"            /* our CAS under the lock not confirmed in time              \
-                                       */
-#define CLAIM_WHY_INTERNAL "internal" /* the caller fed a result the claim never asked */
+/* Why a claim ended in FAIL or GIVE_UP (the `reason` of cluster_claim_failed):
+ * the bus kept failing (5 restarts); the lock window passed or the record
+ * moved before our write; no valid node id / epoch to claim with; our CAS
+ * under the lock not confirmed in time; the caller fed a result the claim
+ * never asked for. */
+#define CLAIM_WHY_BUS         "bus_errors"
+#define CLAIM_WHY_NOT_WRITER  "not_writer"
+#define CLAIM_WHY_NOT_SERVING "not_serving"
+#define CLAIM_WHY_UNACKED     "write_unacknowledged"
+#define CLAIM_WHY_INTERNAL    "internal"
 
 enum claim_outcome {
     CLAIM_R_OK,             /* write acknowledged / read found the key */

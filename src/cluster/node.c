@@ -358,16 +358,18 @@ static struct node_job *take_job(struct node *n)
     return head ? CONTAINER_OF(head, struct node_job, link) : NULL;
 }
 
-/* Runs j against kv; allowed: the node may write now (a node that may not
- * serve writes nothing, its jobs end with KV_ERROR at once). */
-static void run_job(struct node *n, struct kv *kv, struct node_job *j, bool allowed)
+/* Runs j against kv on any job thread. A node that may not serve writes
+ * nothing: its jobs end with KV_ERROR at once. Whether it may is read from
+ * the atomics the shards read; the ctl thread publishes them after every
+ * lease step, before it runs jobs, so they say what its lease says. */
+static void run_job(struct node *n, struct kv *kv, struct node_job *j)
 {
     char err[KV_ERR_MAX];
     uint64_t t0 = uv_hrtime();
     j->rev = 0;
     j->got_len = 0;
     j->got[0] = '\0';
-    if (!allowed || !kv) {
+    if (!node_serving(n, now_ms()) || atomic_load(&n->fencing)) {
         j->outcome = KV_ERROR;
         j->done(j);
         return;
@@ -393,18 +395,12 @@ static void run_job(struct node *n, struct kv *kv, struct node_job *j, bool allo
     j->done(j);
 }
 
-/* A job on the ctl thread: it owns the lease and the kv pointer. */
-static void run_ctl_job(struct node *n, struct node_job *j)
-{
-    run_job(n, n->kv, j, n->lease.state == LEASE_HELD && !lease_must_fence(&n->lease, now_ms()));
-}
-
 /* Runs queued jobs until none is left or the lease needs the thread. */
 static void run_jobs(struct node *n)
 {
     struct node_job *j;
     while ((j = take_job(n)) != NULL) {
-        run_ctl_job(n, j);
+        run_job(n, n->kv, j); /* the ctl thread owns kv */
         if (now_ms() >= lease_next_due(&n->lease))
             return; /* renew first; the rest follows */
     }
@@ -427,9 +423,8 @@ static void worker_main(void *arg)
         struct node_job *j = take_job(n);
         if (!j)
             continue; /* another thread took it */
-        uint64_t now = now_ms();
         uv_rwlock_rdlock(&n->kv_lock);
-        run_job(n, n->kv, j, node_serving(n, now) && !atomic_load(&n->fencing));
+        run_job(n, n->kv, j);
         uv_rwlock_rdunlock(&n->kv_lock);
     }
 }
@@ -534,7 +529,7 @@ static void ctl_main(void *arg)
     uint64_t until = now_ms() + NODE_FLUSH_MS;
     struct node_job *j;
     while (now_ms() < until && (j = take_job(n)) != NULL)
-        run_ctl_job(n, j);
+        run_job(n, n->kv, j); /* the ctl thread owns kv */
 }
 
 /* ---- the ctl connection's events (cnats threads) ------------------------ */
