@@ -133,7 +133,11 @@ class Relay:
         if self.exit_code is None:
             if self.proc.poll() is None:
                 self.proc.send_signal(sig)
-            self.exit_code = self.proc.wait(timeout=timeout)
+            try:
+                self.exit_code = self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:  # never leave it running: -9 fails the check
+                self.proc.kill()
+                self.exit_code = self.proc.wait(timeout=10)
         return self.exit_code
 
     def assert_clean(self):
@@ -152,8 +156,10 @@ def relay_factory():
         return r
 
     yield make
-    for r in started:
-        code = r.stop()
+    # Every relay is stopped before any is judged: a failed check must not
+    # leave the others running.
+    codes = [r.stop() for r in started]
+    for r, code in zip(started, codes):
         r.assert_clean()
         assert code == 0, f"relay exit code {code}:\n{r.logs()}"
         os.unlink(r.log.name)
